@@ -1,1 +1,234 @@
-//! placeholder
+//! StreamCell's storage layer: durable, append-only shard logs and the catalog.
+//!
+//! It knows nothing of SQL, gRPC or record formats: a batch is opaque bytes with a record
+//! count and a few flag bits. What it promises:
+//! - an acknowledged append survives a crash (with the default `always` sync policy, an ack
+//!   follows `fdatasync`; many appends share one sync: group commit);
+//! - every batch is checksummed (CRC32C) and a batch that fails its check is never served;
+//! - recovery cuts off a torn tail (an append that was never acknowledged) and keeps, but
+//!   refuses to serve, damage in the middle of a log;
+//! - sequence numbers per shard strictly increase and publish times never decrease.
+//!
+//! Layout on disk and byte formats: `docs/storage-format.md`.
+
+pub mod catalog;
+mod committer;
+pub mod error;
+pub mod frame;
+pub mod log;
+pub mod segment;
+pub mod shard;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use catalog::{Catalog, NewStream, ReaderMeta, RedbCatalog, ShardMeta, StreamMeta};
+pub use error::{Result, StoreError};
+pub use log::{BoxFuture, LocalLog, ShardLog};
+
+/// When an append is made durable before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// `fdatasync` before every acknowledgement (shared by concurrent appends). The default.
+    Always,
+    /// Acknowledge once written to the OS; `fdatasync` at least this often. A crash of the
+    /// machine (not just the process) can lose up to this much acknowledged data.
+    Interval(Duration),
+    /// Acknowledge once written to the OS; sync only when a segment is sealed or on shutdown.
+    Never,
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(SyncPolicy::Always),
+            "never" => Ok(SyncPolicy::Never),
+            "interval" => Ok(SyncPolicy::Interval(Duration::from_millis(100))),
+            other => match other.strip_prefix("interval:").and_then(|ms| ms.parse::<u64>().ok()) {
+                Some(ms) if ms > 0 => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
+                _ => Err(format!(
+                    "unknown sync policy {other:?}: expected always, never, interval or interval:<ms>"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPolicy::Always => write!(f, "always"),
+            SyncPolicy::Never => write!(f, "never"),
+            SyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+        }
+    }
+}
+
+/// Settings of the shard logs.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    /// Sync policy.
+    pub sync: SyncPolicy,
+    /// A segment is sealed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// Number of committer threads (shards are spread over them by id).
+    pub committer_threads: usize,
+    /// Payload bytes that may wait for a committer before appends are made to wait.
+    pub max_inflight_bytes: usize,
+    /// How often retention runs.
+    pub retention_check_interval: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            sync: SyncPolicy::Always,
+            segment_bytes: 64 << 20,
+            committer_threads: 2,
+            max_inflight_bytes: 64 << 20,
+            retention_check_interval: log::DEFAULT_RETENTION_CHECK,
+        }
+    }
+}
+
+/// A batch to append.
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    /// The batch's bytes, stored as they are.
+    pub payload: Bytes,
+    /// How many records the batch holds.
+    pub record_count: u32,
+    /// Caller-defined flags stored with the batch.
+    pub flags: u16,
+}
+
+/// Where an appended batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Its sequence number in the shard.
+    pub seq: u64,
+    /// Its publish time (ms since the Unix epoch), assigned by the store.
+    pub timestamp_ms: i64,
+}
+
+/// A batch read back from a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    /// Sequence number.
+    pub seq: u64,
+    /// Publish time.
+    pub timestamp_ms: i64,
+    /// Records in the batch.
+    pub record_count: u32,
+    /// Flags given at append.
+    pub flags: u16,
+    /// The bytes given at append.
+    pub payload: Bytes,
+}
+
+/// Bounds on one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// At most this many batches.
+    pub max_batches: usize,
+    /// Stop once this many payload bytes were read (at least one batch is always returned).
+    pub max_bytes: usize,
+}
+
+impl ReadLimits {
+    /// Up to `n` batches and 16 MiB.
+    pub fn batches(n: usize) -> Self {
+        ReadLimits {
+            max_batches: n,
+            max_bytes: 16 << 20,
+        }
+    }
+}
+
+/// The readable range of a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardBounds {
+    /// First readable sequence number.
+    pub start_seq: u64,
+    /// Last visible sequence number (`start_seq - 1` when nothing is readable; 0 when empty).
+    pub tail_seq: u64,
+    /// Publish time of the tail batch (0 when empty).
+    pub tail_timestamp_ms: i64,
+    /// The sequence number the next append will get.
+    pub next_seq: u64,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The whole store in one data directory: catalog plus shard logs, held by one process.
+pub struct Store {
+    /// The catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// The shard logs.
+    pub log: Arc<dyn ShardLog>,
+    local: Arc<LocalLog>,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`, taking an exclusive lock on it and
+    /// recovering every shard log.
+    pub fn open(dir: &Path, opts: LogOptions) -> Result<Store> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("creating data directory {}", dir.display()), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::io(format!("opening {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(dir.to_path_buf()))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(
+                    format!("locking {}", lock_path.display()),
+                    e,
+                ))
+            }
+        }
+        let catalog = Arc::new(RedbCatalog::open(&dir.join("catalog.redb"))?);
+        let shards: Vec<(u64, u32)> = catalog
+            .all_shards()?
+            .into_iter()
+            .map(|(m, backlog)| (m.id, backlog))
+            .collect();
+        let local = LocalLog::open(dir.join("shards"), opts, &shards)?;
+        Ok(Store {
+            catalog,
+            log: local.clone(),
+            local,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes all writes durable and stops background threads.
+    pub async fn shutdown(&self) {
+        self.local.shutdown().await;
+    }
+}

@@ -1,0 +1,304 @@
+//! The catalog: what streams, shards and shard readers exist, kept in an embedded
+//! transactional store (redb). Values are JSON documents so the catalog stays readable and
+//! can grow fields without a migration. The `Catalog` trait is what callers use; `RedbCatalog`
+//! is the embedded implementation.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+
+const STREAMS: TableDefinition<&str, &str> = TableDefinition::new("streams");
+const SHARDS: TableDefinition<u64, &str> = TableDefinition::new("shards");
+const READERS: TableDefinition<&str, &str> = TableDefinition::new("shard_readers");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_SHARD_ID: &str = "next_shard_id";
+const CATALOG_VERSION: &str = "catalog_version";
+
+/// A stream as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// Stream name.
+    pub name: String,
+    /// Replication factor requested (the embedded store keeps one copy).
+    pub replication_factor: u32,
+    /// Retention in seconds (0 keeps records forever).
+    pub backlog_secs: u32,
+    /// Number of shards created with the stream.
+    pub shard_count: u32,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// The stream's shard ids, in key-range order.
+    pub shards: Vec<u64>,
+}
+
+/// A shard as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    /// Shard id (unique across all streams, never reused).
+    pub id: u64,
+    /// The stream the shard belongs to.
+    pub stream: String,
+    /// First key of the shard's key range (opaque to the store).
+    pub start_key: String,
+    /// Last key of the shard's key range (opaque to the store).
+    pub end_key: String,
+    /// Epoch of the shard's key ranges.
+    pub epoch: u64,
+}
+
+/// What a new stream should look like.
+#[derive(Debug, Clone)]
+pub struct NewStream {
+    /// Stream name.
+    pub name: String,
+    /// Replication factor.
+    pub replication_factor: u32,
+    /// Retention in seconds (0 = forever).
+    pub backlog_secs: u32,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Key range of each shard, in order.
+    pub key_ranges: Vec<(String, String)>,
+    /// Epoch recorded on the shards.
+    pub epoch: u64,
+}
+
+/// A shard reader as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderMeta {
+    /// Reader id.
+    pub id: String,
+    /// Stream it reads.
+    pub stream: String,
+    /// Shard it reads.
+    pub shard: u64,
+    /// Sequence number the reader starts at.
+    pub start_seq: u64,
+    /// The offset as the client gave it (kept to echo it back), opaque to the store.
+    pub offset: String,
+    /// Read timeout in milliseconds.
+    pub timeout_ms: u32,
+    /// Creation time.
+    pub created_ms: i64,
+}
+
+/// The catalog interface.
+pub trait Catalog: Send + Sync {
+    /// Creates a stream and its shards atomically, assigning fresh shard ids.
+    fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)>;
+    /// Deletes a stream, its shards and its readers; returns what was deleted.
+    fn delete_stream(&self, name: &str) -> Result<StreamMeta>;
+    /// Looks a stream up.
+    fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>>;
+    /// All streams, by name.
+    fn list_streams(&self) -> Result<Vec<StreamMeta>>;
+    /// Looks a shard up.
+    fn get_shard(&self, id: u64) -> Result<Option<ShardMeta>>;
+    /// All shards with their retention (for opening the logs at start).
+    fn all_shards(&self) -> Result<Vec<(ShardMeta, u32)>>;
+    /// Records a new shard reader; fails if the id exists.
+    fn create_reader(&self, reader: ReaderMeta) -> Result<()>;
+    /// Looks a shard reader up.
+    fn get_reader(&self, id: &str) -> Result<Option<ReaderMeta>>;
+    /// Deletes a shard reader.
+    fn delete_reader(&self, id: &str) -> Result<()>;
+    /// All shard reader ids.
+    fn list_readers(&self) -> Result<Vec<ReaderMeta>>;
+}
+
+/// The catalog in a redb database file.
+pub struct RedbCatalog {
+    db: Database,
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Catalog(format!("encoding: {e}")))
+}
+
+fn from_json<T: DeserializeOwned>(s: &str) -> Result<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Catalog(format!("decoding {s:?}: {e}")))
+}
+
+impl RedbCatalog {
+    /// Opens or creates the catalog file.
+    pub fn open(path: &Path) -> Result<RedbCatalog> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(STREAMS)?;
+            tx.open_table(SHARDS)?;
+            tx.open_table(READERS)?;
+            let mut meta = tx.open_table(META)?;
+            let version = meta.get(CATALOG_VERSION)?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(CATALOG_VERSION, 1)?;
+                }
+                Some(1) => {}
+                Some(v) => {
+                    return Err(StoreError::Catalog(format!(
+                        "catalog version {v} is newer than this server understands (1)"
+                    )))
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(RedbCatalog { db })
+    }
+}
+
+impl Catalog for RedbCatalog {
+    fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)> {
+        let tx = self.db.begin_write()?;
+        let out = {
+            let mut streams = tx.open_table(STREAMS)?;
+            if streams.get(new.name.as_str())?.is_some() {
+                return Err(StoreError::StreamExists(new.name));
+            }
+            let mut meta = tx.open_table(META)?;
+            let mut next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
+            let mut shards = tx.open_table(SHARDS)?;
+            let mut metas = Vec::with_capacity(new.key_ranges.len());
+            for (start, end) in &new.key_ranges {
+                let m = ShardMeta {
+                    id: next,
+                    stream: new.name.clone(),
+                    start_key: start.clone(),
+                    end_key: end.clone(),
+                    epoch: new.epoch,
+                };
+                shards.insert(next, to_json(&m)?.as_str())?;
+                metas.push(m);
+                next += 1;
+            }
+            meta.insert(NEXT_SHARD_ID, next)?;
+            let s = StreamMeta {
+                name: new.name.clone(),
+                replication_factor: new.replication_factor,
+                backlog_secs: new.backlog_secs,
+                shard_count: metas.len() as u32,
+                created_ms: new.created_ms,
+                shards: metas.iter().map(|m| m.id).collect(),
+            };
+            streams.insert(new.name.as_str(), to_json(&s)?.as_str())?;
+            (s, metas)
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn delete_stream(&self, name: &str) -> Result<StreamMeta> {
+        let tx = self.db.begin_write()?;
+        let meta: StreamMeta = {
+            let mut streams = tx.open_table(STREAMS)?;
+            let m: StreamMeta = match streams.remove(name)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::StreamNotFound(name.to_string())),
+            };
+            let mut shards = tx.open_table(SHARDS)?;
+            for id in &m.shards {
+                shards.remove(id)?;
+            }
+            let mut readers = tx.open_table(READERS)?;
+            let mut doomed = Vec::new();
+            for row in readers.iter()? {
+                let (k, v) = row?;
+                let r: ReaderMeta = from_json(v.value())?;
+                if r.stream == name {
+                    doomed.push(k.value().to_string());
+                }
+            }
+            for k in doomed {
+                readers.remove(k.as_str())?;
+            }
+            m
+        };
+        tx.commit()?;
+        Ok(meta)
+    }
+
+    fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(STREAMS)?;
+        t.get(name)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    fn list_streams(&self) -> Result<Vec<StreamMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(STREAMS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn get_shard(&self, id: u64) -> Result<Option<ShardMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SHARDS)?;
+        t.get(id)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    fn all_shards(&self) -> Result<Vec<(ShardMeta, u32)>> {
+        let streams = self.list_streams()?;
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SHARDS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            let m: ShardMeta = from_json(v.value())?;
+            let backlog = streams
+                .iter()
+                .find(|s| s.name == m.stream)
+                .map_or(0, |s| s.backlog_secs);
+            out.push((m, backlog));
+        }
+        Ok(out)
+    }
+
+    fn create_reader(&self, reader: ReaderMeta) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(READERS)?;
+            if t.get(reader.id.as_str())?.is_some() {
+                return Err(StoreError::ReaderExists(reader.id));
+            }
+            t.insert(reader.id.as_str(), to_json(&reader)?.as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_reader(&self, id: &str) -> Result<Option<ReaderMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(READERS)?;
+        t.get(id)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    fn delete_reader(&self, id: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(READERS)?;
+            if t.remove(id)?.is_none() {
+                return Err(StoreError::ReaderNotFound(id.to_string()));
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn list_readers(&self) -> Result<Vec<ReaderMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(READERS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,320 @@
+//! The shard log service: the `ShardLog` trait that callers use, and `LocalLog`, its
+//! implementation on local segment files. `LocalLog` keeps the open shards, routes appends to
+//! the committer thread that owns each shard, bounds the bytes in flight (back-pressure), and
+//! runs retention in the background.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use crate::committer::{Committer, CommitterConfig, Request};
+use crate::error::{Result, StoreError};
+use crate::shard::Shard;
+use crate::{now_ms, Appended, LogOptions, NewBatch, ReadLimits, ShardBounds, StoredBatch};
+
+/// A boxed, sendable future (keeps `ShardLog` object-safe).
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The interface to shard logs. The embedded implementation is [`LocalLog`]; a replicated
+/// backend can implement the same trait without touching callers.
+pub trait ShardLog: Send + Sync {
+    /// Creates an empty log for a new shard.
+    fn create_shard(&self, shard: u64, retention_secs: u32) -> Result<()>;
+    /// Deletes a shard's log and its files. Appends in progress finish first.
+    fn remove_shard(&self, shard: u64) -> BoxFuture<Result<()>>;
+    /// Appends one batch. The future resolves once the batch is durable (per the sync policy)
+    /// and visible to readers, with its sequence number and publish time.
+    fn append(&self, shard: u64, batch: NewBatch) -> BoxFuture<Result<Appended>>;
+    /// Reads batches from sequence number `from` on (blocking file I/O: call it off the async
+    /// executor for large reads).
+    fn read(&self, shard: u64, from: u64, limits: ReadLimits) -> Result<Vec<StoredBatch>>;
+    /// The readable range of a shard.
+    fn bounds(&self, shard: u64) -> Result<ShardBounds>;
+    /// First sequence number published at or after `timestamp_ms` (or the next one to be
+    /// written if none is).
+    fn find_time(&self, shard: u64, timestamp_ms: i64) -> Result<u64>;
+    /// Makes batches up to and including `seq` unreadable and frees their space.
+    fn trim(&self, shard: u64, seq: u64) -> Result<()>;
+    /// Watches the last visible sequence number of a shard.
+    fn watch_tail(&self, shard: u64) -> Result<watch::Receiver<u64>>;
+    /// Seals the active segment of a shard if it holds anything (used by retention and tests).
+    fn roll(&self, shard: u64) -> Result<()>;
+    /// Applies retention to every shard now (normally done in the background).
+    fn enforce_retention(&self) -> Result<()>;
+}
+
+struct Lane {
+    tx: Sender<Request>,
+    inflight: Arc<Semaphore>,
+}
+
+/// Shard logs on the local file system.
+pub struct LocalLog {
+    root: PathBuf,
+    opts: LogOptions,
+    shards: RwLock<HashMap<u64, Arc<Shard>>>,
+    lanes: Vec<Lane>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_retention: Mutex<Option<Sender<()>>>,
+}
+
+/// Permits are counted in KiB of payload.
+const PERMIT_BYTES: usize = 1024;
+
+impl LocalLog {
+    /// Opens (recovering) every shard in `shards` under `root` and starts the committer and
+    /// retention threads. Shard directories not in `shards` are removed (left over from a
+    /// stream deleted during a crash).
+    pub fn open(root: PathBuf, opts: LogOptions, shards: &[(u64, u32)]) -> Result<Arc<LocalLog>> {
+        std::fs::create_dir_all(&root)
+            .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
+        let mut map = HashMap::new();
+        for &(id, retention) in shards {
+            let dir = root.join(id.to_string());
+            let shard = if dir.exists() {
+                Shard::open(dir, id, retention)?
+            } else {
+                Shard::create(dir, id, retention)?
+            };
+            map.insert(id, shard);
+        }
+        let entries = std::fs::read_dir(&root)
+            .map_err(|e| StoreError::io(format!("listing {}", root.display()), e))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if let Ok(id) = name.parse::<u64>() {
+                if !map.contains_key(&id) {
+                    tracing::warn!(
+                        shard = id,
+                        "removing the log of a shard the catalog no longer has"
+                    );
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let n = opts.committer_threads.max(1);
+        let mut lanes = Vec::with_capacity(n);
+        let mut threads = Vec::with_capacity(n + 1);
+        for i in 0..n {
+            let (tx, rx) = mpsc::channel();
+            let cfg = CommitterConfig {
+                sync: opts.sync,
+                segment_bytes: opts.segment_bytes,
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("committer-{i}"))
+                .spawn(move || Committer::new(rx, cfg).run())
+                .map_err(|e| StoreError::io("starting a committer thread", e))?;
+            threads.push(handle);
+            let permits = (opts.max_inflight_bytes / PERMIT_BYTES).max(1);
+            lanes.push(Lane {
+                tx,
+                inflight: Arc::new(Semaphore::new(permits)),
+            });
+        }
+        let log = Arc::new(LocalLog {
+            root,
+            opts,
+            shards: RwLock::new(map),
+            lanes,
+            threads: Mutex::new(threads),
+            stop_retention: Mutex::new(None),
+        });
+        log.start_retention()?;
+        Ok(log)
+    }
+
+    fn start_retention(self: &Arc<Self>) -> Result<()> {
+        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let weak = Arc::downgrade(self);
+        let every = self.opts.retention_check_interval;
+        let handle = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || loop {
+                match stop_rx.recv_timeout(every) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                let Some(log) = weak.upgrade() else { return };
+                if let Err(e) = log.enforce_retention() {
+                    tracing::error!("retention failed: {e}");
+                }
+            })
+            .map_err(|e| StoreError::io("starting the retention thread", e))?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+        *self
+            .stop_retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(stop_tx);
+        Ok(())
+    }
+
+    fn shard(&self, id: u64) -> Result<Arc<Shard>> {
+        self.shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(StoreError::ShardNotFound(id))
+    }
+
+    fn lane(&self, id: u64) -> &Lane {
+        &self.lanes[(id % self.lanes.len() as u64) as usize]
+    }
+
+    /// Makes everything durable and stops the background threads.
+    pub async fn shutdown(&self) {
+        if let Some(stop) = self
+            .stop_retention
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = stop.send(());
+        }
+        for lane in &self.lanes {
+            let (tx, rx) = oneshot::channel();
+            if lane.tx.send(Request::Shutdown { reply: tx }).is_ok() {
+                let _ = rx.await;
+            }
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The directory that holds the shard logs.
+    pub fn root(&self) -> &PathBuf {
+        &self.root
+    }
+}
+
+impl ShardLog for LocalLog {
+    fn create_shard(&self, shard: u64, retention_secs: u32) -> Result<()> {
+        let dir = self.root.join(shard.to_string());
+        if dir.exists() {
+            // Left over from an interrupted creation: start clean.
+            std::fs::remove_dir_all(&dir)
+                .map_err(|e| StoreError::io(format!("removing {}", dir.display()), e))?;
+        }
+        let s = Shard::create(dir, shard, retention_secs)?;
+        self.shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(shard, s);
+        Ok(())
+    }
+
+    fn remove_shard(&self, shard: u64) -> BoxFuture<Result<()>> {
+        let removed = self
+            .shards
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&shard);
+        let tx = self.lane(shard).tx.clone();
+        Box::pin(async move {
+            let Some(s) = removed else {
+                return Err(StoreError::ShardNotFound(shard));
+            };
+            s.closed.store(true, Ordering::Release);
+            let (rtx, rrx) = oneshot::channel();
+            if tx.send(Request::Close { shard, reply: rtx }).is_ok() {
+                let _ = rrx.await;
+            }
+            let dir = s.dir.clone();
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                .await
+                .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
+                .map_err(|e| StoreError::io(format!("removing shard {shard}"), e))
+        })
+    }
+
+    fn append(&self, shard: u64, batch: NewBatch) -> BoxFuture<Result<Appended>> {
+        let found = self.shard(shard);
+        let lane = self.lane(shard);
+        let tx = lane.tx.clone();
+        let sem = lane.inflight.clone();
+        let max_permits = (self.opts.max_inflight_bytes / PERMIT_BYTES).max(1);
+        Box::pin(async move {
+            let shard = found?;
+            let want = batch
+                .payload
+                .len()
+                .div_ceil(PERMIT_BYTES)
+                .clamp(1, max_permits) as u32;
+            let permit = sem
+                .acquire_many_owned(want)
+                .await
+                .map_err(|_| StoreError::ShuttingDown)?;
+            let (rtx, rrx) = oneshot::channel();
+            tx.send(Request::Append {
+                shard,
+                batch,
+                reply: rtx,
+                _permit: permit,
+            })
+            .map_err(|_| StoreError::ShuttingDown)?;
+            rrx.await.map_err(|_| StoreError::ShuttingDown)?
+        })
+    }
+
+    fn read(&self, shard: u64, from: u64, limits: ReadLimits) -> Result<Vec<StoredBatch>> {
+        self.shard(shard)?.read(from, limits)
+    }
+
+    fn bounds(&self, shard: u64) -> Result<ShardBounds> {
+        Ok(self.shard(shard)?.bounds())
+    }
+
+    fn find_time(&self, shard: u64, timestamp_ms: i64) -> Result<u64> {
+        self.shard(shard)?.find_time(timestamp_ms)
+    }
+
+    fn trim(&self, shard: u64, seq: u64) -> Result<()> {
+        self.shard(shard)?.trim(seq)
+    }
+
+    fn watch_tail(&self, shard: u64) -> Result<watch::Receiver<u64>> {
+        Ok(self.shard(shard)?.watch_tail())
+    }
+
+    fn roll(&self, shard: u64) -> Result<()> {
+        let s = self.shard(shard)?;
+        self.lane(shard)
+            .tx
+            .send(Request::Roll { shard: s })
+            .map_err(|_| StoreError::ShuttingDown)
+    }
+
+    fn enforce_retention(&self) -> Result<()> {
+        let shards: Vec<Arc<Shard>> = self
+            .shards
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let now = now_ms();
+        for s in shards {
+            if s.apply_retention(now)? {
+                let _ = self.lane(s.id).tx.send(Request::Roll { shard: s.clone() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Default interval between retention passes.
+pub const DEFAULT_RETENTION_CHECK: Duration = Duration::from_secs(5);

@@ -1,0 +1,535 @@
+//! One shard's log: its segments, what readers may see, recovery at open, reads by sequence
+//! number and by time, trimming and retention. Appends go through the committer, which is
+//! the only writer of a shard's active segment.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tokio::sync::watch;
+
+use crate::error::{Result, StoreError};
+use crate::segment::{self, IndexEntry, SealedIndex, Segment, SEGMENT_HEADER_LEN};
+use crate::{ReadLimits, StoredBatch};
+
+/// Bytes read per `pread` when scanning frames.
+const READ_CHUNK: usize = 1 << 20;
+/// Name of the file that records a shard's trim point.
+const TRIM_FILE: &str = "TRIM";
+
+/// Mutable state of a shard, shared by readers and the committer.
+#[derive(Debug)]
+pub struct ShardState {
+    /// Segments by base sequence number; the last one is the active segment.
+    pub segments: BTreeMap<u64, Segment>,
+    /// First sequence number that may be read (everything before was trimmed or expired).
+    pub start_seq: u64,
+    /// Set once the shard's log failed; appends are refused until a restart.
+    pub failed: Option<String>,
+}
+
+/// One shard's log.
+#[derive(Debug)]
+pub struct Shard {
+    /// Shard id.
+    pub id: u64,
+    /// Directory holding the shard's segment files.
+    pub dir: PathBuf,
+    state: RwLock<ShardState>,
+    /// Last sequence number visible to readers (0 when nothing was ever appended).
+    tail: watch::Sender<u64>,
+    /// Retention in milliseconds (0 keeps everything).
+    retention_ms: AtomicU64,
+    /// Set when the shard is being deleted: the committer refuses further appends.
+    pub(crate) closed: AtomicBool,
+}
+
+impl Shard {
+    /// Creates the directory and first segment of a new shard.
+    pub fn create(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        if let Some(parent) = dir.parent() {
+            segment::sync_dir(parent)?;
+        }
+        let (path, file) = segment::create_segment(&dir, id, 1)?;
+        let seg = Segment {
+            base_seq: 1,
+            path,
+            file: Arc::new(file),
+            index: Vec::new(),
+            last_seq: 0,
+            first_ts: 0,
+            last_ts: 0,
+            end: SEGMENT_HEADER_LEN,
+            damaged: Vec::new(),
+            sealed: false,
+        };
+        Ok(Self::assemble(
+            id,
+            dir,
+            BTreeMap::from([(1, seg)]),
+            1,
+            retention_secs,
+        ))
+    }
+
+    fn assemble(
+        id: u64,
+        dir: PathBuf,
+        segments: BTreeMap<u64, Segment>,
+        start_seq: u64,
+        retention_secs: u32,
+    ) -> Arc<Shard> {
+        let tail = segments.values().next_back().map_or(0, |s| s.last_seq);
+        Arc::new(Shard {
+            id,
+            dir,
+            state: RwLock::new(ShardState {
+                segments,
+                start_seq,
+                failed: None,
+            }),
+            tail: watch::Sender::new(tail),
+            retention_ms: AtomicU64::new(u64::from(retention_secs) * 1000),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Opens an existing shard directory and recovers it: sealed segments are taken from their
+    /// index files (or re-scanned when the index is missing or stale), the last segment is
+    /// scanned in full and a torn tail is cut off.
+    pub fn open(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
+        let mut bases = Vec::new();
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(base) = segment::parse_segment_file_name(&name) {
+                bases.push(base);
+            } else if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        bases.sort_unstable();
+        if bases.is_empty() {
+            tracing::warn!(
+                shard = id,
+                "shard directory has no segment; starting an empty log"
+            );
+            return Self::create_missing(dir, id, retention_secs);
+        }
+        let mut segments = BTreeMap::new();
+        let last_base = *bases.last().unwrap_or(&1);
+        for &base in &bases {
+            let path = dir.join(segment::segment_file_name(base));
+            let is_last = base == last_base;
+            let file = segment::open_segment(&path)?;
+            let file_len = file
+                .metadata()
+                .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+                .len();
+            if !is_last {
+                if let Some(ix) = SealedIndex::load(&dir, base).filter(|ix| ix.data_len == file_len)
+                {
+                    segments.insert(base, sealed_from_index(base, path, file, ix));
+                    continue;
+                }
+            }
+            let (data, header_problem) = segment::read_segment(&path, id, base)?;
+            if let Some(problem) = header_problem {
+                if is_last && file_len <= SEGMENT_HEADER_LEN {
+                    // A crash while a new segment was being created: nothing was ever acked in it.
+                    tracing::warn!(path = %path.display(), "removing half-created segment: {problem}");
+                    std::fs::remove_file(&path)
+                        .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+                    continue;
+                }
+                return Err(StoreError::Corrupt {
+                    path,
+                    detail: format!("segment header: {problem}"),
+                });
+            }
+            let rep = segment::scan(&data, base);
+            for &(a, b) in &rep.damaged {
+                tracing::error!(path = %path.display(), shard = id, "batches {a}..={b} are damaged and will not be served");
+            }
+            let mut seg = Segment {
+                base_seq: base,
+                path: path.clone(),
+                file: Arc::new(file),
+                index: rep.index,
+                last_seq: rep.last_seq,
+                first_ts: rep.first_ts,
+                last_ts: rep.last_ts,
+                end: rep.valid_end,
+                damaged: rep.damaged,
+                sealed: !is_last,
+            };
+            if let Some((at, len)) = rep.torn_tail {
+                if is_last {
+                    tracing::warn!(path = %path.display(), shard = id, offset = at, bytes = len,
+                        "cutting off a torn tail (an append that was never acknowledged)");
+                    seg.file
+                        .set_len(at)
+                        .and_then(|_| seg.file.sync_all())
+                        .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
+                } else {
+                    tracing::error!(path = %path.display(), shard = id, offset = at, bytes = len,
+                        "sealed segment ends in damaged bytes; batches after {} in it are lost", seg.last_seq);
+                }
+            }
+            if seg.sealed {
+                seg.sealed_index().write(&dir, base)?;
+            } else if !seg.damaged.is_empty() {
+                // Never append after damage: seal this segment and continue in a fresh one.
+                seg.sealed = true;
+                seg.sealed_index().write(&dir, base)?;
+            }
+            segments.insert(base, seg);
+        }
+        // The last segment must be writable; if it was sealed (damage) or removed, start one.
+        let needs_new = segments.values().next_back().is_none_or(|s| s.sealed);
+        if needs_new {
+            let next = segments.values().next_back().map_or(1, |s| s.last_seq + 1);
+            let (path, file) = segment::create_segment(&dir, id, next)?;
+            segments.insert(next, empty_segment(next, path, file));
+        }
+        let first_base = segments.keys().next().copied().unwrap_or(1);
+        let start_seq = read_trim(&dir)?.max(first_base);
+        Ok(Self::assemble(id, dir, segments, start_seq, retention_secs))
+    }
+
+    fn create_missing(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
+        let start = read_trim(&dir)?.max(1);
+        let (path, file) = segment::create_segment(&dir, id, start)?;
+        Ok(Self::assemble(
+            id,
+            dir,
+            BTreeMap::from([(start, empty_segment(start, path, file))]),
+            start,
+            retention_secs,
+        ))
+    }
+
+    /// Read access to the shard state.
+    pub fn state(&self) -> RwLockReadGuard<'_, ShardState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write access to the shard state.
+    pub fn state_mut(&self) -> RwLockWriteGuard<'_, ShardState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes a new visible tail to waiting readers.
+    pub fn publish_tail(&self, seq: u64) {
+        self.tail.send_replace(seq);
+    }
+
+    /// A receiver that changes whenever new batches become visible.
+    pub fn watch_tail(&self) -> watch::Receiver<u64> {
+        self.tail.subscribe()
+    }
+
+    /// Retention in milliseconds (0 = keep forever).
+    pub fn retention_ms(&self) -> u64 {
+        self.retention_ms.load(Ordering::Relaxed)
+    }
+
+    /// First readable sequence number, last visible sequence number, and its publish time.
+    pub fn bounds(&self) -> crate::ShardBounds {
+        let st = self.state();
+        let (tail, tail_ts) = st
+            .segments
+            .values()
+            .rev()
+            .find(|s| !s.is_empty())
+            .map_or((0, 0), |s| (s.last_seq, s.last_ts));
+        let next = st
+            .segments
+            .values()
+            .next_back()
+            .map_or(1, |s| s.last_seq + 1);
+        crate::ShardBounds {
+            start_seq: st.start_seq,
+            tail_seq: tail.max(st.start_seq.saturating_sub(1)),
+            tail_timestamp_ms: tail_ts,
+            next_seq: next,
+        }
+    }
+
+    /// Reads batches starting at sequence number `from` (or at the first readable one if `from`
+    /// is smaller). Stops at `limits` or at the visible tail. A damaged batch is an error when it
+    /// is the first one asked for; otherwise the read ends before it.
+    pub fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<StoredBatch>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut seq = from;
+        while out.len() < limits.max_batches && bytes < limits.max_bytes {
+            // Locate the next frame under the lock; read it without.
+            let (file, path, offset, end) = {
+                let st = self.state();
+                seq = seq.max(st.start_seq);
+                let Some((_, seg)) = st.segments.range(..=seq).next_back() else {
+                    break;
+                };
+                if let Some((a, b)) = seg.damage_at(seq) {
+                    if out.is_empty() {
+                        return Err(StoreError::Corrupt {
+                            path: seg.path.clone(),
+                            detail: format!("batches {a}..={b} of shard {} are damaged", self.id),
+                        });
+                    }
+                    break;
+                }
+                if seq > seg.last_seq {
+                    // Past this segment: either the tail, or damage at the end of a sealed one.
+                    match st.segments.range(seq + 1..).next() {
+                        Some((&next_base, _)) if seg.sealed && seq < next_base => {
+                            if out.is_empty() {
+                                return Err(StoreError::Corrupt {
+                                    path: seg.path.clone(),
+                                    detail: format!(
+                                        "batches {seq}..={} of shard {} are damaged",
+                                        next_base - 1,
+                                        self.id
+                                    ),
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                    break;
+                }
+                (seg.file.clone(), seg.path.clone(), seg.seek(seq), seg.end)
+            };
+            let before = out.len();
+            let target = seq;
+            let mut last = None;
+            segment::read_frames(
+                &file,
+                &path,
+                offset,
+                end,
+                READ_CHUNK,
+                target,
+                |h, payload| {
+                    if h.seq < target {
+                        return true;
+                    }
+                    bytes += payload.len();
+                    last = Some(h.seq);
+                    out.push(StoredBatch {
+                        seq: h.seq,
+                        timestamp_ms: h.timestamp_ms,
+                        record_count: h.record_count,
+                        flags: h.flags,
+                        payload,
+                    });
+                    out.len() < limits.max_batches && bytes < limits.max_bytes
+                },
+            )
+            .or_else(|e| if out.len() > before { Ok(()) } else { Err(e) })?;
+            match last {
+                Some(l) => seq = l + 1,
+                None => break,
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The first sequence number whose publish time is at or after `ts_ms`, or the next
+    /// sequence number to be written if there is none yet.
+    pub fn find_time(&self, ts_ms: i64) -> Result<u64> {
+        let (file, path, offset, end, next) = {
+            let st = self.state();
+            let next = st
+                .segments
+                .values()
+                .next_back()
+                .map_or(1, |s| s.last_seq + 1);
+            let Some(seg) = st
+                .segments
+                .values()
+                .find(|s| !s.is_empty() && s.last_ts >= ts_ms && s.last_seq >= st.start_seq)
+            else {
+                return Ok(next);
+            };
+            if seg.first_ts >= ts_ms {
+                return Ok(seg.base_seq.max(st.start_seq));
+            }
+            (
+                seg.file.clone(),
+                seg.path.clone(),
+                seg.seek_time(ts_ms),
+                seg.end,
+                next,
+            )
+        };
+        let mut found = None;
+        segment::read_frames(&file, &path, offset, end, READ_CHUNK, 0, |h, _| {
+            if h.timestamp_ms >= ts_ms {
+                found = Some(h.seq);
+                false
+            } else {
+                true
+            }
+        })?;
+        Ok(found.unwrap_or(next).max(self.state().start_seq))
+    }
+
+    /// Makes every batch up to and including `seq` unreadable; deletes sealed segments that
+    /// hold nothing readable any more. The trim point is recorded durably first.
+    pub fn trim(&self, seq: u64) -> Result<()> {
+        let new_start = seq.saturating_add(1);
+        {
+            let st = self.state();
+            if new_start <= st.start_seq {
+                return Ok(());
+            }
+        }
+        write_trim(&self.dir, new_start)?;
+        self.state_mut().start_seq = new_start;
+        self.drop_segments_before(new_start)
+    }
+
+    /// Deletes sealed segments whose last publish time is older than the retention allows.
+    /// Returns true when the active segment is old enough that it should be rolled.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<bool> {
+        let ret = self.retention_ms();
+        if ret == 0 {
+            return Ok(false);
+        }
+        let cutoff = now_ms - ret as i64;
+        let (expired_upto, active_expired) = {
+            let st = self.state();
+            let mut upto = None;
+            for seg in st.segments.values() {
+                if seg.sealed && (seg.is_empty() || seg.last_ts < cutoff) {
+                    upto = Some(seg.last_seq + 1);
+                } else {
+                    break;
+                }
+            }
+            let active_expired = st
+                .segments
+                .values()
+                .next_back()
+                .is_some_and(|s| !s.sealed && !s.is_empty() && s.last_ts < cutoff);
+            (upto, active_expired)
+        };
+        if let Some(next) = expired_upto {
+            {
+                let mut st = self.state_mut();
+                st.start_seq = st.start_seq.max(next);
+            }
+            self.drop_segments_before(next)?;
+        }
+        Ok(active_expired)
+    }
+
+    fn drop_segments_before(&self, start: u64) -> Result<()> {
+        let doomed: Vec<(u64, PathBuf)> = {
+            let mut st = self.state_mut();
+            let bases: Vec<u64> = st
+                .segments
+                .values()
+                .filter(|s| s.sealed && s.last_seq < start)
+                .map(|s| s.base_seq)
+                .collect();
+            bases
+                .into_iter()
+                .filter_map(|b| st.segments.remove(&b).map(|s| (b, s.path)))
+                .collect()
+        };
+        for (base, path) in &doomed {
+            let _ = std::fs::remove_file(self.dir.join(segment::index_file_name(*base)));
+            std::fs::remove_file(path)
+                .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+            tracing::debug!(shard = self.id, path = %path.display(), "removed expired segment");
+        }
+        if !doomed.is_empty() {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn sealed_from_index(base: u64, path: PathBuf, file: File, ix: SealedIndex) -> Segment {
+    Segment {
+        base_seq: base,
+        path,
+        file: Arc::new(file),
+        index: ix.entries,
+        last_seq: ix.last_seq,
+        first_ts: ix.first_ts,
+        last_ts: ix.last_ts,
+        end: ix.data_len,
+        damaged: ix.damaged,
+        sealed: true,
+    }
+}
+
+/// An empty, writable segment.
+pub fn empty_segment(base: u64, path: PathBuf, file: File) -> Segment {
+    Segment {
+        base_seq: base,
+        path,
+        file: Arc::new(file),
+        index: Vec::<IndexEntry>::new(),
+        last_seq: base - 1,
+        first_ts: 0,
+        last_ts: 0,
+        end: SEGMENT_HEADER_LEN,
+        damaged: Vec::new(),
+        sealed: false,
+    }
+}
+
+fn read_trim(dir: &Path) -> Result<u64> {
+    let path = dir.join(TRIM_FILE);
+    match std::fs::read(&path) {
+        Ok(b) if b.len() == 12 => {
+            let v = u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
+            let crc = u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4]));
+            if crc32c::crc32c(&b[0..8]) == crc {
+                Ok(v)
+            } else {
+                Err(StoreError::Corrupt {
+                    path,
+                    detail: "trim point checksum mismatch".into(),
+                })
+            }
+        }
+        Ok(_) => Err(StoreError::Corrupt {
+            path,
+            detail: "trim point file has the wrong length".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(1),
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+fn write_trim(dir: &Path, start: u64) -> Result<()> {
+    let path = dir.join(TRIM_FILE);
+    let tmp = dir.join("TRIM.tmp");
+    let mut b = start.to_le_bytes().to_vec();
+    b.extend_from_slice(&crc32c::crc32c(&start.to_le_bytes()).to_le_bytes());
+    let ctx = |w: &str| format!("{w} {}", path.display());
+    let mut f = File::create(&tmp).map_err(|e| StoreError::io(ctx("creating"), e))?;
+    f.write_all(&b)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(ctx("writing"), e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(ctx("renaming"), e))?;
+    segment::sync_dir(dir)
+}

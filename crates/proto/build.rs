@@ -1,0 +1,33 @@
+//! Compiles `proto/HStream/Server/HStreamApi.proto` (the HStreamDB v0.6.1 wire API) into Rust.
+//!
+//! The `.proto` is parsed by `protox`, a pure-Rust protobuf compiler, so no system `protoc` is
+//! needed anywhere. `tonic-prost-build` then turns the descriptor set into prost messages plus a
+//! tonic client and server for `hstream.server.HStreamApi`, written to `$OUT_DIR/hstream.server.rs`.
+
+use std::path::Path;
+
+const PROTO_ROOT: &str = "proto";
+const PROTO_FILE: &str = "proto/HStream/Server/HStreamApi.proto";
+
+fn main() {
+    println!("cargo:rerun-if-changed={PROTO_FILE}");
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let proto = Path::new(PROTO_FILE);
+    // protox resolves google/protobuf/*.proto itself; include_imports(true) is set by compile().
+    let fds = match protox::compile([proto], [PROTO_ROOT]) {
+        Ok(fds) => fds,
+        Err(e) => panic!("protox failed to compile {PROTO_FILE}: {e:?}"),
+    };
+
+    let result = tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        // Every `bytes` field (record payloads) becomes `bytes::Bytes`: zero-copy slicing from
+        // the decode buffer instead of a `Vec<u8>` copy per record.
+        .bytes(".")
+        .compile_fds(fds);
+    if let Err(e) = result {
+        panic!("tonic-prost-build failed to generate code for {PROTO_FILE}: {e}");
+    }
+}

@@ -41,6 +41,9 @@ pub(crate) enum Request {
     Shutdown { reply: oneshot::Sender<()> },
 }
 
+/// One append waiting in a round: the batch and where to send its outcome.
+type AppendOne = (NewBatch, oneshot::Sender<Result<Appended>>);
+
 /// Settings of a committer.
 #[derive(Debug, Clone)]
 pub(crate) struct CommitterConfig {
@@ -175,10 +178,7 @@ impl Committer {
 
     /// Handles one round of requests; returns true when asked to shut down.
     fn process(&mut self, round: Vec<Request>) -> bool {
-        let mut groups: Vec<(
-            Arc<Shard>,
-            Vec<(NewBatch, oneshot::Sender<Result<Appended>>)>,
-        )> = Vec::new();
+        let mut groups: Vec<(Arc<Shard>, Vec<AppendOne>)> = Vec::new();
         let mut slot: HashMap<u64, usize> = HashMap::new();
         let mut control = Vec::new();
         let mut permits = Vec::new();
@@ -257,11 +257,7 @@ impl Committer {
     }
 
     /// Encodes and writes one shard's appends of this round.
-    fn write_group(
-        &mut self,
-        shard: Arc<Shard>,
-        group: Vec<(NewBatch, oneshot::Sender<Result<Appended>>)>,
-    ) -> Option<Pending> {
+    fn write_group(&mut self, shard: Arc<Shard>, group: Vec<AppendOne>) -> Option<Pending> {
         let id = shard.id;
         if shard.closed.load(Ordering::Acquire) {
             for (_, reply) in group {

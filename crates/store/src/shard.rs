@@ -291,20 +291,17 @@ impl Shard {
                 }
                 if seq > seg.last_seq {
                     // Past this segment: either the tail, or damage at the end of a sealed one.
-                    match st.segments.range(seq + 1..).next() {
-                        Some((&next_base, _)) if seg.sealed && seq < next_base => {
-                            if out.is_empty() {
-                                return Err(StoreError::Corrupt {
-                                    path: seg.path.clone(),
-                                    detail: format!(
-                                        "batches {seq}..={} of shard {} are damaged",
-                                        next_base - 1,
-                                        self.id
-                                    ),
-                                });
-                            }
+                    if let Some((&next_base, _)) = st.segments.range(seq + 1..).next() {
+                        if seg.sealed && seq < next_base && out.is_empty() {
+                            return Err(StoreError::Corrupt {
+                                path: seg.path.clone(),
+                                detail: format!(
+                                    "batches {seq}..={} of shard {} are damaged",
+                                    next_base - 1,
+                                    self.id
+                                ),
+                            });
                         }
-                        _ => {}
                     }
                     break;
                 }

@@ -1,0 +1,207 @@
+//! Server configuration: command-line flags over an optional TOML file over defaults. Every
+//! key of the file has the flag's name (with `_` or `-`), e.g. `data_dir = "/var/lib/sc"`.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use streamcell_server::ServerConfig;
+use streamcell_store::SyncPolicy;
+
+/// Flags of `streamcell server`. Every one is optional so that the file and the defaults can
+/// fill what is not given.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServerFlags {
+    /// Directory holding the data (created if missing) [default: ./streamcell-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1]
+    #[arg(long, value_name = "ADDR")]
+    pub bind: Option<IpAddr>,
+    /// gRPC port, HStreamDB API (0 picks a free port) [default: 6570]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// PostgreSQL wire protocol port (not served yet) [default: 6572]
+    #[arg(long, value_name = "PORT")]
+    pub pg_port: Option<u16>,
+    /// HTTP port for /health and /metrics (not served yet) [default: 6580]
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
+    /// Address clients are told to connect to [default: the bind address]
+    #[arg(long, value_name = "HOST")]
+    pub advertised_address: Option<String>,
+    /// When an append is made durable: always (fdatasync before every ack, shared by
+    /// concurrent appends), interval[:MS] (sync at least every MS, default 100), or never
+    /// (leave it to the OS) [default: always]
+    #[arg(long, value_name = "POLICY")]
+    pub sync: Option<SyncPolicy>,
+    /// Largest batch accepted by Append, in bytes [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub max_record_size: Option<usize>,
+    /// Size at which a shard's log starts a new segment file, in bytes [default: 67108864]
+    #[arg(long, value_name = "BYTES")]
+    pub segment_bytes: Option<u64>,
+    /// Threads that write and sync shard logs [default: 2]
+    #[arg(long, value_name = "N")]
+    pub committer_threads: Option<usize>,
+    /// Seconds between retention passes [default: 5]
+    #[arg(long, value_name = "SECS")]
+    pub retention_check_secs: Option<u64>,
+    /// TOML file with any of the settings above; flags override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The configuration file: the same settings as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+struct FileConfig {
+    #[serde(alias = "data-dir")]
+    data_dir: Option<PathBuf>,
+    bind: Option<IpAddr>,
+    port: Option<u16>,
+    #[serde(alias = "pg-port")]
+    pg_port: Option<u16>,
+    #[serde(alias = "http-port")]
+    http_port: Option<u16>,
+    #[serde(alias = "advertised-address")]
+    advertised_address: Option<String>,
+    #[serde(alias = "node-id")]
+    node_id: Option<u32>,
+    sync: Option<String>,
+    #[serde(alias = "max-record-size")]
+    max_record_size: Option<usize>,
+    #[serde(alias = "segment-bytes")]
+    segment_bytes: Option<u64>,
+    #[serde(alias = "committer-threads")]
+    committer_threads: Option<usize>,
+    #[serde(alias = "retention-check-secs")]
+    retention_check_secs: Option<u64>,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+impl ServerFlags {
+    /// Merges flags over the file (if any) over the defaults.
+    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+        let file = match &self.config {
+            Some(p) => load_file(p)?,
+            None => FileConfig::default(),
+        };
+        let sync = match (self.sync, file.sync) {
+            (Some(s), _) => Some(s),
+            (None, Some(text)) => Some(text.parse().map_err(|message| ConfigError::Parse {
+                path: self.config.clone().unwrap_or_default(),
+                message,
+            })?),
+            (None, None) => None,
+        };
+        let d = ServerConfig::default();
+        Ok(ServerConfig {
+            data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            bind: self.bind.or(file.bind).unwrap_or(d.bind),
+            port: self.port.or(file.port).unwrap_or(d.port),
+            pg_port: self.pg_port.or(file.pg_port).unwrap_or(d.pg_port),
+            http_port: self.http_port.or(file.http_port).unwrap_or(d.http_port),
+            advertised_address: self.advertised_address.or(file.advertised_address),
+            node_id: file.node_id.unwrap_or(d.node_id),
+            sync: sync.unwrap_or(d.sync),
+            max_record_size: self
+                .max_record_size
+                .or(file.max_record_size)
+                .unwrap_or(d.max_record_size),
+            segment_bytes: self
+                .segment_bytes
+                .or(file.segment_bytes)
+                .unwrap_or(d.segment_bytes),
+            committer_threads: self
+                .committer_threads
+                .or(file.committer_threads)
+                .unwrap_or(d.committer_threads),
+            retention_check_interval: self
+                .retention_check_secs
+                .or(file.retention_check_secs)
+                .map_or(d.retention_check_interval, Duration::from_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sc.toml");
+        std::fs::write(
+            &path,
+            "data-dir = \"/tmp/x\"\nport = 7000\nsync = \"interval:50\"\nmax_record_size = 2048\n",
+        )
+        .expect("write");
+        let flags = ServerFlags {
+            port: Some(7001),
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = flags.resolve().expect("resolve");
+        assert_eq!(c.port, 7001);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.sync, SyncPolicy::Interval(Duration::from_millis(50)));
+        assert_eq!(c.max_record_size, 2048);
+        assert_eq!(c.http_port, 6580);
+    }
+
+    #[test]
+    fn bad_files_are_reported_with_the_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sc.toml");
+        std::fs::write(&path, "prot = 1\n").expect("write");
+        let err = ServerFlags {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("prot"), "{err}");
+        std::fs::write(&path, "sync = \"sometimes\"\n").expect("write");
+        let err = ServerFlags {
+            config: Some(path),
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("bad sync");
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+}

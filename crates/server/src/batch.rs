@@ -1,0 +1,184 @@
+//! Incoming batches: the checks an `Append` must pass before anything is stored. A batch is
+//! stored exactly as it came (compressed or not); to refuse garbage early, the server decodes
+//! it once (decompressing gzip/zstd) and checks that it holds `batchSize` records.
+
+use std::io::Read;
+
+use bytes::Bytes;
+use prost::Message;
+use streamcell_proto::api::{BatchHStreamRecords, BatchedRecord, CompressionType, ErrorCode};
+
+use crate::error::{ApiError, ApiResult};
+
+/// Largest decompressed size accepted for a compressed batch (guards against zip bombs).
+const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// A batch that passed the checks.
+#[derive(Debug, Clone)]
+pub struct CheckedBatch {
+    /// The batch payload as sent (possibly compressed).
+    pub payload: Bytes,
+    /// The number of records.
+    pub record_count: u32,
+    /// The compression type (stored as the batch's flags).
+    pub compression: CompressionType,
+}
+
+/// Checks an append's batch: present, non-empty, within `max_record_size` (measured as the
+/// serialized `BatchedRecord`, as HStreamDB does), of a known compression, and decodable into
+/// exactly `batchSize` records.
+pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<CheckedBatch> {
+    let Some(batch) = batch else {
+        return Err(ApiError::invalid(
+            ErrorCode::StreamEmptyBatchedRecord,
+            "append request has no records (field `records` is missing)",
+        ));
+    };
+    if batch.batch_size == 0 || batch.payload.is_empty() {
+        return Err(ApiError::invalid(
+            ErrorCode::StreamEmptyBatchedRecord,
+            format!(
+                "batch is empty (batchSize {}, payload {} bytes)",
+                batch.batch_size,
+                batch.payload.len()
+            ),
+        ));
+    }
+    let size = batch.encoded_len();
+    if size > max_record_size {
+        return Err(ApiError::invalid(
+            ErrorCode::StreamInvalidRecordSize,
+            format!("batch is {size} bytes, larger than the server's limit of {max_record_size} bytes (max-record-size)"),
+        ));
+    }
+    let compression = CompressionType::try_from(batch.compression_type).map_err(|_| {
+        ApiError::invalid(
+            ErrorCode::StreamEmptyBatchedRecord,
+            format!("unknown compression type {}", batch.compression_type),
+        )
+    })?;
+    let plain = decompress(&batch.payload, compression)?;
+    let n = count_records(&plain)?;
+    if n != batch.batch_size as usize {
+        return Err(ApiError::invalid(
+            ErrorCode::StreamEmptyBatchedRecord,
+            format!(
+                "batchSize is {} but the payload holds {n} records",
+                batch.batch_size
+            ),
+        ));
+    }
+    Ok(CheckedBatch {
+        payload: batch.payload,
+        record_count: batch.batch_size,
+        compression,
+    })
+}
+
+/// Returns the serialized `BatchHStreamRecords` inside a batch payload.
+pub fn decompress(payload: &Bytes, compression: CompressionType) -> ApiResult<Bytes> {
+    let bad = |what: String| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, what);
+    match compression {
+        CompressionType::None => Ok(payload.clone()),
+        CompressionType::Gzip => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&payload[..])
+                .take(MAX_DECOMPRESSED + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("batch payload is not valid gzip: {e}")))?;
+            if out.len() as u64 > MAX_DECOMPRESSED {
+                return Err(bad("decompressed batch exceeds 256 MiB".into()));
+            }
+            Ok(Bytes::from(out))
+        }
+        CompressionType::Zstd => {
+            let mut out = Vec::new();
+            let dec = ruzstd::decoding::StreamingDecoder::new(&payload[..])
+                .map_err(|e| bad(format!("batch payload is not valid zstd: {e}")))?;
+            dec.take(MAX_DECOMPRESSED + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("batch payload is not valid zstd: {e}")))?;
+            if out.len() as u64 > MAX_DECOMPRESSED {
+                return Err(bad("decompressed batch exceeds 256 MiB".into()));
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+fn count_records(plain: &Bytes) -> ApiResult<usize> {
+    BatchHStreamRecords::decode(plain.clone())
+        .map(|b| b.records.len())
+        .map_err(|e| {
+            ApiError::invalid(
+                ErrorCode::StreamEmptyBatchedRecord,
+                format!("batch payload is not a serialized BatchHStreamRecords: {e}"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use streamcell_proto::records::{encode_batch, raw_record};
+
+    #[test]
+    fn accepts_a_well_formed_batch() {
+        let b = encode_batch(&[raw_record("k", "a"), raw_record("k", "b")]);
+        let c = check(Some(b), 1 << 20).expect("valid");
+        assert_eq!(c.record_count, 2);
+    }
+
+    #[test]
+    fn refuses_bad_batches_with_reasons() {
+        let msg = |r: ApiResult<CheckedBatch>| match r {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        };
+        assert!(msg(check(None, 100)).contains("no records"));
+        let mut b = encode_batch(&[raw_record("", "x")]);
+        b.batch_size = 0;
+        assert!(msg(check(Some(b), 100)).contains("empty"));
+        let b = encode_batch(&[raw_record("", "x".repeat(200))]);
+        assert!(msg(check(Some(b), 100)).contains("limit of 100"));
+        let mut b = encode_batch(&[raw_record("", "x")]);
+        b.batch_size = 3;
+        assert!(msg(check(Some(b), 1000)).contains("holds 1 records"));
+        let b = BatchedRecord {
+            compression_type: 0,
+            publish_time: None,
+            batch_size: 1,
+            payload: Bytes::from_static(b"\xff\xff\xff"),
+        };
+        assert!(msg(check(Some(b), 1000)).contains("not a serialized"));
+        let b = BatchedRecord {
+            compression_type: 1,
+            publish_time: None,
+            batch_size: 1,
+            payload: Bytes::from_static(b"not gzip"),
+        };
+        assert!(msg(check(Some(b), 1000)).contains("gzip"));
+        let b = BatchedRecord {
+            compression_type: 9,
+            publish_time: None,
+            batch_size: 1,
+            payload: Bytes::from_static(b"x"),
+        };
+        assert!(msg(check(Some(b), 1000)).contains("compression type 9"));
+    }
+
+    #[test]
+    fn gzip_batches_are_checked_after_decompression() {
+        use std::io::Write;
+        let plain = encode_batch(&[raw_record("", "a"), raw_record("", "b")]).payload;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).expect("gzip");
+        let b = BatchedRecord {
+            compression_type: CompressionType::Gzip as i32,
+            publish_time: None,
+            batch_size: 2,
+            payload: Bytes::from(gz.finish().expect("gzip")),
+        };
+        assert_eq!(check(Some(b), 1000).expect("valid").record_count, 2);
+    }
+}

@@ -1,0 +1,1142 @@
+//! The `hstream.server.HStreamApi` gRPC service: streams, shards, appends, shard readers and
+//! streaming reads over the store. RPCs of parts not built yet (subscriptions, SQL, views,
+//! connectors, stats) answer UNIMPLEMENTED with a message that says so.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use streamcell_proto::api::{self, ErrorCode};
+use streamcell_store::{
+    now_ms, NewBatch, NewStream, ReadLimits, ReaderMeta, ShardMeta, Store, StoreError, StoredBatch,
+    StreamMeta,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::batch;
+use crate::error::{ApiError, ApiResult};
+use crate::keys;
+use crate::offsets::Position;
+use crate::readers::ReaderPositions;
+
+/// Most payload bytes put in one read response: gRPC clients refuse messages over 4 MiB by
+/// default (at least one batch is always sent).
+const MAX_RESPONSE_BYTES: usize = 3 << 20;
+/// Most batches put in one streaming-read response.
+const MAX_BATCHES_PER_MESSAGE: usize = 256;
+/// Most shards a stream may have.
+const MAX_SHARDS: u32 = 4096;
+
+/// Who this server is, as `DescribeCluster` and the lookups report it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// Node id.
+    pub id: u32,
+    /// Address clients should connect to.
+    pub host: String,
+    /// gRPC port.
+    pub port: u32,
+}
+
+/// The gRPC service.
+pub struct StreamApi {
+    store: Arc<Store>,
+    node: NodeInfo,
+    started: Instant,
+    max_record_size: usize,
+    readers: ReaderPositions,
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+impl StreamApi {
+    /// A service over `store`.
+    pub fn new(store: Arc<Store>, node: NodeInfo, max_record_size: usize) -> Self {
+        StreamApi {
+            store,
+            node,
+            started: Instant::now(),
+            max_record_size,
+            readers: ReaderPositions::default(),
+        }
+    }
+
+    fn server_node(&self) -> api::ServerNode {
+        api::ServerNode {
+            id: self.node.id,
+            host: self.node.host.clone(),
+            port: self.node.port,
+            version: Some(api::HStreamVersion {
+                version: env!("CARGO_PKG_VERSION").into(),
+                commit: String::new(),
+            }),
+        }
+    }
+
+    /// Runs catalog work (which syncs to disk) off the async executor.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> ApiResult<T> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| {
+                ApiError::Store(StoreError::io("a blocking task", std::io::Error::other(e)))
+            })?
+    }
+
+    async fn stream_meta(&self, name: &str) -> ApiResult<StreamMeta> {
+        let n = name.to_string();
+        self.blocking(move |s| {
+            s.catalog
+                .get_stream(&n)?
+                .ok_or(ApiError::Store(StoreError::StreamNotFound(n)))
+        })
+        .await
+    }
+
+    /// The shard, checked to belong to `stream` when a stream name is given.
+    async fn shard_meta(&self, stream: Option<&str>, shard: u64) -> ApiResult<ShardMeta> {
+        let stream = stream.map(str::to_string);
+        self.blocking(move |s| {
+            let meta = s.catalog.get_shard(shard)?;
+            match (meta, stream) {
+                (Some(m), None) => Ok(m),
+                (Some(m), Some(name)) if m.stream == name => Ok(m),
+                (found, Some(name)) => {
+                    if s.catalog.get_stream(&name)?.is_none() {
+                        return Err(StoreError::StreamNotFound(name).into());
+                    }
+                    let detail = match found {
+                        Some(m) => format!(" (it belongs to stream {:?})", m.stream),
+                        None => String::new(),
+                    };
+                    Err(ApiError::not_found(
+                        ErrorCode::StreamNotFound,
+                        format!("stream {name:?} has no shard {shard}{detail}"),
+                    ))
+                }
+                (None, None) => Err(StoreError::ShardNotFound(shard).into()),
+            }
+        })
+        .await
+    }
+
+    async fn read_blocking(
+        &self,
+        shard: u64,
+        from: u64,
+        limits: ReadLimits,
+    ) -> ApiResult<Vec<StoredBatch>> {
+        self.blocking(move |s| Ok(s.log.read(shard, from, limits)?))
+            .await
+    }
+
+    fn stream_pb(m: &StreamMeta) -> api::Stream {
+        api::Stream {
+            stream_name: m.name.clone(),
+            replication_factor: m.replication_factor,
+            backlog_duration: m.backlog_secs,
+            shard_count: m.shard_count,
+            creation_time: Some(timestamp(m.created_ms)),
+        }
+    }
+}
+
+/// Checks a resource name as HStreamDB does: 1 to 255 characters, a letter first, then
+/// letters, digits, `-` or `_`.
+pub fn validate_name(what: &str, name: &str, code: ErrorCode) -> ApiResult<()> {
+    let problem = if name.is_empty() {
+        Some("is empty".to_string())
+    } else if name.chars().count() > 255 {
+        Some(format!(
+            "is {} characters long (at most 255)",
+            name.chars().count()
+        ))
+    } else if !name.chars().next().is_some_and(|c| c.is_ascii_alphabetic()) {
+        Some("must start with a letter".to_string())
+    } else {
+        name.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+            .map(|c| format!("contains {c:?}; only letters, digits, '-' and '_' are allowed"))
+    };
+    match problem {
+        Some(p) => Err(ApiError::invalid(
+            code,
+            format!("invalid {what} name {name:?}: it {p}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn timestamp(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+/// A stored batch as the wire shows it: record ids plus the batch as it was appended.
+pub fn received_record(shard: u64, b: &StoredBatch) -> api::ReceivedRecord {
+    api::ReceivedRecord {
+        record_ids: (0..b.record_count)
+            .map(|i| api::RecordId {
+                shard_id: shard,
+                batch_id: b.seq,
+                batch_index: i,
+            })
+            .collect(),
+        record: Some(api::BatchedRecord {
+            compression_type: i32::from(b.flags),
+            publish_time: Some(timestamp(b.timestamp_ms)),
+            batch_size: b.record_count,
+            payload: b.payload.clone(),
+        }),
+    }
+}
+
+/// Follows one shard from `from` and sends its batches, in messages of up to
+/// `MAX_BATCHES_PER_MESSAGE`, until `until` (inclusive) is passed, `budget` batches have been
+/// sent in all (shared by the shards of one read), or the client goes away.
+async fn follow_shard<T: Send + 'static>(
+    store: Arc<Store>,
+    shard: u64,
+    mut from: u64,
+    until: Option<Option<u64>>,
+    budget: Arc<AtomicU64>,
+    tx: mpsc::Sender<Result<T, Status>>,
+    wrap: fn(Vec<api::ReceivedRecord>) -> T,
+) {
+    let mut tail = match store.log.watch_tail(shard) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = tx.send(Err(ApiError::from(e).into())).await;
+            return;
+        }
+    };
+    loop {
+        if let Some(u) = until {
+            if u.is_none_or(|u| from > u) {
+                return;
+            }
+        }
+        let left = budget.load(Ordering::Acquire);
+        if left == 0 {
+            return;
+        }
+        let max_batches = MAX_BATCHES_PER_MESSAGE.min(left as usize);
+        let s = store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            s.log.read(
+                shard,
+                from,
+                ReadLimits {
+                    max_batches,
+                    max_bytes: MAX_RESPONSE_BYTES,
+                },
+            )
+        })
+        .await;
+        let mut batches = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                let _ = tx.send(Err(ApiError::from(e).into())).await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                return;
+            }
+        };
+        if let Some(Some(u)) = until {
+            batches.retain(|b| b.seq <= u);
+        }
+        if batches.is_empty() {
+            if until.is_some_and(|u| u.is_some_and(|u| from > u)) {
+                return;
+            }
+            tokio::select! {
+                changed = tail.changed() => if changed.is_err() { return },
+                _ = tx.closed() => return,
+            }
+            continue;
+        }
+        // Take from the shared budget; send only what was granted.
+        let want = batches.len() as u64;
+        let granted = match budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+            (b > 0).then(|| b - b.min(want))
+        }) {
+            Ok(before) => before.min(want),
+            Err(_) => return,
+        };
+        batches.truncate(granted as usize);
+        from = batches.last().map_or(from, |b| b.seq + 1);
+        let msg = batches.iter().map(|b| received_record(shard, b)).collect();
+        if tx.send(Ok(wrap(msg))).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn budget(max: u64) -> Arc<AtomicU64> {
+    Arc::new(AtomicU64::new(if max == 0 { u64::MAX } else { max }))
+}
+
+fn unimplemented(rpc: &str) -> Status {
+    ApiError::Unimplemented(format!(
+        "{rpc} is not available in this StreamCell version yet"
+    ))
+    .into()
+}
+
+#[tonic::async_trait]
+impl api::h_stream_api_server::HStreamApi for StreamApi {
+    async fn echo(
+        &self,
+        request: Request<api::EchoRequest>,
+    ) -> Result<Response<api::EchoResponse>, Status> {
+        Ok(Response::new(api::EchoResponse {
+            msg: request.into_inner().msg,
+        }))
+    }
+
+    async fn describe_cluster(
+        &self,
+        _request: Request<()>,
+    ) -> Result<Response<api::DescribeClusterResponse>, Status> {
+        let node = self.server_node();
+        Ok(Response::new(api::DescribeClusterResponse {
+            protocol_version: "0.1.0".into(),
+            server_nodes: vec![node.clone()],
+            server_nodes_status: vec![api::ServerNodeStatus {
+                node: Some(node),
+                state: api::NodeState::Running as i32,
+            }],
+            cluster_up_time: self.started.elapsed().as_secs(),
+        }))
+    }
+
+    async fn create_stream(
+        &self,
+        request: Request<api::Stream>,
+    ) -> Result<Response<api::Stream>, Status> {
+        let req = request.into_inner();
+        validate_name(
+            "stream",
+            &req.stream_name,
+            ErrorCode::StreamInvalidObjectIdentifier,
+        )?;
+        if req.replication_factor == 0 {
+            return Err(ApiError::invalid(
+                ErrorCode::StreamInvalidReplicaFactor,
+                "replication factor must be at least 1",
+            )
+            .into());
+        }
+        if req.shard_count == 0 || req.shard_count > MAX_SHARDS {
+            return Err(ApiError::invalid(
+                ErrorCode::StreamInvalidShardCount,
+                format!(
+                    "shard count must be between 1 and {MAX_SHARDS}, got {}",
+                    req.shard_count
+                ),
+            )
+            .into());
+        }
+        let new = NewStream {
+            name: req.stream_name.clone(),
+            replication_factor: req.replication_factor,
+            backlog_secs: req.backlog_duration,
+            created_ms: now_ms(),
+            key_ranges: keys::divide_key_space(req.shard_count)
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect(),
+            epoch: u64::from(req.shard_count),
+        };
+        let meta = self
+            .blocking(move |s| {
+                let (meta, shards) = s.catalog.create_stream(new)?;
+                for (i, sh) in shards.iter().enumerate() {
+                    if let Err(e) = s.log.create_shard(sh.id, meta.backlog_secs) {
+                        // Undo: forget the stream and the shard logs made so far.
+                        let _ = s.catalog.delete_stream(&meta.name);
+                        for made in &shards[..i] {
+                            let _ = std::fs::remove_dir_all(
+                                s.dir().join("shards").join(made.id.to_string()),
+                            );
+                        }
+                        return Err(e.into());
+                    }
+                }
+                Ok(meta)
+            })
+            .await?;
+        tracing::info!(stream = %meta.name, shards = meta.shard_count, backlog = meta.backlog_secs, "created stream");
+        Ok(Response::new(Self::stream_pb(&meta)))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<api::DeleteStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let name = req.stream_name.clone();
+        let deleted = self
+            .blocking(move |s| match s.catalog.delete_stream(&name) {
+                Ok(m) => Ok(Some(m)),
+                Err(StoreError::StreamNotFound(_)) if req.ignore_non_exist => Ok(None),
+                Err(e) => Err(e.into()),
+            })
+            .await?;
+        if let Some(meta) = deleted {
+            for shard in &meta.shards {
+                if let Err(e) = self.store.log.remove_shard(*shard).await {
+                    tracing::warn!(shard, "removing the log of a deleted stream: {e}");
+                }
+            }
+            tracing::info!(stream = %meta.name, "deleted stream");
+        }
+        Ok(Response::new(()))
+    }
+
+    async fn get_stream(
+        &self,
+        request: Request<api::GetStreamRequest>,
+    ) -> Result<Response<api::GetStreamResponse>, Status> {
+        let meta = self.stream_meta(&request.into_inner().name).await?;
+        Ok(Response::new(api::GetStreamResponse {
+            stream: Some(Self::stream_pb(&meta)),
+        }))
+    }
+
+    async fn list_streams(
+        &self,
+        _request: Request<api::ListStreamsRequest>,
+    ) -> Result<Response<api::ListStreamsResponse>, Status> {
+        let all = self.blocking(|s| Ok(s.catalog.list_streams()?)).await?;
+        Ok(Response::new(api::ListStreamsResponse {
+            streams: all.iter().map(Self::stream_pb).collect(),
+        }))
+    }
+
+    async fn list_streams_with_prefix(
+        &self,
+        request: Request<api::ListStreamsWithPrefixRequest>,
+    ) -> Result<Response<api::ListStreamsResponse>, Status> {
+        let prefix = request.into_inner().prefix;
+        let all = self.blocking(|s| Ok(s.catalog.list_streams()?)).await?;
+        Ok(Response::new(api::ListStreamsResponse {
+            streams: all
+                .iter()
+                .filter(|m| m.name.starts_with(&prefix))
+                .map(Self::stream_pb)
+                .collect(),
+        }))
+    }
+
+    async fn list_shards(
+        &self,
+        request: Request<api::ListShardsRequest>,
+    ) -> Result<Response<api::ListShardsResponse>, Status> {
+        let name = request.into_inner().stream_name;
+        let shards = self
+            .blocking(move |s| {
+                let meta = s
+                    .catalog
+                    .get_stream(&name)?
+                    .ok_or_else(|| StoreError::StreamNotFound(name.clone()))?;
+                let mut out = Vec::with_capacity(meta.shards.len());
+                for id in &meta.shards {
+                    if let Some(m) = s.catalog.get_shard(*id)? {
+                        out.push(m);
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(api::ListShardsResponse {
+            shards: shards
+                .into_iter()
+                .map(|m| api::Shard {
+                    stream_name: m.stream,
+                    shard_id: m.id,
+                    start_hash_range_key: m.start_key,
+                    end_hash_range_key: m.end_key,
+                    epoch: m.epoch,
+                    is_active: true,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn lookup_shard(
+        &self,
+        request: Request<api::LookupShardRequest>,
+    ) -> Result<Response<api::LookupShardResponse>, Status> {
+        let shard = request.into_inner().shard_id;
+        self.shard_meta(None, shard).await?;
+        Ok(Response::new(api::LookupShardResponse {
+            shard_id: shard,
+            server_node: Some(self.server_node()),
+        }))
+    }
+
+    async fn append(
+        &self,
+        request: Request<api::AppendRequest>,
+    ) -> Result<Response<api::AppendResponse>, Status> {
+        let req = request.into_inner();
+        let checked = batch::check(req.records, self.max_record_size)?;
+        self.shard_meta(Some(&req.stream_name), req.shard_id)
+            .await?;
+        let appended = self
+            .store
+            .log
+            .append(
+                req.shard_id,
+                NewBatch {
+                    payload: checked.payload,
+                    record_count: checked.record_count,
+                    flags: checked.compression as u16,
+                },
+            )
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(api::AppendResponse {
+            stream_name: req.stream_name,
+            shard_id: req.shard_id,
+            record_ids: (0..checked.record_count)
+                .map(|i| api::RecordId {
+                    shard_id: req.shard_id,
+                    batch_id: appended.seq,
+                    batch_index: i,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn get_tail_record_id(
+        &self,
+        request: Request<api::GetTailRecordIdRequest>,
+    ) -> Result<Response<api::GetTailRecordIdResponse>, Status> {
+        let req = request.into_inner();
+        self.shard_meta(Some(&req.stream_name), req.shard_id)
+            .await?;
+        let b = self
+            .store
+            .log
+            .bounds(req.shard_id)
+            .map_err(ApiError::from)?;
+        Ok(Response::new(api::GetTailRecordIdResponse {
+            tail_record_id: Some(api::RecordId {
+                shard_id: req.shard_id,
+                batch_id: b.tail_seq,
+                batch_index: 0,
+            }),
+        }))
+    }
+
+    async fn trim_stream(
+        &self,
+        request: Request<api::TrimStreamRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        let pos = Position::from_stream_offset(req.trim_point.as_ref())?;
+        let meta = self.stream_meta(&req.stream_name).await?;
+        self.blocking(move |s| {
+            for shard in meta.shards {
+                if let Some(seq) = pos.trim_seq(s.log.as_ref(), shard)? {
+                    s.log.trim(shard, seq)?;
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn trim_shard(
+        &self,
+        request: Request<api::TrimShardRequest>,
+    ) -> Result<Response<()>, Status> {
+        let req = request.into_inner();
+        self.shard_meta(Some(&req.stream_name), req.shard_id)
+            .await?;
+        let pos = Position::from_shard_offset(req.trim_point.as_ref(), req.shard_id)?;
+        let shard = req.shard_id;
+        self.blocking(move |s| {
+            if let Some(seq) = pos.trim_seq(s.log.as_ref(), shard)? {
+                s.log.trim(shard, seq)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn create_shard_reader(
+        &self,
+        request: Request<api::CreateShardReaderRequest>,
+    ) -> Result<Response<api::CreateShardReaderResponse>, Status> {
+        let req = request.into_inner();
+        validate_name(
+            "shard reader",
+            &req.reader_id,
+            ErrorCode::ShardReaderInvalidObjectIdentifier,
+        )?;
+        self.shard_meta(Some(&req.stream_name), req.shard_id)
+            .await?;
+        let pos = Position::from_shard_offset(req.shard_offset.as_ref(), req.shard_id)?;
+        let reader = ReaderMeta {
+            id: req.reader_id.clone(),
+            stream: req.stream_name.clone(),
+            shard: req.shard_id,
+            start_seq: 0,
+            offset: pos.describe(),
+            timeout_ms: req.timeout,
+            created_ms: now_ms(),
+        };
+        self.blocking(move |s| {
+            let start_seq = pos.start_seq(s.log.as_ref(), reader.shard)?;
+            Ok(s.catalog.create_reader(ReaderMeta {
+                start_seq,
+                ..reader
+            })?)
+        })
+        .await?;
+        Ok(Response::new(api::CreateShardReaderResponse {
+            stream_name: req.stream_name,
+            shard_id: req.shard_id,
+            shard_offset: req.shard_offset,
+            reader_id: req.reader_id,
+            timeout: req.timeout,
+        }))
+    }
+
+    async fn lookup_shard_reader(
+        &self,
+        request: Request<api::LookupShardReaderRequest>,
+    ) -> Result<Response<api::LookupShardReaderResponse>, Status> {
+        let id = request.into_inner().reader_id;
+        let rid = id.clone();
+        self.blocking(move |s| {
+            s.catalog
+                .get_reader(&rid)?
+                .ok_or(ApiError::Store(StoreError::ReaderNotFound(rid)))
+        })
+        .await?;
+        Ok(Response::new(api::LookupShardReaderResponse {
+            reader_id: id,
+            server_node: Some(self.server_node()),
+        }))
+    }
+
+    async fn read_shard(
+        &self,
+        request: Request<api::ReadShardRequest>,
+    ) -> Result<Response<api::ReadShardResponse>, Status> {
+        let req = request.into_inner();
+        let id = req.reader_id.clone();
+        let reader = self
+            .blocking(move |s| {
+                s.catalog
+                    .get_reader(&id)?
+                    .ok_or(ApiError::Store(StoreError::ReaderNotFound(id)))
+            })
+            .await?;
+        let position = self.readers.get(&reader);
+        let mut next = position.lock().await;
+        let max = req.max_records as usize;
+        let deadline = Instant::now() + Duration::from_millis(u64::from(reader.timeout_ms));
+        let mut tail = self
+            .store
+            .log
+            .watch_tail(reader.shard)
+            .map_err(ApiError::from)?;
+        let mut out = Vec::new();
+        // Return what is there at once; if nothing is, wait for an append up to the reader's
+        // timeout (0 = do not wait).
+        while max > 0 && out.is_empty() {
+            tail.borrow_and_update();
+            let limits = ReadLimits {
+                max_batches: max,
+                max_bytes: MAX_RESPONSE_BYTES,
+            };
+            let got = self.read_blocking(reader.shard, *next, limits).await?;
+            if let Some(last) = got.last() {
+                *next = last.seq + 1;
+                out.extend(got.iter().map(|b| received_record(reader.shard, b)));
+            } else if !matches!(
+                tokio::time::timeout_at(deadline.into(), tail.changed()).await,
+                Ok(Ok(()))
+            ) {
+                break;
+            }
+        }
+        Ok(Response::new(api::ReadShardResponse {
+            received_records: out,
+        }))
+    }
+
+    async fn list_shard_readers(
+        &self,
+        _request: Request<api::ListShardReadersRequest>,
+    ) -> Result<Response<api::ListShardReadersResponse>, Status> {
+        let all = self.blocking(|s| Ok(s.catalog.list_readers()?)).await?;
+        Ok(Response::new(api::ListShardReadersResponse {
+            reader_id: all.into_iter().map(|r| r.id).collect(),
+        }))
+    }
+
+    async fn delete_shard_reader(
+        &self,
+        request: Request<api::DeleteShardReaderRequest>,
+    ) -> Result<Response<()>, Status> {
+        let id = request.into_inner().reader_id;
+        let rid = id.clone();
+        self.blocking(move |s| Ok(s.catalog.delete_reader(&rid)?))
+            .await?;
+        self.readers.remove(&id);
+        Ok(Response::new(()))
+    }
+
+    type ReadShardStreamStream = BoxStream<api::ReadShardStreamResponse>;
+
+    async fn read_shard_stream(
+        &self,
+        request: Request<api::ReadShardStreamRequest>,
+    ) -> Result<Response<Self::ReadShardStreamStream>, Status> {
+        let req = request.into_inner();
+        let shard = req.shard_id;
+        self.shard_meta(None, shard).await?;
+        let from = Position::from_shard_offset(req.from.as_ref(), shard)?;
+        let until = req
+            .until
+            .as_ref()
+            .map(|u| Position::from_shard_offset(Some(u), shard))
+            .transpose()?;
+        let (start, end) = self
+            .blocking(move |s| {
+                let start = from.start_seq(s.log.as_ref(), shard)?;
+                let end = until
+                    .map(|u| u.until_seq(s.log.as_ref(), shard))
+                    .transpose()?;
+                Ok((start, end))
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(follow_shard(
+            self.store.clone(),
+            shard,
+            start,
+            end,
+            budget(req.max_read_batches),
+            tx,
+            |r| api::ReadShardStreamResponse {
+                received_records: r,
+            },
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ReadStreamStream = BoxStream<api::ReadStreamResponse>;
+
+    async fn read_stream(
+        &self,
+        request: Request<api::ReadStreamRequest>,
+    ) -> Result<Response<Self::ReadStreamStream>, Status> {
+        let req = request.into_inner();
+        let meta = self.stream_meta(&req.stream_name).await?;
+        let from = match req.from.as_ref() {
+            Some(_) => Position::from_stream_offset(req.from.as_ref())?,
+            None => Position::Earliest,
+        };
+        let until = req
+            .until
+            .as_ref()
+            .map(|u| Position::from_stream_offset(Some(u)))
+            .transpose()?;
+        let shards = meta.shards.clone();
+        let plans = self
+            .blocking(move |s| {
+                let mut plans = Vec::new();
+                for shard in shards {
+                    let start = from.start_seq(s.log.as_ref(), shard)?;
+                    let end = until
+                        .map(|u| u.until_seq(s.log.as_ref(), shard))
+                        .transpose()?;
+                    plans.push((shard, start, end));
+                }
+                Ok(plans)
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(4);
+        let shared = budget(req.max_read_batches);
+        for (shard, start, end) in plans {
+            tokio::spawn(follow_shard(
+                self.store.clone(),
+                shard,
+                start,
+                end,
+                shared.clone(),
+                tx.clone(),
+                |r| api::ReadStreamResponse {
+                    received_records: r,
+                },
+            ));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ReadSingleShardStreamStream = BoxStream<api::ReadSingleShardStreamResponse>;
+
+    async fn read_single_shard_stream(
+        &self,
+        request: Request<api::ReadSingleShardStreamRequest>,
+    ) -> Result<Response<Self::ReadSingleShardStreamStream>, Status> {
+        let req = request.into_inner();
+        let meta = self.stream_meta(&req.stream_name).await?;
+        let [shard] = meta.shards[..] else {
+            return Err(ApiError::invalid(
+                ErrorCode::ShardReaderTooManyShards,
+                format!(
+                    "stream {:?} has {} shards; ReadSingleShardStream needs a stream with one",
+                    meta.name, meta.shard_count
+                ),
+            )
+            .into());
+        };
+        let from = Position::from_shard_offset(req.from.as_ref(), shard)?;
+        let until = req
+            .until
+            .as_ref()
+            .map(|u| Position::from_shard_offset(Some(u), shard))
+            .transpose()?;
+        let (start, end) = self
+            .blocking(move |s| {
+                let start = from.start_seq(s.log.as_ref(), shard)?;
+                let end = until
+                    .map(|u| u.until_seq(s.log.as_ref(), shard))
+                    .transpose()?;
+                Ok((start, end))
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(follow_shard(
+            self.store.clone(),
+            shard,
+            start,
+            end,
+            budget(req.max_read_batches),
+            tx,
+            |r| api::ReadSingleShardStreamResponse {
+                received_records: r,
+            },
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lookup_resource(
+        &self,
+        _request: Request<api::LookupResourceRequest>,
+    ) -> Result<Response<api::ServerNode>, Status> {
+        Ok(Response::new(self.server_node()))
+    }
+
+    async fn lookup_key(
+        &self,
+        _request: Request<api::LookupKeyRequest>,
+    ) -> Result<Response<api::ServerNode>, Status> {
+        Ok(Response::new(self.server_node()))
+    }
+
+    // ---- parts of the API that later work brings ------------------------------------
+    type ReadStreamByKeyStream = BoxStream<api::ReadStreamByKeyResponse>;
+    type StreamingFetchStream = BoxStream<api::StreamingFetchResponse>;
+
+    async fn read_stream_by_key(
+        &self,
+        _request: Request<Streaming<api::ReadStreamByKeyRequest>>,
+    ) -> Result<Response<Self::ReadStreamByKeyStream>, Status> {
+        Err(unimplemented("ReadStreamByKey"))
+    }
+
+    async fn create_subscription(
+        &self,
+        _request: Request<api::Subscription>,
+    ) -> Result<Response<api::Subscription>, Status> {
+        Err(unimplemented("CreateSubscription"))
+    }
+
+    async fn get_subscription(
+        &self,
+        _request: Request<api::GetSubscriptionRequest>,
+    ) -> Result<Response<api::GetSubscriptionResponse>, Status> {
+        Err(unimplemented("GetSubscription"))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        _request: Request<api::ListSubscriptionsRequest>,
+    ) -> Result<Response<api::ListSubscriptionsResponse>, Status> {
+        Err(unimplemented("ListSubscriptions"))
+    }
+
+    async fn list_subscriptions_with_prefix(
+        &self,
+        _request: Request<api::ListSubscriptionsWithPrefixRequest>,
+    ) -> Result<Response<api::ListSubscriptionsResponse>, Status> {
+        Err(unimplemented("ListSubscriptionsWithPrefix"))
+    }
+
+    async fn list_consumers(
+        &self,
+        _request: Request<api::ListConsumersRequest>,
+    ) -> Result<Response<api::ListConsumersResponse>, Status> {
+        Err(unimplemented("ListConsumers"))
+    }
+
+    async fn check_subscription_exist(
+        &self,
+        _request: Request<api::CheckSubscriptionExistRequest>,
+    ) -> Result<Response<api::CheckSubscriptionExistResponse>, Status> {
+        Err(unimplemented("CheckSubscriptionExist"))
+    }
+
+    async fn delete_subscription(
+        &self,
+        _request: Request<api::DeleteSubscriptionRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("DeleteSubscription"))
+    }
+
+    async fn lookup_subscription(
+        &self,
+        _request: Request<api::LookupSubscriptionRequest>,
+    ) -> Result<Response<api::LookupSubscriptionResponse>, Status> {
+        Err(unimplemented("LookupSubscription"))
+    }
+
+    async fn streaming_fetch(
+        &self,
+        _request: Request<Streaming<api::StreamingFetchRequest>>,
+    ) -> Result<Response<Self::StreamingFetchStream>, Status> {
+        Err(unimplemented("StreamingFetch"))
+    }
+
+    async fn send_admin_command(
+        &self,
+        _request: Request<api::AdminCommandRequest>,
+    ) -> Result<Response<api::AdminCommandResponse>, Status> {
+        Err(unimplemented("SendAdminCommand"))
+    }
+
+    async fn per_stream_time_series_stats(
+        &self,
+        _request: Request<api::PerStreamTimeSeriesStatsRequest>,
+    ) -> Result<Response<api::PerStreamTimeSeriesStatsResponse>, Status> {
+        Err(unimplemented("PerStreamTimeSeriesStats"))
+    }
+
+    async fn per_stream_time_series_stats_all(
+        &self,
+        _request: Request<api::PerStreamTimeSeriesStatsAllRequest>,
+    ) -> Result<Response<api::PerStreamTimeSeriesStatsAllResponse>, Status> {
+        Err(unimplemented("PerStreamTimeSeriesStatsAll"))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<api::GetStatsRequest>,
+    ) -> Result<Response<api::GetStatsResponse>, Status> {
+        Err(unimplemented("GetStats"))
+    }
+
+    async fn execute_query(
+        &self,
+        _request: Request<api::CommandQuery>,
+    ) -> Result<Response<api::CommandQueryResponse>, Status> {
+        Err(unimplemented("ExecuteQuery"))
+    }
+
+    async fn create_query(
+        &self,
+        _request: Request<api::CreateQueryRequest>,
+    ) -> Result<Response<api::Query>, Status> {
+        Err(unimplemented("CreateQuery"))
+    }
+
+    async fn create_query_with_namespace(
+        &self,
+        _request: Request<api::CreateQueryWithNamespaceRequest>,
+    ) -> Result<Response<api::Query>, Status> {
+        Err(unimplemented("CreateQueryWithNamespace"))
+    }
+
+    async fn list_queries(
+        &self,
+        _request: Request<api::ListQueriesRequest>,
+    ) -> Result<Response<api::ListQueriesResponse>, Status> {
+        Err(unimplemented("ListQueries"))
+    }
+
+    async fn get_query(
+        &self,
+        _request: Request<api::GetQueryRequest>,
+    ) -> Result<Response<api::Query>, Status> {
+        Err(unimplemented("GetQuery"))
+    }
+
+    async fn terminate_query(
+        &self,
+        _request: Request<api::TerminateQueryRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("TerminateQuery"))
+    }
+
+    async fn delete_query(
+        &self,
+        _request: Request<api::DeleteQueryRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("DeleteQuery"))
+    }
+
+    async fn resume_query(
+        &self,
+        _request: Request<api::ResumeQueryRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("ResumeQuery"))
+    }
+
+    async fn pause_query(
+        &self,
+        _request: Request<api::PauseQueryRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("PauseQuery"))
+    }
+
+    async fn parse_sql(
+        &self,
+        _request: Request<api::ParseSqlRequest>,
+    ) -> Result<Response<api::ParseSqlResponse>, Status> {
+        Err(unimplemented("ParseSql"))
+    }
+
+    async fn register_schema(
+        &self,
+        _request: Request<api::Schema>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("RegisterSchema"))
+    }
+
+    async fn get_schema(
+        &self,
+        _request: Request<api::GetSchemaRequest>,
+    ) -> Result<Response<api::Schema>, Status> {
+        Err(unimplemented("GetSchema"))
+    }
+
+    async fn unregister_schema(
+        &self,
+        _request: Request<api::UnregisterSchemaRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("UnregisterSchema"))
+    }
+
+    async fn create_connector(
+        &self,
+        _request: Request<api::CreateConnectorRequest>,
+    ) -> Result<Response<api::Connector>, Status> {
+        Err(unimplemented("CreateConnector"))
+    }
+
+    async fn list_connectors(
+        &self,
+        _request: Request<api::ListConnectorsRequest>,
+    ) -> Result<Response<api::ListConnectorsResponse>, Status> {
+        Err(unimplemented("ListConnectors"))
+    }
+
+    async fn get_connector(
+        &self,
+        _request: Request<api::GetConnectorRequest>,
+    ) -> Result<Response<api::Connector>, Status> {
+        Err(unimplemented("GetConnector"))
+    }
+
+    async fn get_connector_spec(
+        &self,
+        _request: Request<api::GetConnectorSpecRequest>,
+    ) -> Result<Response<api::GetConnectorSpecResponse>, Status> {
+        Err(unimplemented("GetConnectorSpec"))
+    }
+
+    async fn get_connector_logs(
+        &self,
+        _request: Request<api::GetConnectorLogsRequest>,
+    ) -> Result<Response<api::GetConnectorLogsResponse>, Status> {
+        Err(unimplemented("GetConnectorLogs"))
+    }
+
+    async fn delete_connector(
+        &self,
+        _request: Request<api::DeleteConnectorRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("DeleteConnector"))
+    }
+
+    async fn pause_connector(
+        &self,
+        _request: Request<api::PauseConnectorRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("PauseConnector"))
+    }
+
+    async fn resume_connector(
+        &self,
+        _request: Request<api::ResumeConnectorRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("ResumeConnector"))
+    }
+
+    async fn list_views(
+        &self,
+        _request: Request<api::ListViewsRequest>,
+    ) -> Result<Response<api::ListViewsResponse>, Status> {
+        Err(unimplemented("ListViews"))
+    }
+
+    async fn get_view(
+        &self,
+        _request: Request<api::GetViewRequest>,
+    ) -> Result<Response<api::View>, Status> {
+        Err(unimplemented("GetView"))
+    }
+
+    async fn delete_view(
+        &self,
+        _request: Request<api::DeleteViewRequest>,
+    ) -> Result<Response<()>, Status> {
+        Err(unimplemented("DeleteView"))
+    }
+
+    async fn execute_view_query(
+        &self,
+        _request: Request<api::ExecuteViewQueryRequest>,
+    ) -> Result<Response<api::ExecuteViewQueryResponse>, Status> {
+        Err(unimplemented("ExecuteViewQuery"))
+    }
+
+    async fn execute_view_query_with_namespace(
+        &self,
+        _request: Request<api::ExecuteViewQueryWithNamespaceRequest>,
+    ) -> Result<Response<api::ExecuteViewQueryResponse>, Status> {
+        Err(unimplemented("ExecuteViewQueryWithNamespace"))
+    }
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The one command that runs StreamCell's whole test suite, on a fresh Debian machine that
+# has only Rust (cargo) and Python 3:
+#
+#   1. .venv with pytest and hstreamdb==0.5.0 (the official HStreamDB Python client);
+#   2. cargo build --workspace --all-targets;
+#   3. cargo test --workspace;
+#   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
+#      pytest's summary is the last line printed).
+#
+# Extra arguments go to pytest, e.g. `scripts/test.sh -k crash -x`.
+# Environment: CARGO_TARGET_DIR (honoured), STREAMCELL_BIN (binary under test; defaults to
+# the one just built), PYTHON (interpreter for the venv; default python3).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+VENV="$ROOT/.venv"
+PY="${PYTHON:-python3}"
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+stage "python venv ($VENV)"
+
+if [ -d "$VENV" ] && ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    echo "removing broken venv $VENV"
+    rm -rf "$VENV"
+fi
+if [ ! -d "$VENV" ]; then
+    if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+        # Debian splits venv/ensurepip out of python3 into python3-venv.
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "python venv module missing: installing python3-venv"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+        else
+            echo "error: '$PY -m venv' is unavailable; install python3-venv (apt-get install python3-venv)" >&2
+            exit 1
+        fi
+    fi
+    "$PY" -m venv "$VENV"
+fi
+
+# Skip pip entirely when everything is already installed (fast re-runs, no network).
+if "$VENV/bin/python" - <<'EOF'
+import sys
+from importlib.metadata import version, PackageNotFoundError
+try:
+    ok = (version("hstreamdb") == "0.5.0" and version("pytest")
+          and int(version("setuptools").split(".")[0]) < 70 and version("wheel"))
+    import hstreamdb, HStream.Server.HStreamApi_pb2_grpc  # noqa: F401  (imports must work too)
+except (PackageNotFoundError, ImportError, ValueError):
+    ok = False
+sys.exit(0 if ok else 1)
+EOF
+then
+    echo "python packages already installed"
+else
+    export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel
+    # hstreamdb 0.5.0's setup.py imports pkg_resources, which pip's isolated build env no
+    # longer provides: build it against the venv's setuptools<70 instead.
+    "$VENV/bin/python" -m pip install -q --no-build-isolation hstreamdb==0.5.0
+fi
+"$VENV/bin/python" -c 'import importlib.metadata as m; print("hstreamdb", m.version("hstreamdb"), "| hstreamdb-api", m.version("hstreamdb-api"), "| grpcio", m.version("grpcio"), "| pytest", m.version("pytest"))'
+
+# ---------------------------------------------------------------------------------------------
+stage "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in
+    /*) ;;
+    *) TARGET_DIR="$ROOT/$TARGET_DIR" ;;
+esac
+export STREAMCELL_BIN="${STREAMCELL_BIN:-$TARGET_DIR/debug/streamcell}"
+if [ ! -x "$STREAMCELL_BIN" ]; then
+    echo "error: server binary $STREAMCELL_BIN not found after cargo build" >&2
+    exit 1
+fi
+
+# ---------------------------------------------------------------------------------------------
+stage "cargo test --workspace"
+cargo test --workspace
+
+# ---------------------------------------------------------------------------------------------
+stage "pytest tests/python (server: $STREAMCELL_BIN)"
+rc=0
+"$VENV/bin/python" -m pytest -q tests/python "$@" || rc=$?
+if [ "$rc" -eq 5 ]; then
+    echo "error: pytest ran no tests" >&2
+fi
+exit "$rc"

@@ -1,0 +1,69 @@
+"""pytest fixtures for the StreamCell end-to-end tests (helpers live in helpers.py).
+
+`start_server(*extra_args, data_dir=None, name="server", wait=True)` starts the real
+`streamcell server` binary on free 127.0.0.1 ports in a tmp_path data dir and returns a
+helpers.ServerProcess (host, port, data_dir, stop(), kill(), restart(), stub()); `server` is
+one started with default options. Processes are always killed at teardown, and each
+server's stderr is attached to the report of a failed test.
+"""
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+
+from helpers import ServerProcess, server_binary
+
+
+# --------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture
+def start_server(request, tmp_path):
+    """Factory: `start_server(*extra_args, data_dir=None, name="server", wait=True)`.
+
+    Starts `streamcell server` on fresh 127.0.0.1 ports with a data dir under tmp_path.
+    Every process is killed at teardown; its stderr is attached to the report on failure.
+    """
+    binary = server_binary()
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        pytest.fail(
+            f"streamcell binary not found at {binary}: run `cargo build` first "
+            "(or set STREAMCELL_BIN / CARGO_TARGET_DIR)",
+            pytrace=False,
+        )
+    servers: List[ServerProcess] = []
+    request.node._streamcell_servers = servers
+
+    def factory(*extra_args: str, data_dir: Optional[Path] = None, name: str = "server", wait: bool = True):
+        n = len(servers)
+        ddir = Path(data_dir) if data_dir is not None else tmp_path / f"{name}{n}-data"
+        ddir.mkdir(parents=True, exist_ok=True)
+        srv = ServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args)
+        servers.append(srv)
+        if wait:
+            srv.start()
+        return srv
+
+    yield factory
+    for srv in servers:
+        srv.teardown()
+
+
+@pytest.fixture
+def server(start_server) -> ServerProcess:
+    """A running server with default options."""
+    return start_server()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for srv in getattr(item, "_streamcell_servers", []):
+            report.sections.append((f"streamcell stderr {srv.log_path.name}", srv.log_tail(20000)))
+
+

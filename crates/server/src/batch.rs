@@ -80,30 +80,27 @@ pub fn decompress(payload: &Bytes, compression: CompressionType) -> ApiResult<By
     let bad = |what: String| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, what);
     match compression {
         CompressionType::None => Ok(payload.clone()),
-        CompressionType::Gzip => {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&payload[..])
-                .take(MAX_DECOMPRESSED + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(format!("batch payload is not valid gzip: {e}")))?;
-            if out.len() as u64 > MAX_DECOMPRESSED {
-                return Err(bad("decompressed batch exceeds 256 MiB".into()));
-            }
-            Ok(Bytes::from(out))
-        }
+        CompressionType::Gzip => read_limited(flate2::read::GzDecoder::new(&payload[..]), "gzip"),
         CompressionType::Zstd => {
-            let mut out = Vec::new();
             let dec = ruzstd::decoding::StreamingDecoder::new(&payload[..])
                 .map_err(|e| bad(format!("batch payload is not valid zstd: {e}")))?;
-            dec.take(MAX_DECOMPRESSED + 1)
-                .read_to_end(&mut out)
-                .map_err(|e| bad(format!("batch payload is not valid zstd: {e}")))?;
-            if out.len() as u64 > MAX_DECOMPRESSED {
-                return Err(bad("decompressed batch exceeds 256 MiB".into()));
-            }
-            Ok(Bytes::from(out))
+            read_limited(dec, "zstd")
         }
     }
+}
+
+/// Reads a decompressing reader to the end, refusing more than `MAX_DECOMPRESSED` bytes.
+fn read_limited(reader: impl Read, format: &str) -> ApiResult<Bytes> {
+    let bad = |what: String| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, what);
+    let mut out = Vec::new();
+    reader
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| bad(format!("batch payload is not valid {format}: {e}")))?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
+        return Err(bad(format!("decompressed {format} batch exceeds 256 MiB")));
+    }
+    Ok(Bytes::from(out))
 }
 
 fn count_records(plain: &Bytes) -> ApiResult<usize> {

@@ -117,6 +117,22 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Serve
     })
 }
 
+/// Accepted connections with Nagle's algorithm off: without it a small response waits for
+/// the client's delayed ACK (about 40 ms). The builder's `tcp_nodelay` applies only to
+/// listeners tonic creates itself, not to a given stream of connections.
+fn incoming(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+        Ok(conn)
+    })
+}
+
 /// Runs the server until `shutdown` completes.
 pub async fn run(
     cfg: ServerConfig,
@@ -170,11 +186,11 @@ pub async fn run(
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_serving = stop.clone();
     let serve = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(HStreamApiServer::new(svc).max_decoding_message_size(decode_limit))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
-            stop_serving.notified().await
-        });
+        .serve_with_incoming_shutdown(
+            incoming(listener),
+            async move { stop_serving.notified().await },
+        );
     tokio::pin!(serve);
     let result = tokio::select! {
         r = &mut serve => r,

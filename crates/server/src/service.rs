@@ -137,6 +137,28 @@ impl StreamApi {
             .await
     }
 
+    /// Where a streaming read of `shard` starts, and the last sequence number it includes
+    /// (`None`: no end; `Some(None)`: the end lies before anything readable).
+    async fn shard_range(
+        &self,
+        shard: u64,
+        from: Option<&api::ShardOffset>,
+        until: Option<&api::ShardOffset>,
+    ) -> ApiResult<(u64, Option<Option<u64>>)> {
+        let from = Position::from_shard_offset(from, shard)?;
+        let until = until
+            .map(|u| Position::from_shard_offset(Some(u), shard))
+            .transpose()?;
+        self.blocking(move |s| {
+            let start = from.start_seq(s.log.as_ref(), shard)?;
+            let end = until
+                .map(|u| u.until_seq(s.log.as_ref(), shard))
+                .transpose()?;
+            Ok((start, end))
+        })
+        .await
+    }
+
     fn stream_pb(m: &StreamMeta) -> api::Stream {
         api::Stream {
             stream_name: m.name.clone(),
@@ -715,20 +737,8 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let req = request.into_inner();
         let shard = req.shard_id;
         self.shard_meta(None, shard).await?;
-        let from = Position::from_shard_offset(req.from.as_ref(), shard)?;
-        let until = req
-            .until
-            .as_ref()
-            .map(|u| Position::from_shard_offset(Some(u), shard))
-            .transpose()?;
         let (start, end) = self
-            .blocking(move |s| {
-                let start = from.start_seq(s.log.as_ref(), shard)?;
-                let end = until
-                    .map(|u| u.until_seq(s.log.as_ref(), shard))
-                    .transpose()?;
-                Ok((start, end))
-            })
+            .shard_range(shard, req.from.as_ref(), req.until.as_ref())
             .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(follow_shard(
@@ -812,20 +822,8 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             )
             .into());
         };
-        let from = Position::from_shard_offset(req.from.as_ref(), shard)?;
-        let until = req
-            .until
-            .as_ref()
-            .map(|u| Position::from_shard_offset(Some(u), shard))
-            .transpose()?;
         let (start, end) = self
-            .blocking(move |s| {
-                let start = from.start_seq(s.log.as_ref(), shard)?;
-                let end = until
-                    .map(|u| u.until_seq(s.log.as_ref(), shard))
-                    .transpose()?;
-                Ok((start, end))
-            })
+            .shard_range(shard, req.from.as_ref(), req.until.as_ref())
             .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(follow_shard(

@@ -48,6 +48,15 @@ pub struct ServerFlags {
     /// Seconds between retention passes [default: 5]
     #[arg(long, value_name = "SECS")]
     pub retention_check_secs: Option<u64>,
+    /// TLS on the gRPC port: certificate chain (PEM); needs --tls-key
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
     /// TOML file with any of the settings above; flags override it
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -78,6 +87,12 @@ struct FileConfig {
     committer_threads: Option<usize>,
     #[serde(alias = "retention-check-secs")]
     retention_check_secs: Option<u64>,
+    #[serde(alias = "tls-cert")]
+    tls_cert: Option<PathBuf>,
+    #[serde(alias = "tls-key")]
+    tls_key: Option<PathBuf>,
+    #[serde(alias = "tls-ca")]
+    tls_ca: Option<PathBuf>,
 }
 
 /// Why a configuration could not be built.
@@ -153,6 +168,9 @@ impl ServerFlags {
                 .retention_check_secs
                 .or(file.retention_check_secs)
                 .map_or(d.retention_check_interval, Duration::from_secs),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_ca: self.tls_ca.or(file.tls_ca),
         })
     }
 }

@@ -103,6 +103,37 @@ fn read_limited(reader: impl Read, format: &str) -> ApiResult<Bytes> {
     Ok(Bytes::from(out))
 }
 
+/// The serialized `BatchHStreamRecords` holding only the records at `indexes` (in that
+/// order) of a stored batch. Used to deliver again just the unacknowledged records of a batch;
+/// the result is uncompressed.
+pub fn subset(payload: &Bytes, compression: CompressionType, indexes: &[u32]) -> ApiResult<Bytes> {
+    let plain = decompress(payload, compression)?;
+    let all = BatchHStreamRecords::decode(plain).map_err(|e| {
+        ApiError::invalid(
+            ErrorCode::StreamEmptyBatchedRecord,
+            format!("stored batch does not decode: {e}"),
+        )
+    })?;
+    let mut picked = Vec::with_capacity(indexes.len());
+    for &i in indexes {
+        match all.records.get(i as usize) {
+            Some(r) => picked.push(r.clone()),
+            None => {
+                return Err(ApiError::invalid(
+                    ErrorCode::StreamEmptyBatchedRecord,
+                    format!(
+                        "record index {i} is beyond the batch's {} records",
+                        all.records.len()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(Bytes::from(
+        BatchHStreamRecords { records: picked }.encode_to_vec(),
+    ))
+}
+
 fn count_records(plain: &Bytes) -> ApiResult<usize> {
     BatchHStreamRecords::decode(plain.clone())
         .map(|b| b.records.len())

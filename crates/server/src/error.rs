@@ -35,6 +35,15 @@ pub enum ApiError {
         /// What exists.
         message: String,
     },
+    /// The request conflicts with the current state (e.g. deleting a subscription that has
+    /// consumers without `force`).
+    #[error("{message}")]
+    Precondition {
+        /// Error code.
+        code: ErrorCode,
+        /// What stands in the way.
+        message: String,
+    },
     /// The RPC belongs to a part of StreamCell that this build does not serve.
     #[error("{0}")]
     Unimplemented(String),
@@ -77,6 +86,9 @@ impl From<ApiError> for Status {
             ApiError::Exists { code, message } => {
                 Status::new(Code::AlreadyExists, body(code, &message))
             }
+            ApiError::Precondition { code, message } => {
+                Status::new(Code::FailedPrecondition, body(code, &message))
+            }
             ApiError::Unimplemented(m) => {
                 Status::new(Code::Unimplemented, body(ErrorCode::InternalError, &m))
             }
@@ -101,6 +113,13 @@ fn store_status(e: StoreError) -> Status {
         StoreError::StreamExists(_) => {
             Status::new(Code::AlreadyExists, body(ErrorCode::StreamExists, &msg))
         }
+        StoreError::SubscriptionNotFound(_) => {
+            Status::new(Code::NotFound, body(ErrorCode::SubscriptionNotFound, &msg))
+        }
+        StoreError::SubscriptionExists(_) => Status::new(
+            Code::AlreadyExists,
+            body(ErrorCode::SubscriptionExists, &msg),
+        ),
         StoreError::ReaderExists(_) => Status::new(
             Code::AlreadyExists,
             body(ErrorCode::ShardReaderInvalidObjectIdentifier, &msg),

@@ -5,12 +5,14 @@
 //! binds the gRPC port (refusing a port in use), serves until the shutdown future completes,
 //! then makes every write durable and returns.
 
+pub mod acks;
 pub mod batch;
 pub mod error;
 pub mod keys;
 pub mod offsets;
 pub mod readers;
 pub mod service;
+pub mod subscriptions;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -57,6 +59,13 @@ pub struct ServerConfig {
     pub committer_threads: usize,
     /// How often retention (stream backlog) is enforced.
     pub retention_check_interval: Duration,
+    /// TLS on the gRPC port: the server's certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the server's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// TLS: certificate authority (PEM) that client certificates must chain to; when set,
+    /// clients must present a certificate.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +83,9 @@ impl Default for ServerConfig {
             segment_bytes: 64 << 20,
             committer_threads: 2,
             retention_check_interval: Duration::from_secs(5),
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
         }
     }
 }
@@ -92,6 +104,19 @@ impl ServerConfig {
                 "segment-bytes must be at least 4096, got {}",
                 self.segment_bytes
             )));
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ServerError::Config(
+                    "--tls-cert and --tls-key go together: give both or neither".into(),
+                ))
+            }
+            (None, None) if self.tls_ca.is_some() => {
+                return Err(ServerError::Config(
+                    "--tls-ca (client certificates) needs --tls-cert and --tls-key".into(),
+                ))
+            }
+            _ => {}
         }
         if self.committer_threads == 0 || self.committer_threads > 64 {
             return Err(ServerError::Config(format!(
@@ -131,6 +156,45 @@ fn incoming(
         }
         Ok(conn)
     })
+}
+
+/// The TLS settings, if TLS is configured: files are read (and checked by rustls) here so
+/// that a bad path or PEM stops the server at start with the file named.
+fn tls_config(
+    cfg: &ServerConfig,
+) -> Result<Option<tonic::transport::ServerTlsConfig>, ServerError> {
+    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &PathBuf, what: &str| {
+        std::fs::read(p).map_err(|e| {
+            ServerError::Config(format!("cannot read the TLS {what} {}: {e}", p.display()))
+        })
+    };
+    let pem = |p: &PathBuf, what: &str, marker: &str| {
+        let bytes = read(p, what)?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !text.contains("-----BEGIN") || !text.contains(marker) {
+            return Err(ServerError::Config(format!(
+                "the TLS {what} {} is not a PEM file with a {marker:?} block",
+                p.display()
+            )));
+        }
+        Ok(bytes)
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+        pem(cert, "certificate", "CERTIFICATE-----")?,
+        pem(key, "key", "PRIVATE KEY-----")?,
+    ));
+    if let Some(ca) = &cfg.tls_ca {
+        tls = tls.client_ca_root(Certificate::from_pem(pem(
+            ca,
+            "CA certificate",
+            "CERTIFICATE-----",
+        )?));
+    }
+    Ok(Some(tls))
 }
 
 /// Runs the server until `shutdown` completes.
@@ -175,17 +239,53 @@ pub async fn run(
         host,
         port: u32::from(local.port()),
     };
-    let svc = StreamApi::new(store.clone(), node, cfg.max_record_size);
+    let subs = subscriptions::Subscriptions::start(store.clone())
+        .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
+    let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
+    let svc = StreamApi::new(
+        store.clone(),
+        subs.clone(),
+        node,
+        cfg.max_record_size,
+        stopping_rx,
+    );
     // Let oversized appends through the transport so they get the HStreamDB error code
     // (InvalidRecordSize) rather than a transport-level refusal.
     let decode_limit = (cfg.max_record_size * 2 + (64 << 10)).max(4 << 20);
-    tracing::info!(
-        "StreamCell {} serving the HStreamDB gRPC API on {local}",
-        env!("CARGO_PKG_VERSION")
-    );
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_serving = stop.clone();
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls_config(&cfg)? {
+        builder = builder.tls_config(tls).map_err(|e| {
+            let mut why = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(inner) = src {
+                why = format!("{why}: {inner}");
+                src = inner.source();
+            }
+            ServerError::Config(format!(
+                "TLS certificate {} or key {} rejected: {why}",
+                cfg.tls_cert
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display(),
+                cfg.tls_key
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display(),
+            ))
+        })?;
+        tracing::info!(
+            client_certificates = cfg.tls_ca.is_some(),
+            "TLS enabled on the gRPC port"
+        );
+    }
+    tracing::info!(
+        "StreamCell {} serving the HStreamDB gRPC API on {local}{}",
+        env!("CARGO_PKG_VERSION"),
+        if cfg.tls_cert.is_some() { " (TLS)" } else { "" }
+    );
+    let serve = builder
         .add_service(HStreamApiServer::new(svc).max_decoding_message_size(decode_limit))
         .serve_with_incoming_shutdown(
             incoming(listener),
@@ -195,8 +295,11 @@ pub async fn run(
     let result = tokio::select! {
         r = &mut serve => r,
         () = shutdown => {
-            // Stop accepting; let calls in progress finish, but not forever: an idle client
-            // or a live-following read must not keep the server from stopping.
+            // End the calls that would otherwise never finish (consumers' fetch streams,
+            // live-following reads), saving subscription progress; stop accepting; let other
+            // calls in progress finish, but not forever.
+            stopping.send_replace(true);
+            subs.shutdown().await;
             stop.notify_one();
             match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
                 Ok(r) => r,
@@ -209,7 +312,8 @@ pub async fn run(
             }
         }
     };
-    tracing::info!("shutting down: syncing logs");
+    tracing::info!("shutting down: saving subscription progress, syncing logs");
+    subs.shutdown().await;
     store.shutdown().await;
     result?;
     tracing::info!("stopped cleanly");

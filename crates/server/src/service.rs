@@ -12,8 +12,8 @@ use streamcell_store::{
     now_ms, NewBatch, NewStream, ReadLimits, ReaderMeta, ShardMeta, Store, StoreError, StoredBatch,
     StreamMeta,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -22,6 +22,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::keys;
 use crate::offsets::Position;
 use crate::readers::ReaderPositions;
+use crate::subscriptions::{self, Subscriptions};
 
 /// Most payload bytes put in one read response: gRPC clients refuse messages over 4 MiB by
 /// default (at least one batch is always sent).
@@ -30,6 +31,8 @@ const MAX_RESPONSE_BYTES: usize = 3 << 20;
 const MAX_BATCHES_PER_MESSAGE: usize = 256;
 /// Most shards a stream may have.
 const MAX_SHARDS: u32 = 4096;
+/// Longest acknowledgement timeout a subscription may have (10 hours, as HStreamDB).
+const MAX_ACK_TIMEOUT_SECS: i32 = 36_000;
 
 /// Who this server is, as `DescribeCluster` and the lookups report it.
 #[derive(Debug, Clone)]
@@ -45,19 +48,29 @@ pub struct NodeInfo {
 /// The gRPC service.
 pub struct StreamApi {
     store: Arc<Store>,
+    subs: Arc<Subscriptions>,
     node: NodeInfo,
     started: Instant,
     max_record_size: usize,
     readers: ReaderPositions,
+    stopping: watch::Receiver<bool>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl StreamApi {
     /// A service over `store`.
-    pub fn new(store: Arc<Store>, node: NodeInfo, max_record_size: usize) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        subs: Arc<Subscriptions>,
+        node: NodeInfo,
+        max_record_size: usize,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         StreamApi {
+            stopping,
             store,
+            subs,
             node,
             started: Instant::now(),
             max_record_size,
@@ -196,7 +209,8 @@ pub fn validate_name(what: &str, name: &str, code: ErrorCode) -> ApiResult<()> {
     }
 }
 
-fn timestamp(ms: i64) -> prost_types::Timestamp {
+/// A protobuf timestamp from milliseconds since the Unix epoch.
+pub fn timestamp(ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
@@ -225,7 +239,9 @@ pub fn received_record(shard: u64, b: &StoredBatch) -> api::ReceivedRecord {
 /// Follows one shard from `from` and sends its batches, in messages of up to
 /// `MAX_BATCHES_PER_MESSAGE`, until `until` (inclusive) is passed, `budget` batches have been
 /// sent in all (shared by the shards of one read), or the client goes away.
+#[allow(clippy::too_many_arguments)]
 async fn follow_shard<T: Send + 'static>(
+    mut stopping: watch::Receiver<bool>,
     store: Arc<Store>,
     shard: u64,
     mut from: u64,
@@ -285,6 +301,11 @@ async fn follow_shard<T: Send + 'static>(
             tokio::select! {
                 changed = tail.changed() => if changed.is_err() { return },
                 _ = tx.closed() => return,
+                _ = stopping.changed() => {
+                    // The flag only ever goes from false to true: the server is stopping.
+                    let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                    return;
+                }
             }
             continue;
         }
@@ -410,10 +431,32 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let req = request.into_inner();
         let name = req.stream_name.clone();
         let deleted = self
-            .blocking(move |s| match s.catalog.delete_stream(&name) {
-                Ok(m) => Ok(Some(m)),
-                Err(StoreError::StreamNotFound(_)) if req.ignore_non_exist => Ok(None),
-                Err(e) => Err(e.into()),
+            .blocking(move |s| {
+                let subs = s
+                    .catalog
+                    .list_subscriptions()?
+                    .into_iter()
+                    .filter(|m| m.stream == name)
+                    .count();
+                if subs > 0 {
+                    if !req.force {
+                        return Err(ApiError::Precondition {
+                            code: ErrorCode::StreamFoundSubscription,
+                            message: format!(
+                                "stream {name:?} has {subs} subscription(s); delete them first or delete the stream with force"
+                            ),
+                        });
+                    }
+                    // Forced: the name goes, the data stays for the subscriptions to finish.
+                    let archived = s.catalog.archive_stream(&name)?;
+                    tracing::info!(stream = %name, archived = %archived, "stream deleted with force; kept for its subscriptions");
+                    return Ok(None);
+                }
+                match s.catalog.delete_stream(&name) {
+                    Ok(m) => Ok(Some(m)),
+                    Err(StoreError::StreamNotFound(_)) if req.ignore_non_exist => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
             })
             .await?;
         if let Some(meta) = deleted {
@@ -742,6 +785,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(follow_shard(
+            self.stopping.clone(),
             self.store.clone(),
             shard,
             start,
@@ -790,6 +834,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let shared = budget(req.max_read_batches);
         for (shard, start, end) in plans {
             tokio::spawn(follow_shard(
+                self.stopping.clone(),
                 self.store.clone(),
                 shard,
                 start,
@@ -827,6 +872,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             .await?;
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(follow_shard(
+            self.stopping.clone(),
             self.store.clone(),
             shard,
             start,
@@ -867,65 +913,230 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
 
     async fn create_subscription(
         &self,
-        _request: Request<api::Subscription>,
+        request: Request<api::Subscription>,
     ) -> Result<Response<api::Subscription>, Status> {
-        Err(unimplemented("CreateSubscription"))
+        let req = request.into_inner();
+        validate_name(
+            "subscription",
+            &req.subscription_id,
+            ErrorCode::SubscriptionInvalidObjectIdentifier,
+        )?;
+        if !(1..=MAX_ACK_TIMEOUT_SECS).contains(&req.ack_timeout_seconds) {
+            return Err(ApiError::invalid(
+                ErrorCode::SubscriptionInvalidObjectIdentifier,
+                format!(
+                    "ackTimeoutSeconds must be between 1 and {MAX_ACK_TIMEOUT_SECS}, got {}",
+                    req.ack_timeout_seconds
+                ),
+            )
+            .into());
+        }
+        if req.max_unacked_records < 1 {
+            return Err(ApiError::invalid(
+                ErrorCode::SubscriptionInvalidObjectIdentifier,
+                format!(
+                    "maxUnackedRecords must be at least 1, got {}",
+                    req.max_unacked_records
+                ),
+            )
+            .into());
+        }
+        let offset = match api::SpecialOffset::try_from(req.offset) {
+            Ok(o) => o,
+            Err(_) => {
+                return Err(ApiError::invalid(
+                    ErrorCode::SubscriptionInvalidOffset,
+                    format!("unknown subscription offset {}", req.offset),
+                )
+                .into())
+            }
+        };
+        let name = req.stream_name.clone();
+        let shards = self
+            .blocking(move |s| {
+                let Some(meta) = s.catalog.get_stream(&name)? else {
+                    return Err(ApiError::Precondition {
+                        code: ErrorCode::SubscriptionCreationOnNonExistentStream,
+                        message: format!("cannot subscribe to stream {name:?}: it does not exist"),
+                    });
+                };
+                let mut shards = Vec::with_capacity(meta.shards.len());
+                for shard in meta.shards {
+                    let b = s.log.bounds(shard)?;
+                    let start = match offset {
+                        api::SpecialOffset::Earliest => b.start_seq,
+                        api::SpecialOffset::Latest => b.next_seq,
+                    };
+                    shards.push((shard, start));
+                }
+                Ok(shards)
+            })
+            .await?;
+        let meta = subscriptions::new_meta(&req, shards);
+        let subs = self.subs.clone();
+        let created = self
+            .blocking(move |_| subs.create(meta).map(|h| h.meta.as_ref().clone()))
+            .await?;
+        tracing::info!(sub = %created.id, stream = %created.stream, "created subscription");
+        Ok(Response::new(subscriptions::subscription_pb(&created)))
     }
 
     async fn get_subscription(
         &self,
-        _request: Request<api::GetSubscriptionRequest>,
+        request: Request<api::GetSubscriptionRequest>,
     ) -> Result<Response<api::GetSubscriptionResponse>, Status> {
-        Err(unimplemented("GetSubscription"))
+        let handle = self.subs.get(&request.into_inner().id)?;
+        let offsets = handle.offsets().await?;
+        Ok(Response::new(api::GetSubscriptionResponse {
+            subscription: Some(subscriptions::subscription_pb(&handle.meta)),
+            offsets: offsets
+                .into_iter()
+                .map(|(shard_id, batch_id)| api::SubscriptionOffset { shard_id, batch_id })
+                .collect(),
+        }))
     }
 
     async fn list_subscriptions(
         &self,
         _request: Request<api::ListSubscriptionsRequest>,
     ) -> Result<Response<api::ListSubscriptionsResponse>, Status> {
-        Err(unimplemented("ListSubscriptions"))
+        let all = self
+            .blocking(|s| Ok(s.catalog.list_subscriptions()?))
+            .await?;
+        Ok(Response::new(api::ListSubscriptionsResponse {
+            subscription: all.iter().map(subscriptions::subscription_pb).collect(),
+        }))
     }
 
     async fn list_subscriptions_with_prefix(
         &self,
-        _request: Request<api::ListSubscriptionsWithPrefixRequest>,
+        request: Request<api::ListSubscriptionsWithPrefixRequest>,
     ) -> Result<Response<api::ListSubscriptionsResponse>, Status> {
-        Err(unimplemented("ListSubscriptionsWithPrefix"))
+        let prefix = request.into_inner().prefix;
+        let all = self
+            .blocking(|s| Ok(s.catalog.list_subscriptions()?))
+            .await?;
+        Ok(Response::new(api::ListSubscriptionsResponse {
+            subscription: all
+                .iter()
+                .filter(|m| m.id.starts_with(&prefix))
+                .map(subscriptions::subscription_pb)
+                .collect(),
+        }))
     }
 
     async fn list_consumers(
         &self,
-        _request: Request<api::ListConsumersRequest>,
+        request: Request<api::ListConsumersRequest>,
     ) -> Result<Response<api::ListConsumersResponse>, Status> {
-        Err(unimplemented("ListConsumers"))
+        let handle = self.subs.get(&request.into_inner().subscription_id)?;
+        let consumers = handle.consumers().await?;
+        Ok(Response::new(api::ListConsumersResponse {
+            consumers: consumers
+                .into_iter()
+                .map(|c| api::Consumer {
+                    name: c.name,
+                    uri: c.uri,
+                    user_agent: c.user_agent,
+                })
+                .collect(),
+        }))
     }
 
     async fn check_subscription_exist(
         &self,
-        _request: Request<api::CheckSubscriptionExistRequest>,
+        request: Request<api::CheckSubscriptionExistRequest>,
     ) -> Result<Response<api::CheckSubscriptionExistResponse>, Status> {
-        Err(unimplemented("CheckSubscriptionExist"))
+        let exists = self.subs.get(&request.into_inner().subscription_id).is_ok();
+        Ok(Response::new(api::CheckSubscriptionExistResponse {
+            exists,
+        }))
     }
 
     async fn delete_subscription(
         &self,
-        _request: Request<api::DeleteSubscriptionRequest>,
+        request: Request<api::DeleteSubscriptionRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("DeleteSubscription"))
+        let req = request.into_inner();
+        self.subs.delete(&req.subscription_id, req.force).await?;
+        Ok(Response::new(()))
     }
 
     async fn lookup_subscription(
         &self,
-        _request: Request<api::LookupSubscriptionRequest>,
+        request: Request<api::LookupSubscriptionRequest>,
     ) -> Result<Response<api::LookupSubscriptionResponse>, Status> {
-        Err(unimplemented("LookupSubscription"))
+        let id = request.into_inner().subscription_id;
+        self.subs.get(&id)?;
+        Ok(Response::new(api::LookupSubscriptionResponse {
+            subscription_id: id,
+            server_node: Some(self.server_node()),
+        }))
     }
 
     async fn streaming_fetch(
         &self,
-        _request: Request<Streaming<api::StreamingFetchRequest>>,
+        request: Request<Streaming<api::StreamingFetchRequest>>,
     ) -> Result<Response<Self::StreamingFetchStream>, Status> {
-        Err(unimplemented("StreamingFetch"))
+        let uri = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let agent = request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let mut inbound = request.into_inner();
+        let Some(first) = inbound.message().await? else {
+            return Err(ApiError::invalid(
+                ErrorCode::SubscriptionInvalidObjectIdentifier,
+                "the fetch stream ended before its first message (subscriptionId, consumerName)",
+            )
+            .into());
+        };
+        if first.consumer_name.is_empty() {
+            return Err(ApiError::invalid(
+                ErrorCode::SubscriptionInvalidObjectIdentifier,
+                "consumerName is empty",
+            )
+            .into());
+        }
+        let handle = self.subs.get(&first.subscription_id)?;
+        let (out, deliveries) = mpsc::unbounded_channel();
+        let consumer = handle
+            .join(first.consumer_name.clone(), uri, agent, out)
+            .await?;
+        if !first.ack_ids.is_empty() {
+            handle.acks(consumer, first.ack_ids);
+        }
+        let sub_id = first.subscription_id;
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = inbound.message().await {
+                if !m.subscription_id.is_empty() && m.subscription_id != sub_id {
+                    handle.kick(
+                        consumer,
+                        ApiError::invalid(
+                            ErrorCode::SubscriptionInvalidObjectIdentifier,
+                            format!(
+                                "this fetch stream belongs to subscription {sub_id:?}, not {:?}",
+                                m.subscription_id
+                            ),
+                        )
+                        .into(),
+                    );
+                    break;
+                }
+                if !m.ack_ids.is_empty() {
+                    handle.acks(consumer, m.ack_ids);
+                }
+            }
+            handle.leave(consumer);
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(
+            deliveries,
+        ))))
     }
 
     async fn send_admin_command(

@@ -14,6 +14,9 @@ const STREAMS: TableDefinition<&str, &str> = TableDefinition::new("streams");
 const SHARDS: TableDefinition<u64, &str> = TableDefinition::new("shards");
 const READERS: TableDefinition<&str, &str> = TableDefinition::new("shard_readers");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const SUBSCRIPTIONS: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
+const CHECKPOINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("sub_checkpoints");
+const ARCHIVED: TableDefinition<&str, &str> = TableDefinition::new("archived_streams");
 const NEXT_SHARD_ID: &str = "next_shard_id";
 const CATALOG_VERSION: &str = "catalog_version";
 
@@ -47,6 +50,25 @@ pub struct ShardMeta {
     pub end_key: String,
     /// Epoch of the shard's key ranges.
     pub epoch: u64,
+}
+
+/// A subscription as the catalog records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionMeta {
+    /// Subscription id.
+    pub id: String,
+    /// The stream it reads (an archived stream's name after a forced stream deletion).
+    pub stream: String,
+    /// Seconds a delivered record may stay unacknowledged before it is delivered again.
+    pub ack_timeout_secs: u32,
+    /// Most unacknowledged records outstanding at once.
+    pub max_unacked: u32,
+    /// The offset it was created with, as the client gave it (0 earliest, 1 latest).
+    pub offset: i32,
+    /// Creation time.
+    pub created_ms: i64,
+    /// Each shard it reads and the sequence number delivery starts at.
+    pub shards: Vec<(u64, u64)>,
 }
 
 /// What a new stream should look like.
@@ -107,6 +129,23 @@ pub trait Catalog: Send + Sync {
     fn delete_reader(&self, id: &str) -> Result<()>;
     /// All shard reader ids.
     fn list_readers(&self) -> Result<Vec<ReaderMeta>>;
+    /// Records a subscription; fails if the id exists or its stream does not.
+    fn create_subscription(&self, sub: SubscriptionMeta) -> Result<()>;
+    /// Looks a subscription up.
+    fn get_subscription(&self, id: &str) -> Result<Option<SubscriptionMeta>>;
+    /// All subscriptions, by id.
+    fn list_subscriptions(&self) -> Result<Vec<SubscriptionMeta>>;
+    /// Deletes a subscription and its checkpoints. If it was the last subscription of an
+    /// archived stream, the archived stream is deleted too and returned.
+    fn delete_subscription(&self, id: &str) -> Result<Option<StreamMeta>>;
+    /// Saves checkpoints `(subscription, shard, state)` in one transaction; entries of
+    /// subscriptions that no longer exist are skipped.
+    fn save_checkpoints(&self, entries: &[(String, u64, Vec<u8>)]) -> Result<()>;
+    /// The checkpoints of a subscription, by shard.
+    fn load_checkpoints(&self, id: &str) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Removes a stream's name from the catalog but keeps its shards for the subscriptions
+    /// that read it (HStreamDB's forced deletion). Returns the archived name.
+    fn archive_stream(&self, name: &str) -> Result<String>;
 }
 
 /// The catalog in a redb database file.
@@ -131,6 +170,9 @@ impl RedbCatalog {
             tx.open_table(STREAMS)?;
             tx.open_table(SHARDS)?;
             tx.open_table(READERS)?;
+            tx.open_table(SUBSCRIPTIONS)?;
+            tx.open_table(CHECKPOINTS)?;
+            tx.open_table(ARCHIVED)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get(CATALOG_VERSION)?.map(|v| v.value());
             match version {
@@ -244,8 +286,12 @@ impl Catalog for RedbCatalog {
     }
 
     fn all_shards(&self) -> Result<Vec<(ShardMeta, u32)>> {
-        let streams = self.list_streams()?;
+        let mut streams = self.list_streams()?;
         let tx = self.db.begin_read()?;
+        for row in tx.open_table(ARCHIVED)?.iter()? {
+            let (_, v) = row?;
+            streams.push(from_json(v.value())?);
+        }
         let t = tx.open_table(SHARDS)?;
         let mut out = Vec::new();
         for row in t.iter()? {
@@ -300,5 +346,161 @@ impl Catalog for RedbCatalog {
             out.push(from_json(v.value())?);
         }
         Ok(out)
+    }
+    fn create_subscription(&self, sub: SubscriptionMeta) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let streams = tx.open_table(STREAMS)?;
+            if streams.get(sub.stream.as_str())?.is_none() {
+                return Err(StoreError::StreamNotFound(sub.stream));
+            }
+            let mut t = tx.open_table(SUBSCRIPTIONS)?;
+            if t.get(sub.id.as_str())?.is_some() {
+                return Err(StoreError::SubscriptionExists(sub.id));
+            }
+            t.insert(sub.id.as_str(), to_json(&sub)?.as_str())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_subscription(&self, id: &str) -> Result<Option<SubscriptionMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBSCRIPTIONS)?;
+        t.get(id)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    fn list_subscriptions(&self) -> Result<Vec<SubscriptionMeta>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(SUBSCRIPTIONS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn delete_subscription(&self, id: &str) -> Result<Option<StreamMeta>> {
+        let tx = self.db.begin_write()?;
+        let archived = {
+            let mut subs = tx.open_table(SUBSCRIPTIONS)?;
+            let sub: SubscriptionMeta = match subs.remove(id)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::SubscriptionNotFound(id.to_string())),
+            };
+            let mut cps = tx.open_table(CHECKPOINTS)?;
+            for (shard, _) in &sub.shards {
+                cps.remove((id, *shard))?;
+            }
+            let mut still_used = false;
+            for row in subs.iter()? {
+                let (_, v) = row?;
+                let other: SubscriptionMeta = from_json(v.value())?;
+                still_used |= other.stream == sub.stream;
+            }
+            let mut archived = tx.open_table(ARCHIVED)?;
+            let gone = if still_used {
+                None
+            } else {
+                archived
+                    .remove(sub.stream.as_str())?
+                    .map(|v| from_json::<StreamMeta>(v.value()))
+                    .transpose()?
+            };
+            if let Some(stream) = &gone {
+                let mut shards = tx.open_table(SHARDS)?;
+                for s in &stream.shards {
+                    shards.remove(s)?;
+                }
+            }
+            gone
+        };
+        tx.commit()?;
+        Ok(archived)
+    }
+
+    fn save_checkpoints(&self, entries: &[(String, u64, Vec<u8>)]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let subs = tx.open_table(SUBSCRIPTIONS)?;
+            let mut t = tx.open_table(CHECKPOINTS)?;
+            for (sub, shard, state) in entries {
+                if subs.get(sub.as_str())?.is_some() {
+                    t.insert((sub.as_str(), *shard), state.as_slice())?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_checkpoints(&self, id: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(CHECKPOINTS)?;
+        let mut out = Vec::new();
+        for row in t.range((id, 0u64)..=(id, u64::MAX))? {
+            let (k, v) = row?;
+            out.push((k.value().1, v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn archive_stream(&self, name: &str) -> Result<String> {
+        let tx = self.db.begin_write()?;
+        let archived_name = {
+            let mut streams = tx.open_table(STREAMS)?;
+            let mut meta: StreamMeta = match streams.remove(name)? {
+                Some(v) => from_json(v.value())?,
+                None => return Err(StoreError::StreamNotFound(name.to_string())),
+            };
+            let first = meta.shards.first().copied().unwrap_or(0);
+            let archived_name = format!("__deleted_stream__{name}__{first}");
+            meta.name = archived_name.clone();
+            let mut archived = tx.open_table(ARCHIVED)?;
+            archived.insert(archived_name.as_str(), to_json(&meta)?.as_str())?;
+            let mut shards = tx.open_table(SHARDS)?;
+            for id in &meta.shards {
+                let updated = match shards.get(id)? {
+                    Some(v) => {
+                        let mut m: ShardMeta = from_json(v.value())?;
+                        m.stream = archived_name.clone();
+                        Some(to_json(&m)?)
+                    }
+                    None => None,
+                };
+                if let Some(u) = updated {
+                    shards.insert(id, u.as_str())?;
+                }
+            }
+            let mut subs = tx.open_table(SUBSCRIPTIONS)?;
+            let mut moved = Vec::new();
+            for row in subs.iter()? {
+                let (k, v) = row?;
+                let mut s: SubscriptionMeta = from_json(v.value())?;
+                if s.stream == name {
+                    s.stream = archived_name.clone();
+                    moved.push((k.value().to_string(), to_json(&s)?));
+                }
+            }
+            for (k, v) in moved {
+                subs.insert(k.as_str(), v.as_str())?;
+            }
+            let mut readers = tx.open_table(READERS)?;
+            let mut doomed = Vec::new();
+            for row in readers.iter()? {
+                let (k, v) = row?;
+                let r: ReaderMeta = from_json(v.value())?;
+                if r.stream == name {
+                    doomed.push(k.value().to_string());
+                }
+            }
+            for k in doomed {
+                readers.remove(k.as_str())?;
+            }
+            archived_name
+        };
+        tx.commit()?;
+        Ok(archived_name)
     }
 }

@@ -24,6 +24,12 @@ pub enum StoreError {
     /// A shard reader with this id exists already.
     #[error("shard reader {0:?} already exists")]
     ReaderExists(String),
+    /// The subscription id is unknown.
+    #[error("subscription {0:?} does not exist")]
+    SubscriptionNotFound(String),
+    /// A subscription with this id exists already.
+    #[error("subscription {0:?} already exists")]
+    SubscriptionExists(String),
     /// A request that the store cannot honour as asked (documented per call).
     #[error("{0}")]
     Invalid(String),
@@ -75,6 +81,8 @@ impl StoreError {
                 | StoreError::ShardNotFound(_)
                 | StoreError::ReaderNotFound(_)
                 | StoreError::ReaderExists(_)
+                | StoreError::SubscriptionNotFound(_)
+                | StoreError::SubscriptionExists(_)
                 | StoreError::Invalid(_)
         )
     }

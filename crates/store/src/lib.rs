@@ -26,7 +26,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use catalog::{Catalog, NewStream, ReaderMeta, RedbCatalog, ShardMeta, StreamMeta};
+pub use catalog::{
+    Catalog, NewStream, ReaderMeta, RedbCatalog, ShardMeta, StreamMeta, SubscriptionMeta,
+};
 pub use error::{Result, StoreError};
 pub use log::{BoxFuture, LocalLog, ShardLog};
 

@@ -78,3 +78,69 @@ fn streams_shards_and_readers_round_trip() {
         Err(StoreError::ReaderNotFound(_))
     ));
 }
+
+#[test]
+fn subscriptions_checkpoints_and_archived_streams() {
+    use streamcell_store::SubscriptionMeta;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = RedbCatalog::open(&dir.path().join("catalog.redb")).expect("open");
+    let (s, _) = c.create_stream(new("s", 2)).expect("stream");
+    let sub = |id: &str, stream: &str| SubscriptionMeta {
+        id: id.into(),
+        stream: stream.into(),
+        ack_timeout_secs: 60,
+        max_unacked: 100,
+        offset: 0,
+        created_ms: 1,
+        shards: s.shards.iter().map(|&id| (id, 1)).collect(),
+    };
+    assert!(matches!(
+        c.create_subscription(sub("x", "nope")),
+        Err(StoreError::StreamNotFound(_))
+    ));
+    c.create_subscription(sub("a", "s")).expect("a");
+    c.create_subscription(sub("b", "s")).expect("b");
+    assert!(matches!(
+        c.create_subscription(sub("a", "s")),
+        Err(StoreError::SubscriptionExists(_))
+    ));
+    c.save_checkpoints(&[
+        ("a".into(), 1, vec![1, 2, 3]),
+        ("a".into(), 2, vec![4]),
+        ("gone".into(), 1, vec![9]),
+    ])
+    .expect("save");
+    assert_eq!(
+        c.load_checkpoints("a").expect("load"),
+        vec![(1, vec![1, 2, 3]), (2, vec![4])]
+    );
+    assert!(c.load_checkpoints("gone").expect("load").is_empty());
+
+    // A forced deletion archives the stream: its name is free, its shards stay for "a"/"b".
+    let archived = c.archive_stream("s").expect("archive");
+    assert!(c.get_stream("s").expect("get").is_none());
+    assert_eq!(
+        c.get_subscription("a").expect("get").map(|m| m.stream),
+        Some(archived.clone())
+    );
+    assert_eq!(
+        c.get_shard(1).expect("shard").map(|m| m.stream),
+        Some(archived.clone())
+    );
+    c.create_stream(new("s", 1)).expect("name reusable");
+    assert!(
+        c.delete_subscription("a").expect("delete a").is_none(),
+        "b still reads it"
+    );
+    assert!(c.load_checkpoints("a").expect("load").is_empty());
+    let gone = c
+        .delete_subscription("b")
+        .expect("delete b")
+        .expect("archived stream released");
+    assert_eq!(gone.shards, vec![1, 2]);
+    assert!(c.get_shard(1).expect("shard").is_none());
+    assert!(matches!(
+        c.delete_subscription("b"),
+        Err(StoreError::SubscriptionNotFound(_))
+    ));
+}

@@ -1,0 +1,967 @@
+//! Subscriptions: shared, durable cursors over a stream, read by groups of consumers.
+//!
+//! Each subscription is run by one task (an actor) that owns all of its delivery state, so no
+//! locks are shared between consumers:
+//! - **assignment**: every shard is owned by at most one consumer; a joining consumer takes
+//!   free shards, then shards from the busiest consumers until the load is even; a leaving
+//!   consumer's shards go to those with the fewest;
+//! - **delivery**: the owner of a shard gets its batches in order, skipping records that are
+//!   already acknowledged; sending pauses while `maxUnackedRecords` records (or 64 MiB) are
+//!   outstanding in the subscription;
+//! - **redelivery**: a batch whose records are not all acknowledged within
+//!   `ackTimeoutSeconds` is sent again to the shard's current owner, with only the
+//!   unacknowledged records and their original record ids; a leaving consumer's outstanding
+//!   records are handed over at once;
+//! - **progress**: each shard's exact acknowledgement state ([`AckState`]) is checkpointed by
+//!   the [`Checkpointer`], which group-commits all pending checkpoints to the catalog as fast
+//!   as commits complete. After a crash, only acknowledgements that arrived during the last
+//!   commit (milliseconds) can be lost, and nothing unacknowledged is skipped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use streamcell_proto::api::{self, CompressionType, ErrorCode};
+use streamcell_store::{now_ms, ReadLimits, Store, StoreError, StoredBatch, SubscriptionMeta};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tonic::Status;
+
+use crate::acks::AckState;
+use crate::batch;
+use crate::error::{ApiError, ApiResult};
+use crate::service::{received_record, timestamp};
+
+/// Most payload bytes outstanding (sent, not acknowledged) per subscription.
+const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
+/// Batches read from a shard at a time.
+const READ_BATCHES: usize = 32;
+/// Batches sent per delivery round before pending events are looked at again.
+const ROUND_BATCHES: usize = 512;
+/// How often ack deadlines are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Where a consumer's deliveries go.
+pub type Outbox = mpsc::UnboundedSender<Result<api::StreamingFetchResponse, Status>>;
+
+/// A consumer as `ListConsumers` shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerInfo {
+    /// Consumer name.
+    pub name: String,
+    /// Peer address.
+    pub uri: String,
+    /// The client's user agent.
+    pub user_agent: String,
+}
+
+enum Event {
+    Join {
+        name: String,
+        uri: String,
+        agent: String,
+        out: Outbox,
+        reply: oneshot::Sender<ApiResult<u64>>,
+    },
+    Leave {
+        consumer: u64,
+    },
+    Acks {
+        consumer: u64,
+        ids: Vec<api::RecordId>,
+    },
+    Kick {
+        consumer: u64,
+        status: Status,
+    },
+    Consumers {
+        reply: oneshot::Sender<Vec<ConsumerInfo>>,
+    },
+    Offsets {
+        reply: oneshot::Sender<Vec<(u64, u64)>>,
+    },
+    Delete {
+        force: bool,
+        reply: oneshot::Sender<ApiResult<()>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A handle on a running subscription.
+#[derive(Clone)]
+pub struct SubHandle {
+    tx: mpsc::UnboundedSender<Event>,
+    /// The subscription's definition.
+    pub meta: Arc<SubscriptionMeta>,
+}
+
+fn gone() -> ApiError {
+    ApiError::Store(StoreError::ShuttingDown)
+}
+
+impl SubHandle {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> ApiResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    /// Registers a consumer; its deliveries go to `out`. Returns its id.
+    pub async fn join(
+        &self,
+        name: String,
+        uri: String,
+        agent: String,
+        out: Outbox,
+    ) -> ApiResult<u64> {
+        self.ask(|reply| Event::Join {
+            name,
+            uri,
+            agent,
+            out,
+            reply,
+        })
+        .await?
+    }
+
+    /// The consumer went away (end of its stream, cancel, or error).
+    pub fn leave(&self, consumer: u64) {
+        let _ = self.tx.send(Event::Leave { consumer });
+    }
+
+    /// Acknowledgements from a consumer.
+    pub fn acks(&self, consumer: u64, ids: Vec<api::RecordId>) {
+        let _ = self.tx.send(Event::Acks { consumer, ids });
+    }
+
+    /// Ends a consumer's stream with an error.
+    pub fn kick(&self, consumer: u64, status: Status) {
+        let _ = self.tx.send(Event::Kick { consumer, status });
+    }
+
+    /// The consumers now attached.
+    pub async fn consumers(&self) -> ApiResult<Vec<ConsumerInfo>> {
+        self.ask(|reply| Event::Consumers { reply }).await
+    }
+
+    /// Per shard, the first batch not completely acknowledged.
+    pub async fn offsets(&self) -> ApiResult<Vec<(u64, u64)>> {
+        self.ask(|reply| Event::Offsets { reply }).await
+    }
+}
+
+/// All subscriptions of the server.
+pub struct Subscriptions {
+    store: Arc<Store>,
+    running: Mutex<HashMap<String, SubHandle>>,
+    checkpointer: Checkpointer,
+}
+
+impl Subscriptions {
+    /// Starts the checkpointer and an actor for every subscription in the catalog.
+    pub fn start(store: Arc<Store>) -> ApiResult<Arc<Subscriptions>> {
+        let subs = Arc::new(Subscriptions {
+            checkpointer: Checkpointer::start(store.clone())?,
+            store: store.clone(),
+            running: Mutex::new(HashMap::new()),
+        });
+        for meta in store.catalog.list_subscriptions()? {
+            subs.spawn(meta)?;
+        }
+        Ok(subs)
+    }
+
+    fn spawn(&self, meta: SubscriptionMeta) -> ApiResult<SubHandle> {
+        let checkpoints = self.store.catalog.load_checkpoints(&meta.id)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = SubHandle {
+            tx,
+            meta: Arc::new(meta.clone()),
+        };
+        let actor = Actor::new(
+            meta,
+            self.store.clone(),
+            rx,
+            self.checkpointer.clone(),
+            checkpoints,
+        )?;
+        self.lock().insert(handle.meta.id.clone(), handle.clone());
+        tokio::spawn(actor.run());
+        Ok(handle)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubHandle>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records and starts a new subscription (the caller has validated it).
+    pub fn create(&self, meta: SubscriptionMeta) -> ApiResult<SubHandle> {
+        self.store.catalog.create_subscription(meta.clone())?;
+        self.spawn(meta)
+    }
+
+    /// The running subscription `id`.
+    pub fn get(&self, id: &str) -> ApiResult<SubHandle> {
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::Store(StoreError::SubscriptionNotFound(id.to_string())))
+    }
+
+    /// Deletes a subscription: refused while consumers are attached unless `force`, in which
+    /// case their streams end.
+    pub async fn delete(&self, id: &str, force: bool) -> ApiResult<()> {
+        let handle = self.get(id)?;
+        handle.ask(|reply| Event::Delete { force, reply }).await??;
+        self.lock().remove(id);
+        Ok(())
+    }
+
+    /// Makes every subscription's progress durable and stops the actors and the checkpointer.
+    pub async fn shutdown(&self) {
+        let handles: Vec<SubHandle> = self.lock().drain().map(|(_, h)| h).collect();
+        for h in handles {
+            let _ = h.ask(|reply| Event::Shutdown { reply }).await;
+        }
+        self.checkpointer.flush().await;
+    }
+}
+
+/// Writes subscription checkpoints to the catalog from its own thread, group-committing
+/// whatever has accumulated while the previous commit ran.
+#[derive(Clone)]
+pub struct Checkpointer {
+    tx: std_mpsc::Sender<CheckpointMsg>,
+}
+
+enum CheckpointMsg {
+    Save(String, u64, Vec<u8>),
+    Flush(oneshot::Sender<()>),
+}
+
+impl Checkpointer {
+    fn start(store: Arc<Store>) -> ApiResult<Checkpointer> {
+        let (tx, rx) = std_mpsc::channel::<CheckpointMsg>();
+        std::thread::Builder::new()
+            .name("checkpointer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut pending: HashMap<(String, u64), Vec<u8>> = HashMap::new();
+                    let mut flushes = Vec::new();
+                    let mut next = Some(first);
+                    while let Some(msg) = next {
+                        match msg {
+                            CheckpointMsg::Save(sub, shard, state) => {
+                                pending.insert((sub, shard), state);
+                            }
+                            CheckpointMsg::Flush(reply) => flushes.push(reply),
+                        }
+                        next = rx.try_recv().ok();
+                    }
+                    if !pending.is_empty() {
+                        let entries: Vec<(String, u64, Vec<u8>)> =
+                            pending.into_iter().map(|((s, sh), v)| (s, sh, v)).collect();
+                        if let Err(e) = store.catalog.save_checkpoints(&entries) {
+                            tracing::error!("saving subscription checkpoints failed: {e}");
+                        }
+                    }
+                    for f in flushes {
+                        let _ = f.send(());
+                    }
+                }
+            })
+            .map_err(|e| ApiError::Store(StoreError::io("starting the checkpointer", e)))?;
+        Ok(Checkpointer { tx })
+    }
+
+    fn save(&self, sub: &str, shard: u64, state: &AckState) {
+        let _ = self
+            .tx
+            .send(CheckpointMsg::Save(sub.to_string(), shard, state.encode()));
+    }
+
+    /// Returns once everything saved before the call is committed.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(CheckpointMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+struct Consumer {
+    name: String,
+    uri: String,
+    agent: String,
+    out: Outbox,
+    shards: BTreeSet<u64>,
+}
+
+/// A delivered batch with records not yet acknowledged.
+struct Sent {
+    len: u32,
+    unacked: BTreeSet<u32>,
+    bytes: usize,
+    deadline: Instant,
+    owner: u64,
+}
+
+struct ShardCursor {
+    owner: Option<u64>,
+    next_read: u64,
+    tail: watch::Receiver<u64>,
+    acks: AckState,
+    outstanding: BTreeMap<u64, Sent>,
+    retry_at: Option<Instant>,
+}
+
+struct Actor {
+    meta: SubscriptionMeta,
+    store: Arc<Store>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    wake: Arc<Notify>,
+    stop_watchers: watch::Sender<()>,
+    checkpointer: Checkpointer,
+    consumers: BTreeMap<u64, Consumer>,
+    next_consumer: u64,
+    shards: BTreeMap<u64, ShardCursor>,
+    outstanding_records: usize,
+    outstanding_bytes: usize,
+    ack_timeout: Duration,
+    max_unacked: usize,
+    rotate: usize,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Actor {
+    fn new(
+        meta: SubscriptionMeta,
+        store: Arc<Store>,
+        rx: mpsc::UnboundedReceiver<Event>,
+        checkpointer: Checkpointer,
+        checkpoints: Vec<(u64, Vec<u8>)>,
+    ) -> ApiResult<Actor> {
+        let saved: HashMap<u64, Vec<u8>> = checkpoints.into_iter().collect();
+        let wake = Arc::new(Notify::new());
+        let (stop_watchers, _) = watch::channel(());
+        let mut shards = BTreeMap::new();
+        for &(shard, start) in &meta.shards {
+            let acks = match saved.get(&shard).map(|b| AckState::decode(b)) {
+                Some(Ok(a)) => a,
+                Some(Err(e)) => {
+                    // Never skip records: a damaged checkpoint restarts from the beginning of
+                    // the subscription (records may be delivered again).
+                    tracing::error!(sub = %meta.id, shard, "damaged checkpoint ({e}); delivering from the subscription's start");
+                    AckState::starting_at(start)
+                }
+                None => AckState::starting_at(start),
+            };
+            let tail = store.log.watch_tail(shard)?;
+            let mut forward = tail.clone();
+            let mut stop = stop_watchers.subscribe();
+            let w = wake.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        changed = forward.changed() => {
+                            if changed.is_err() { return; }
+                            w.notify_one();
+                        }
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            shards.insert(
+                shard,
+                ShardCursor {
+                    owner: None,
+                    next_read: acks.frontier().0,
+                    tail,
+                    acks,
+                    outstanding: BTreeMap::new(),
+                    retry_at: None,
+                },
+            );
+        }
+        Ok(Actor {
+            ack_timeout: Duration::from_secs(u64::from(meta.ack_timeout_secs.max(1))),
+            max_unacked: meta.max_unacked.max(1) as usize,
+            meta,
+            store,
+            rx,
+            wake,
+            stop_watchers,
+            checkpointer,
+            consumers: BTreeMap::new(),
+            next_consumer: 1,
+            shards,
+            outstanding_records: 0,
+            outstanding_bytes: 0,
+            rotate: 0,
+        })
+    }
+
+    async fn run(mut self) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let more = self.deliver().await;
+            if more {
+                // More to send: take pending events without waiting, then deliver again.
+                while let Ok(ev) = self.rx.try_recv() {
+                    if let Flow::Stop = self.handle(ev).await {
+                        return self.stop();
+                    }
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let wake = self.wake.clone();
+            tokio::select! {
+                ev = self.rx.recv() => match ev {
+                    Some(ev) => if let Flow::Stop = self.handle(ev).await { return self.stop(); },
+                    None => return self.stop(),
+                },
+                () = wake.notified() => {}
+                _ = tick.tick() => self.expire().await,
+            }
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop_watchers.send(());
+    }
+
+    async fn handle(&mut self, ev: Event) -> Flow {
+        match ev {
+            Event::Join {
+                name,
+                uri,
+                agent,
+                out,
+                reply,
+            } => {
+                let r = self.join(name, uri, agent, out);
+                let _ = reply.send(r);
+            }
+            Event::Leave { consumer } => {
+                self.leave(consumer);
+                self.expire().await;
+            }
+            Event::Acks { consumer, ids } => self.on_acks(consumer, ids),
+            Event::Kick { consumer, status } => {
+                self.kick(consumer, status);
+                self.expire().await;
+            }
+            Event::Consumers { reply } => {
+                let _ = reply.send(
+                    self.consumers
+                        .values()
+                        .map(|c| ConsumerInfo {
+                            name: c.name.clone(),
+                            uri: c.uri.clone(),
+                            user_agent: c.agent.clone(),
+                        })
+                        .collect(),
+                );
+            }
+            Event::Offsets { reply } => {
+                let _ = reply.send(
+                    self.shards
+                        .iter()
+                        .map(|(&s, c)| (s, c.acks.frontier().0))
+                        .collect(),
+                );
+            }
+            Event::Delete { force, reply } => {
+                if !self.consumers.is_empty() && !force {
+                    let _ = reply.send(Err(ApiError::Precondition {
+                        code: ErrorCode::SubscriptionFoundActiveConsumers,
+                        message: format!(
+                            "subscription {:?} has {} active consumer(s); delete with force to end them",
+                            self.meta.id,
+                            self.consumers.len()
+                        ),
+                    }));
+                    return Flow::Continue;
+                }
+                let r = self.delete().await;
+                let ok = r.is_ok();
+                let _ = reply.send(r);
+                if ok {
+                    return Flow::Stop;
+                }
+            }
+            Event::Shutdown { reply } => {
+                for (&shard, c) in &self.shards {
+                    self.checkpointer.save(&self.meta.id, shard, &c.acks);
+                }
+                for c in self.consumers.values() {
+                    let _ = c
+                        .out
+                        .send(Err(Status::unavailable("the server is shutting down")));
+                }
+                let _ = reply.send(());
+                return Flow::Stop;
+            }
+        }
+        Flow::Continue
+    }
+
+    async fn delete(&mut self) -> ApiResult<()> {
+        let id = self.meta.id.clone();
+        let store = self.store.clone();
+        let archived = tokio::task::spawn_blocking(move || store.catalog.delete_subscription(&id))
+            .await
+            .map_err(|_| gone())??;
+        for c in std::mem::take(&mut self.consumers).into_values() {
+            let _ = c.out.send(Err(Status::cancelled(format!(
+                "subscription {:?} was deleted",
+                self.meta.id
+            ))));
+        }
+        if let Some(stream) = archived {
+            // The last subscription of a force-deleted stream is gone: free its logs.
+            for shard in stream.shards {
+                if let Err(e) = self.store.log.remove_shard(shard).await {
+                    tracing::warn!(shard, "removing an archived shard: {e}");
+                }
+            }
+        }
+        tracing::info!(sub = %self.meta.id, "deleted subscription");
+        Ok(())
+    }
+
+    fn join(&mut self, name: String, uri: String, agent: String, out: Outbox) -> ApiResult<u64> {
+        if self.consumers.values().any(|c| c.name == name) {
+            return Err(ApiError::Exists {
+                code: ErrorCode::InternalError,
+                message: format!(
+                    "consumer {name:?} is already attached to subscription {:?}",
+                    self.meta.id
+                ),
+            });
+        }
+        let id = self.next_consumer;
+        self.next_consumer += 1;
+        self.consumers.insert(
+            id,
+            Consumer {
+                name: name.clone(),
+                uri,
+                agent,
+                out,
+                shards: BTreeSet::new(),
+            },
+        );
+        // Free shards first, then take from the busiest until the load is even.
+        let free: Vec<u64> = self
+            .shards
+            .iter()
+            .filter(|(_, c)| c.owner.is_none())
+            .map(|(&s, _)| s)
+            .collect();
+        for s in free {
+            self.assign_to_least_loaded(s);
+        }
+        loop {
+            let mine = self.consumers.get(&id).map_or(0, |c| c.shards.len());
+            let busiest = self
+                .consumers
+                .iter()
+                .max_by_key(|(cid, c)| (c.shards.len(), std::cmp::Reverse(**cid)))
+                .map(|(&cid, c)| (cid, c.shards.len()));
+            match busiest {
+                Some((cid, n)) if cid != id && n >= mine + 2 => {
+                    let moved = self
+                        .consumers
+                        .get_mut(&cid)
+                        .and_then(|c| c.shards.pop_last());
+                    if let Some(shard) = moved {
+                        self.give(shard, id);
+                    }
+                }
+                _ => break,
+            }
+        }
+        tracing::info!(sub = %self.meta.id, consumer = %name, shards = ?self.consumers.get(&id).map(|c| &c.shards), "consumer joined");
+        Ok(id)
+    }
+
+    fn give(&mut self, shard: u64, consumer: u64) {
+        if let Some(c) = self.consumers.get_mut(&consumer) {
+            c.shards.insert(shard);
+        }
+        if let Some(s) = self.shards.get_mut(&shard) {
+            s.owner = Some(consumer);
+        }
+    }
+
+    fn assign_to_least_loaded(&mut self, shard: u64) {
+        let target = self
+            .consumers
+            .iter()
+            .min_by_key(|(cid, c)| (c.shards.len(), **cid))
+            .map(|(&cid, _)| cid);
+        match target {
+            Some(cid) => self.give(shard, cid),
+            None => {
+                if let Some(s) = self.shards.get_mut(&shard) {
+                    s.owner = None;
+                }
+            }
+        }
+    }
+
+    fn leave(&mut self, consumer: u64) {
+        let Some(c) = self.consumers.remove(&consumer) else {
+            return;
+        };
+        let now = Instant::now();
+        for shard in self.shards.values_mut() {
+            // Its unacknowledged records go to the shard's next owner right away.
+            for sent in shard.outstanding.values_mut() {
+                if sent.owner == consumer {
+                    sent.deadline = now;
+                }
+            }
+        }
+        for shard in c.shards {
+            self.assign_to_least_loaded(shard);
+        }
+        tracing::info!(sub = %self.meta.id, consumer = %c.name, "consumer left");
+    }
+
+    fn kick(&mut self, consumer: u64, status: Status) {
+        if let Some(c) = self.consumers.get(&consumer) {
+            tracing::warn!(sub = %self.meta.id, consumer = %c.name, "ending consumer: {}", status.message());
+            let _ = c.out.send(Err(status));
+        }
+        self.leave(consumer);
+    }
+
+    fn on_acks(&mut self, consumer: u64, ids: Vec<api::RecordId>) {
+        if !self.consumers.contains_key(&consumer) {
+            return;
+        }
+        let mut dirty = BTreeSet::new();
+        for id in ids {
+            if let Err(problem) = self.ack_one(&id) {
+                let status: Status = ApiError::invalid(
+                    ErrorCode::SubscriptionInvalidObjectIdentifier,
+                    format!(
+                        "bad acknowledgement {}-{}-{} for subscription {:?}: {problem}",
+                        id.shard_id, id.batch_id, id.batch_index, self.meta.id
+                    ),
+                )
+                .into();
+                self.kick(consumer, status);
+                break;
+            }
+            dirty.insert(id.shard_id);
+        }
+        for shard in dirty {
+            if let Some(c) = self.shards.get(&shard) {
+                self.checkpointer.save(&self.meta.id, shard, &c.acks);
+            }
+        }
+    }
+
+    fn ack_one(&mut self, id: &api::RecordId) -> Result<(), String> {
+        let Some(cur) = self.shards.get_mut(&id.shard_id) else {
+            return Err(format!(
+                "the subscription does not read shard {}",
+                id.shard_id
+            ));
+        };
+        if id.batch_id >= cur.next_read && !cur.acks.is_acked((id.batch_id, id.batch_index)) {
+            return Err("that record was never delivered".into());
+        }
+        if let Some(sent) = cur.outstanding.get_mut(&id.batch_id) {
+            if id.batch_index >= sent.len {
+                return Err(format!(
+                    "batch {} holds only {} records",
+                    id.batch_id, sent.len
+                ));
+            }
+            if sent.unacked.remove(&id.batch_index) {
+                self.outstanding_records -= 1;
+                cur.acks.ack(id.batch_id, id.batch_index, sent.len);
+            }
+            if sent.unacked.is_empty() {
+                self.outstanding_bytes -= sent.bytes;
+                cur.outstanding.remove(&id.batch_id);
+            }
+            return Ok(());
+        }
+        if cur.acks.is_acked((id.batch_id, id.batch_index)) {
+            return Ok(()); // a duplicate (e.g. of a redelivered record): harmless
+        }
+        Err("that record was never delivered".into())
+    }
+
+    fn room(&self) -> bool {
+        self.outstanding_records < self.max_unacked
+            && self.outstanding_bytes < MAX_OUTSTANDING_BYTES
+    }
+
+    /// Sends what owned shards have and the limits allow. Returns true if it stopped with
+    /// more to send.
+    async fn deliver(&mut self) -> bool {
+        let mut sent_batches = 0usize;
+        let ids: Vec<u64> = self.shards.keys().copied().collect();
+        if ids.is_empty() {
+            return false;
+        }
+        let mut idle_rounds = 0;
+        while idle_rounds < ids.len() {
+            if !self.room() || sent_batches >= ROUND_BATCHES {
+                return self.room();
+            }
+            self.rotate = (self.rotate + 1) % ids.len();
+            let shard = ids[self.rotate];
+            let n = self.deliver_shard(shard).await;
+            if n == 0 {
+                idle_rounds += 1;
+            } else {
+                idle_rounds = 0;
+                sent_batches += n;
+            }
+        }
+        false
+    }
+
+    /// Reads and sends the next batches of one shard; returns how many were read.
+    async fn deliver_shard(&mut self, shard: u64) -> usize {
+        let Some(cur) = self.shards.get(&shard) else {
+            return 0;
+        };
+        let Some(owner) = cur.owner else { return 0 };
+        if cur.retry_at.is_some_and(|t| Instant::now() < t) {
+            return 0;
+        }
+        let tail = *cur.tail.borrow();
+        if cur.next_read > tail {
+            return 0;
+        }
+        let from = cur.next_read;
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            store.log.read(
+                shard,
+                from,
+                ReadLimits {
+                    max_batches: READ_BATCHES,
+                    max_bytes: 1 << 20,
+                },
+            )
+        })
+        .await;
+        let batches = match read {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => {
+                tracing::error!(sub = %self.meta.id, shard, "cannot read batch {from}: {e}; retrying in 1 s");
+                if let Some(c) = self.shards.get_mut(&shard) {
+                    c.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                }
+                return 0;
+            }
+            Err(_) => return 0,
+        };
+        let n = batches.len();
+        for b in batches {
+            if !self.room() {
+                break;
+            }
+            let Some(cur) = self.shards.get_mut(&shard) else {
+                return n;
+            };
+            if b.seq > cur.next_read {
+                // Batches in between were trimmed or expired: nothing to deliver there.
+                cur.acks.skip_to(b.seq);
+            }
+            cur.next_read = b.seq + 1;
+            let unacked: Vec<u32> = (0..b.record_count)
+                .filter(|&i| !cur.acks.is_acked((b.seq, i)))
+                .collect();
+            if unacked.is_empty() {
+                continue;
+            }
+            match self.send(owner, shard, &b, &unacked) {
+                Ok(bytes) => {
+                    let cur = self.shards.get_mut(&shard).expect_shard();
+                    self.outstanding_records += unacked.len();
+                    self.outstanding_bytes += bytes;
+                    cur.outstanding.insert(
+                        b.seq,
+                        Sent {
+                            len: b.record_count,
+                            unacked: unacked.into_iter().collect(),
+                            bytes,
+                            deadline: Instant::now() + self.ack_timeout,
+                            owner,
+                        },
+                    );
+                }
+                Err(()) => {
+                    // The owner is gone: deliver this batch again from the log later.
+                    if let Some(cur) = self.shards.get_mut(&shard) {
+                        cur.next_read = b.seq;
+                    }
+                    self.leave(owner);
+                    return n;
+                }
+            }
+        }
+        n
+    }
+
+    /// Sends the records `unacked` of batch `b` to consumer `to`; returns the bytes sent.
+    fn send(&self, to: u64, shard: u64, b: &StoredBatch, unacked: &[u32]) -> Result<usize, ()> {
+        let Some(c) = self.consumers.get(&to) else {
+            return Err(());
+        };
+        let record = if unacked.len() == b.record_count as usize {
+            received_record(shard, b)
+        } else {
+            let compression =
+                CompressionType::try_from(i32::from(b.flags)).unwrap_or(CompressionType::None);
+            match batch::subset(&b.payload, compression, unacked) {
+                Ok(payload) => api::ReceivedRecord {
+                    record_ids: unacked
+                        .iter()
+                        .map(|&i| api::RecordId {
+                            shard_id: shard,
+                            batch_id: b.seq,
+                            batch_index: i,
+                        })
+                        .collect(),
+                    record: Some(api::BatchedRecord {
+                        compression_type: CompressionType::None as i32,
+                        publish_time: Some(timestamp(b.timestamp_ms)),
+                        batch_size: unacked.len() as u32,
+                        payload,
+                    }),
+                },
+                Err(e) => {
+                    tracing::error!(sub = %self.meta.id, shard, seq = b.seq, "cannot re-encode batch for redelivery: {e}");
+                    return Ok(0);
+                }
+            }
+        };
+        let bytes = record.record.as_ref().map_or(0, |r| r.payload.len());
+        c.out
+            .send(Ok(api::StreamingFetchResponse {
+                received_records: Some(record),
+            }))
+            .map_err(|_| ())?;
+        Ok(bytes)
+    }
+
+    /// Sends again the records whose acknowledgement deadline passed.
+    async fn expire(&mut self) {
+        let now = Instant::now();
+        let due: Vec<(u64, u64)> = self
+            .shards
+            .iter()
+            .filter(|(_, c)| c.owner.is_some())
+            .flat_map(|(&s, c)| {
+                c.outstanding
+                    .iter()
+                    .filter(|(_, sent)| sent.deadline <= now)
+                    .map(move |(&seq, _)| (s, seq))
+            })
+            .collect();
+        for (shard, seq) in due {
+            let store = self.store.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                store.log.read(shard, seq, ReadLimits::batches(1))
+            })
+            .await;
+            let Some(cur) = self.shards.get_mut(&shard) else {
+                continue;
+            };
+            let Some(owner) = cur.owner else { continue };
+            let batch = match read {
+                Ok(Ok(mut v)) if v.first().is_some_and(|b| b.seq == seq) => v.remove(0),
+                Ok(Ok(_)) => {
+                    // Trimmed or expired since it was sent: nothing left to deliver.
+                    if let Some(sent) = cur.outstanding.remove(&seq) {
+                        for i in &sent.unacked {
+                            cur.acks.ack(seq, *i, sent.len);
+                        }
+                        self.outstanding_records -= sent.unacked.len();
+                        self.outstanding_bytes -= sent.bytes;
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let unacked: Vec<u32> = cur
+                .outstanding
+                .get(&seq)
+                .map(|s| s.unacked.iter().copied().collect())
+                .unwrap_or_default();
+            if unacked.is_empty() {
+                continue;
+            }
+            if self.send(owner, shard, &batch, &unacked).is_err() {
+                self.leave(owner);
+                continue;
+            }
+            if let Some(sent) = self
+                .shards
+                .get_mut(&shard)
+                .and_then(|c| c.outstanding.get_mut(&seq))
+            {
+                sent.deadline = now + self.ack_timeout;
+                sent.owner = owner;
+            }
+        }
+    }
+}
+
+trait ExpectShard<T> {
+    fn expect_shard(self) -> T;
+}
+
+impl<T> ExpectShard<T> for Option<T> {
+    #[allow(clippy::panic)]
+    fn expect_shard(self) -> T {
+        match self {
+            Some(t) => t,
+            None => panic!("subscription shard vanished while the actor held it"),
+        }
+    }
+}
+
+/// A subscription's definition as the API shows it.
+pub fn subscription_pb(m: &SubscriptionMeta) -> api::Subscription {
+    api::Subscription {
+        subscription_id: m.id.clone(),
+        stream_name: m.stream.clone(),
+        ack_timeout_seconds: m.ack_timeout_secs as i32,
+        max_unacked_records: m.max_unacked as i32,
+        offset: m.offset,
+        creation_time: Some(timestamp(m.created_ms)),
+    }
+}
+
+/// Builds the definition of a new subscription on `stream` with shards `shards` (id, start).
+pub fn new_meta(req: &api::Subscription, shards: Vec<(u64, u64)>) -> SubscriptionMeta {
+    SubscriptionMeta {
+        id: req.subscription_id.clone(),
+        stream: req.stream_name.clone(),
+        ack_timeout_secs: req.ack_timeout_seconds as u32,
+        max_unacked: req.max_unacked_records as u32,
+        offset: req.offset,
+        created_ms: now_ms(),
+        shards,
+    }
+}

@@ -2,7 +2,8 @@
 # The one command that runs StreamCell's whole test suite, on a fresh Debian machine that
 # has only Rust (cargo) and Python 3:
 #
-#   1. .venv with pytest and hstreamdb==0.5.0 (the official HStreamDB Python client);
+#   1. .venv with pytest and hstreamdb==0.5.0 (the official HStreamDB Python client), and the
+#      openssl CLI (apt-get, as root, when missing) for the TLS tests' certificates;
 #   2. cargo build --workspace --all-targets;
 #   3. cargo test --workspace;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
@@ -40,6 +41,18 @@ if [ ! -d "$VENV" ]; then
         fi
     fi
     "$PY" -m venv "$VENV"
+fi
+
+# The TLS tests (tests/python/test_tls.py) make throwaway certificates with the openssl CLI.
+if ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "openssl CLI missing: installing openssl"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+    else
+        echo "error: the openssl CLI is unavailable; install it (apt-get install openssl)" >&2
+        exit 1
+    fi
 fi
 
 # Skip pip entirely when everything is already installed (fast re-runs, no network).

@@ -4,7 +4,8 @@
 `streamcell server` binary on free 127.0.0.1 ports in a tmp_path data dir and returns a
 helpers.ServerProcess (host, port, data_dir, stop(), kill(), restart(), stub()); `server` is
 one started with default options. Processes are always killed at teardown, and each
-server's stderr is attached to the report of a failed test.
+server's stderr is attached to the report of a failed test. `tls_files` is a session-wide
+throwaway PKI (CA, server and client certificates) made with the openssl CLI.
 """
 
 import os
@@ -13,7 +14,7 @@ from typing import List, Optional
 
 import pytest
 
-from helpers import ServerProcess, server_binary
+from helpers import ServerProcess, TlsServerProcess, make_tls_files, server_binary
 
 
 # --------------------------------------------------------------------------------------
@@ -22,7 +23,10 @@ from helpers import ServerProcess, server_binary
 
 @pytest.fixture
 def start_server(request, tmp_path):
-    """Factory: `start_server(*extra_args, data_dir=None, name="server", wait=True)`.
+    """Factory: `start_server(*extra_args, data_dir=None, name="server", wait=True, tls_client=None)`.
+
+    With `tls_client` (kwargs of grpc.ssl_channel_credentials) it is a TlsServerProcess: pass
+    the --tls-* flags in extra_args yourself.
 
     Starts `streamcell server` on fresh 127.0.0.1 ports with a data dir under tmp_path.
     Every process is killed at teardown; its stderr is attached to the report on failure.
@@ -37,11 +41,17 @@ def start_server(request, tmp_path):
     servers: List[ServerProcess] = []
     request.node._streamcell_servers = servers
 
-    def factory(*extra_args: str, data_dir: Optional[Path] = None, name: str = "server", wait: bool = True):
+    def factory(*extra_args: str, data_dir: Optional[Path] = None, name: str = "server", wait: bool = True,
+                tls_client: Optional[dict] = None):
         n = len(servers)
         ddir = Path(data_dir) if data_dir is not None else tmp_path / f"{name}{n}-data"
         ddir.mkdir(parents=True, exist_ok=True)
-        srv = ServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args)
+        if tls_client is not None:
+            # A TLS-only server: the harness (wait_ready, stub()) connects with these
+            # grpc.ssl_channel_credentials arguments.
+            srv = TlsServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args, tls_client)
+        else:
+            srv = ServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args)
         servers.append(srv)
         if wait:
             srv.start()
@@ -56,6 +66,12 @@ def start_server(request, tmp_path):
 def server(start_server) -> ServerProcess:
     """A running server with default options."""
     return start_server()
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory) -> dict:
+    """A throwaway CA, server and client certificates for this session (helpers.make_tls_files)."""
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -469,3 +469,390 @@ def rid_tuple(rid) -> tuple:
     if isinstance(rid, pb.RecordId):
         return (rid.shardId, rid.batchId, rid.batchIndex)
     return (rid.shard_id, rid.batch_id, rid.batch_index)
+
+
+# --------------------------------------------------------------------------------------
+# Polling
+
+
+def wait_until_sync(pred, timeout: float, what, interval: float = 0.02):
+    """Poll `pred()` until it returns a truthy value (returned) or fail after `timeout` s.
+    `what` is a string or a callable giving the failure message (evaluated on failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what() if callable(what) else what}")
+        time.sleep(interval)
+
+
+async def wait_until(pred, timeout: float, what, interval: float = 0.02):
+    """Async `wait_until_sync`: `pred` may be a plain or an async function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if asyncio.iscoroutine(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {what() if callable(what) else what}")
+        await asyncio.sleep(interval)
+
+
+# --------------------------------------------------------------------------------------
+# Subscriptions and consumers (official client: client.new_consumer + consumer.start)
+#
+# hstreamdb 0.5.0's Consumer: `processing_func(ack, stop, records)` is awaited once per
+# StreamingFetchResponse (one batch, decoded lazily: records with falsy payloads are
+# skipped), strictly one at a time; `await ack(ids)` only queues a StreamingFetchRequest
+# (the request iterator sends it later); `stop()` is `call.cancel()`, which drops acks still
+# queued. `start()` returns normally when the call is cancelled and raises
+# grpc.aio.AioRpcError when the server ends the stream with an error.
+
+
+def special_offset(name: str) -> int:
+    """pb.SpecialOffset value: "EARLIEST" or "LATEST"."""
+    return pb.SpecialOffset.Value(name.upper())
+
+
+def create_subscription_raw(stub, sub_id: str, stream: str, ack_timeout: int = 600, max_unacks: int = 10000,
+                            offset: str = "EARLIEST") -> pb.Subscription:
+    """CreateSubscription via a raw stub; returns the server's Subscription (with creationTime)."""
+    return stub.CreateSubscription(pb.Subscription(
+        subscriptionId=sub_id, streamName=stream, ackTimeoutSeconds=ack_timeout,
+        maxUnackedRecords=max_unacks, offset=special_offset(offset)), timeout=30)
+
+
+def subscription_offsets(stub, sub_id: str) -> dict:
+    """GetSubscription offsets as {shardId: batchId} (first batchId not fully acked)."""
+    resp = stub.GetSubscription(pb.GetSubscriptionRequest(id=sub_id), timeout=30)
+    return {o.shardId: o.batchId for o in resp.offsets}
+
+
+def consumer_names(stub, sub_id: str) -> List[str]:
+    """ListConsumers names, sorted."""
+    resp = stub.ListConsumers(pb.ListConsumersRequest(subscriptionId=sub_id), timeout=30)
+    return sorted(c.name for c in resp.consumers)
+
+
+class DeliveryLog:
+    """What a group of consumers saw, shared between them (one event loop).
+
+    `deliveries[rid]` / `acks[rid]` count deliveries and acks per RecordId tuple
+    (shardId, batchId, batchIndex); `events` lists (monotonic time, consumer, rid, kind)
+    with kind "deliver" or "ack"."""
+
+    def __init__(self):
+        from collections import Counter
+        self.deliveries = Counter()
+        self.acks = Counter()
+        self.events: List[tuple] = []
+        self.payloads: dict = {}
+
+    def delivered_ids(self) -> set:
+        return set(self.deliveries)
+
+    def acked_ids(self) -> set:
+        return set(self.acks)
+
+    def receivers(self, rid) -> List[str]:
+        return [e[1] for e in self.events if e[2] == rid and e[3] == "deliver"]
+
+    def ack_times(self) -> dict:
+        """rid -> time of its last ack (client side: when it was queued)."""
+        out = {}
+        for t, _, rid, kind in self.events:
+            if kind == "ack":
+                out[rid] = t
+        return out
+
+
+class ConsumerRun:
+    """One official-client consumer running in an asyncio task, recording what it receives.
+
+    `ack`: True (ack every record as it arrives), False (never ack automatically) or a
+    callable(record, consumer_run) -> bool. `freeze()` stops automatic acking. Several
+    ConsumerRuns can share one DeliveryLog. Use `start()` inside a running event loop;
+    end it with `stop()` (the client's stop = cancel), `cancel()` (cancel the task and the
+    call, no goodbye), or `close()` (half-close the request stream: the graceful leave)."""
+
+    def __init__(self, client, subscription: str, name: Optional[str] = None, ack=True,
+                 log: Optional[DeliveryLog] = None, delay: float = 0.0):
+        self.client = client
+        self.subscription = subscription
+        self.name = name or uid("consumer")
+        self.ack_policy = ack
+        self.log = log if log is not None else DeliveryLog()
+        self.delay = delay
+        self.records: list = []           # hstreamdb.Record, in arrival order
+        self.batches: List[List[tuple]] = []  # rid tuples of each StreamingFetchResponse
+        self.batch_times: List[float] = []
+        self.acked: List[tuple] = []
+        self.frozen = False
+        self.error: Optional[grpc.aio.AioRpcError] = None
+        self.exception: Optional[BaseException] = None
+        self.task: Optional[asyncio.Task] = None
+        self.consumer = client.new_consumer(self.name, subscription, self._process)
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self) -> "ConsumerRun":
+        self.task = asyncio.ensure_future(self._run())
+        return self
+
+    async def _run(self):
+        try:
+            await self.consumer.start()
+        except grpc.aio.AioRpcError as e:
+            self.error = e
+        except Exception as e:  # noqa: BLE001 - recorded for the test to assert on
+            self.exception = e
+
+    @property
+    def finished(self) -> bool:
+        return self.task is not None and self.task.done()
+
+    async def _process(self, ack, stop, records):
+        now = time.monotonic()
+        recs = list(records)
+        self.batches.append([rid_tuple(r.id) for r in recs])
+        self.batch_times.append(now)
+        for r in recs:
+            rid = rid_tuple(r.id)
+            self.records.append(r)
+            self.log.deliveries[rid] += 1
+            self.log.events.append((now, self.name, rid, "deliver"))
+            self.log.payloads.setdefault(rid, r.payload)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.frozen or self.ack_policy is False:
+            return
+        if self.ack_policy is True:
+            ids = [r.id for r in recs]
+        else:
+            ids = [r.id for r in recs if self.ack_policy(r, self)]
+        if ids:
+            await self.ack(ids)
+
+    async def ack(self, ids) -> None:
+        """Queue an ack for these RecordIds (hstreamdb.RecordId or tuples) on this stream."""
+        from hstreamdb.types import RecordId
+        ids = [i if isinstance(i, RecordId) else RecordId(*rid_tuple(i) if isinstance(i, pb.RecordId) else i)
+               for i in ids]
+        now = time.monotonic()
+        for i in ids:
+            rid = rid_tuple(i)
+            self.acked.append(rid)
+            self.log.acks[rid] += 1
+            self.log.events.append((now, self.name, rid, "ack"))
+        await self.consumer._ack(ids)
+
+    async def raw_request(self, req: pb.StreamingFetchRequest) -> None:
+        """Send an arbitrary StreamingFetchRequest on this consumer's stream."""
+        await self.consumer._requests.put(req)
+
+    def freeze(self) -> None:
+        """Stop acking automatically from now on (records keep arriving)."""
+        self.frozen = True
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Wait until every queued ack was taken by the request iterator (written to gRPC)."""
+        await wait_until(lambda: self.consumer._requests.empty(), timeout, f"{self.name}: ack queue drained")
+
+    async def wait(self, timeout: float = 10.0) -> None:
+        """Wait for start() to return (stream ended)."""
+        assert self.task is not None
+        await asyncio.wait_for(asyncio.shield(self.task), timeout)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """The client's own stop(): cancels the call."""
+        await self.consumer._stop()
+        await self.wait(timeout)
+
+    async def cancel(self, timeout: float = 10.0) -> None:
+        """Kill it: cancel the task running start() and the call, without any goodbye."""
+        self.task.cancel()
+        call = getattr(self.consumer, "_call", None)
+        if call is not None:
+            call.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(self.task, timeout)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Graceful leave: end the request stream (half-close); the server then ends the
+        response stream, so start() returns."""
+        await self.consumer._requests.put(None)
+        await self.wait(timeout)
+
+    # -- inspection ----------------------------------------------------------------------
+
+    def ids(self) -> List[tuple]:
+        return [rid_tuple(r.id) for r in self.records]
+
+    def shards(self) -> set:
+        return {rid[0] for rid in self.ids()}
+
+    def unacked(self) -> List[tuple]:
+        acked = set(self.acked)
+        return [rid for rid in self.ids() if rid not in acked]
+
+    async def wait_count(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until at least n records arrived here (fails early if the stream ended)."""
+        def ok():
+            if self.finished and len(self.records) < n:
+                raise AssertionError(f"{self.name}: stream ended after {len(self.records)}/{n} records: "
+                                     f"{self.error or self.exception}")
+            return len(self.records) >= n
+        await wait_until(ok, timeout, lambda: f"{self.name}: {len(self.records)}/{n} records")
+
+
+async def stop_all(runs: Iterable[ConsumerRun]) -> None:
+    """Cancel every still-running ConsumerRun (test cleanup)."""
+    for c in runs:
+        if c.task is not None and not c.task.done():
+            with contextlib.suppress(Exception):
+                await c.cancel(5)
+
+
+async def append_spread(client, stream: str, n_batches: int, batch_size: int, tag: str = "r",
+                        keys: Optional[List[str]] = None) -> List[tuple]:
+    """Append n_batches batches of batch_size str payloads, keys cycling over `keys`
+    (default: one key per shard of the stream, so every shard gets batches).
+    Returns [(rid tuple, payload bytes)] in append order."""
+    if keys is None:
+        keys = keys_covering_shards(await client.list_shards(stream))
+    out = []
+    for b in range(n_batches):
+        payloads = [f"{tag}-{b}-{i}" for i in range(batch_size)]
+        rids = list(await client.append(stream, payloads, key=keys[b % len(keys)]))
+        assert len(rids) == batch_size
+        out.extend((rid_tuple(r), p.encode()) for r, p in zip(rids, payloads))
+    return out
+
+
+def keys_covering_shards(shards) -> List[str]:
+    """One key per shard (in shard order) that the MD5 mapping puts on that shard."""
+    want = {s.id: None for s in shards}
+    i = 0
+    while any(v is None for v in want.values()):
+        k = f"k{i}"
+        sid = shard_for_key(shards, k)
+        if want[sid] is None:
+            want[sid] = k
+        i += 1
+        assert i < 100000
+    return [want[s.id] for s in shards]
+
+
+# --------------------------------------------------------------------------------------
+# TLS
+
+
+def make_tls_files(directory: Path) -> dict:
+    """Throwaway PKI made with the `openssl` CLI (EC P-256, valid 2 days) in `directory`:
+    a CA; a server certificate it signs with SAN IP:127.0.0.1 and DNS:localhost (the client
+    connects to the advertised host 127.0.0.1); a client certificate it signs; and an
+    unrelated "rogue" CA with its own client certificate. Returns {name: Path} for ca, ca_key,
+    server_cert, server_key, client_cert, client_key, rogue_ca, rogue_client_cert,
+    rogue_client_key."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+
+    def ossl(*args):
+        r = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"openssl {' '.join(args)} failed:\n{r.stderr}"
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def ca(name, cn):
+        ossl("req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+             "-subj", f"/CN={cn}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+    def leaf(name, cn, ca_name, ext):
+        (d / f"{name}.ext").write_text(ext)
+        ossl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={cn}")
+        ossl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca_name}.pem", "-CAkey", f"{ca_name}.key",
+             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+
+    ca("ca", "StreamCell test CA")
+    leaf("server", "localhost", "ca",
+         "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n"
+         "keyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    leaf("client", "streamcell-test-client", "ca",
+         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    ca("rogue", "Rogue CA")
+    leaf("rogue_client", "rogue-client", "rogue",
+         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n")
+    return {
+        "ca": d / "ca.pem", "ca_key": d / "ca.key",
+        "server_cert": d / "server.pem", "server_key": d / "server.key",
+        "client_cert": d / "client.pem", "client_key": d / "client.key",
+        "rogue_ca": d / "rogue.pem",
+        "rogue_client_cert": d / "rogue_client.pem", "rogue_client_key": d / "rogue_client.key",
+    }
+
+
+def _aio_ready_tls(target: str, creds: dict, timeout: float):
+    async def probe():
+        async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(**creds)) as ch:
+            await pb_grpc.HStreamApiStub(ch).DescribeCluster(empty_pb2.Empty(), timeout=timeout,
+                                                             wait_for_ready=True)
+
+    try:
+        asyncio.run(probe())
+        return None
+    except grpc.RpcError as e:
+        return f"{e.code()} {e.details()}"
+
+
+class TlsServerProcess(ServerProcess):
+    """A ServerProcess whose gRPC port speaks TLS only. `client_creds` are the keyword
+    arguments of grpc.ssl_channel_credentials (root_certificates, private_key,
+    certificate_chain; PEM bytes) used by wait_ready() and stub()."""
+
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: Iterable[str] = (),
+                 client_creds: Optional[dict] = None):
+        super().__init__(binary, data_dir, log_path, extra_args)
+        self.client_creds = dict(client_creds or {})
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(**self.client_creds)
+
+    def channel(self) -> grpc.Channel:
+        ch = grpc.secure_channel(self.target, self.credentials())
+        self._channels.append(ch)
+        return ch
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"streamcell exited with code {self.proc.returncode} during startup\n"
+                                     + self.log_tail())
+            if time.monotonic() > deadline:
+                raise AssertionError(f"streamcell did not accept connections on {self.target} within {timeout}s\n"
+                                     + self.log_tail())
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        remaining = max(1.0, deadline - time.monotonic())
+        with grpc.secure_channel(self.target, self.credentials()) as ch:
+            try:
+                pb_grpc.HStreamApiStub(ch).DescribeCluster(empty_pb2.Empty(), timeout=remaining, wait_for_ready=True)
+            except grpc.RpcError as e:
+                raise AssertionError(f"DescribeCluster over TLS failed after startup: {e.code()} {e.details()}\n"
+                                     + self.log_tail()) from e
+        remaining = max(1.0, deadline - time.monotonic())
+        err = []
+        t = threading.Thread(target=lambda: err.append(_aio_ready_tls(self.target, self.client_creds, remaining)))
+        t.start()
+        t.join()
+        if err[0] is not None:
+            raise AssertionError(f"DescribeCluster over TLS via grpc.aio failed after startup: {err[0]}\n"
+                                 + self.log_tail())

@@ -168,7 +168,11 @@ impl Subscriptions {
             running: Mutex::new(HashMap::new()),
         });
         for meta in store.catalog.list_subscriptions()? {
-            subs.spawn(meta)?;
+            let id = meta.id.clone();
+            // One subscription that cannot start must not keep the server from starting.
+            if let Err(e) = subs.spawn(meta) {
+                tracing::error!(sub = %id, "cannot start subscription, it is not served: {e}");
+            }
         }
         Ok(subs)
     }

@@ -373,8 +373,13 @@ def test_delete_stream_with_subscriptions(server):
             await client.delete_stream(stream, force=True)
             assert stream not in {s.name for s in await client.list_streams()}
             assert_rpc_error(rpc_error(stub.GetStream, pb.GetStreamRequest(name=stream), timeout=30), NOT_FOUND)
-            # The subscriptions survive and still name the old stream.
-            assert _sub(stub, sub_id).subscription.streamName == stream
+            # The subscriptions survive; like HStreamDB they now name the archived stream
+            # (GetSubscription and ListSubscriptions agree).
+            archived = _sub(stub, sub_id).subscription.streamName
+            assert archived.startswith("__deleted_stream__") and stream in archived
+            listed = {s.subscriptionId: s.streamName
+                      for s in stub.ListSubscriptions(pb.ListSubscriptionsRequest(), timeout=30).subscription}
+            assert listed[sub_id] == archived
             # New subscriptions on the name fail while it does not exist.
             err = rpc_error(create_subscription_raw, stub, uid("sub"), stream)
             assert_rpc_error(err, PRECONDITION, E("SubscriptionCreationOnNonExistentStream"))
@@ -410,6 +415,9 @@ def test_delete_stream_with_subscriptions(server):
                 assert all(r.payload == payload[rid_tuple(r.id)] for r in cn.records)
             finally:
                 await stop_all([c1, c2, cn])
+            # A cancel reaches the server asynchronously: wait until it saw the consumers go.
+            for sid in (sub_id, sub2, new_sub):
+                await wait_until(lambda: not consumer_names(stub, sid), 10, f"consumers of {sid} gone")
             # Deleting the old subscriptions works; the new stream is untouched.
             await client.delete_subscription(sub_id)
             await client.delete_subscription(sub2)

@@ -37,7 +37,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every shard keeps its segment
+/// files open, and the default soft limit (often 1024) is too low for many streams.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let old = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            tracing::debug!("raised the open-file limit from {old} to {}", lim.rlim_max);
+        }
+    }
+}
+
 fn server(flags: config::ServerFlags) -> ExitCode {
+    raise_open_file_limit();
     let cfg = match flags.resolve() {
         Ok(c) => c,
         Err(e) => {

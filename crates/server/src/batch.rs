@@ -75,32 +75,50 @@ pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<
     })
 }
 
-/// Returns the serialized `BatchHStreamRecords` inside a batch payload.
+/// Returns the serialized `BatchHStreamRecords` inside a batch payload. Every gzip member and
+/// zstd frame is decoded (as the clients' decoders do), and anything after the last one is
+/// an error: a batch the server accepts is one every client can decode.
 pub fn decompress(payload: &Bytes, compression: CompressionType) -> ApiResult<Bytes> {
-    let bad = |what: String| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, what);
     match compression {
         CompressionType::None => Ok(payload.clone()),
-        CompressionType::Gzip => read_limited(flate2::read::GzDecoder::new(&payload[..]), "gzip"),
+        CompressionType::Gzip => Ok(Bytes::from(read_limited(
+            flate2::read::MultiGzDecoder::new(&payload[..]),
+            "gzip",
+            MAX_DECOMPRESSED,
+        )?)),
         CompressionType::Zstd => {
-            let dec = ruzstd::decoding::StreamingDecoder::new(&payload[..])
-                .map_err(|e| bad(format!("batch payload is not valid zstd: {e}")))?;
-            read_limited(dec, "zstd")
+            let mut input: &[u8] = payload;
+            let mut out = Vec::new();
+            while !input.is_empty() {
+                let frame = ruzstd::decoding::StreamingDecoder::new(&mut input).map_err(|e| {
+                    ApiError::invalid(
+                        ErrorCode::StreamEmptyBatchedRecord,
+                        format!("batch payload is not valid zstd: {e}"),
+                    )
+                })?;
+                let left = MAX_DECOMPRESSED - out.len() as u64;
+                out.extend(read_limited(frame, "zstd", left)?);
+            }
+            Ok(Bytes::from(out))
         }
     }
 }
 
-/// Reads a decompressing reader to the end, refusing more than `MAX_DECOMPRESSED` bytes.
-fn read_limited(reader: impl Read, format: &str) -> ApiResult<Bytes> {
+/// Reads a decompressing reader to the end, refusing more than `limit` bytes.
+fn read_limited(reader: impl Read, format: &str, limit: u64) -> ApiResult<Vec<u8>> {
     let bad = |what: String| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, what);
     let mut out = Vec::new();
     reader
-        .take(MAX_DECOMPRESSED + 1)
+        .take(limit + 1)
         .read_to_end(&mut out)
         .map_err(|e| bad(format!("batch payload is not valid {format}: {e}")))?;
-    if out.len() as u64 > MAX_DECOMPRESSED {
-        return Err(bad(format!("decompressed {format} batch exceeds 256 MiB")));
+    if out.len() as u64 > limit {
+        return Err(bad(format!(
+            "decompressed {format} batch exceeds {} MiB",
+            MAX_DECOMPRESSED >> 20
+        )));
     }
-    Ok(Bytes::from(out))
+    Ok(out)
 }
 
 /// The serialized `BatchHStreamRecords` holding only the records at `indexes` (in that
@@ -193,6 +211,35 @@ mod tests {
             payload: Bytes::from_static(b"x"),
         };
         assert!(msg(check(Some(b), 1000)).contains("compression type 9"));
+    }
+
+    #[test]
+    fn every_gzip_member_counts_and_trailing_garbage_is_refused() {
+        use std::io::Write;
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).expect("gzip");
+            e.finish().expect("gzip")
+        };
+        let plain = encode_batch(&[raw_record("", "a"), raw_record("", "b")]).payload;
+        let (first, second) = plain.split_at(plain.len() / 2);
+        let mut two_members = gz(first);
+        two_members.extend(gz(second));
+        let batch = |payload: Vec<u8>| BatchedRecord {
+            compression_type: CompressionType::Gzip as i32,
+            publish_time: None,
+            batch_size: 2,
+            payload: Bytes::from(payload),
+        };
+        assert_eq!(
+            check(Some(batch(two_members)), 1000)
+                .expect("valid")
+                .record_count,
+            2
+        );
+        let mut garbage = gz(&plain);
+        garbage.extend_from_slice(b"trailing junk");
+        assert!(check(Some(batch(garbage)), 1000).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use streamcell_proto::api::{self, ErrorCode};
 use streamcell_store::{
     now_ms, NewBatch, NewStream, ReadLimits, ReaderMeta, ShardMeta, Store, StoreError, StoredBatch,
@@ -24,9 +25,13 @@ use crate::offsets::Position;
 use crate::readers::ReaderPositions;
 use crate::subscriptions::{self, Subscriptions};
 
-/// Most payload bytes put in one read response: gRPC clients refuse messages over 4 MiB by
-/// default (at least one batch is always sent).
-const MAX_RESPONSE_BYTES: usize = 3 << 20;
+/// Most encoded bytes in one `ReadShard` response: gRPC clients refuse messages over 4 MiB
+/// by default. A single batch is always sent, whatever its size (it is at most
+/// `--max-record-size` plus its record ids).
+const MAX_RESPONSE_BYTES: usize = (4 << 20) - (256 << 10);
+/// Most encoded bytes in one message of a streaming read (smaller: a reader that does not
+/// keep up holds a message per shard in memory).
+const MAX_STREAM_MESSAGE_BYTES: usize = 1 << 20;
 /// Most batches put in one streaming-read response.
 const MAX_BATCHES_PER_MESSAGE: usize = 256;
 /// Most shards a stream may have.
@@ -54,6 +59,9 @@ pub struct StreamApi {
     max_record_size: usize,
     readers: ReaderPositions,
     stopping: watch::Receiver<bool>,
+    /// Serializes changes to streams and subscriptions, so that a creation and a deletion of
+    /// the same name cannot interleave.
+    ddl: tokio::sync::Mutex<()>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -68,6 +76,7 @@ impl StreamApi {
         stopping: watch::Receiver<bool>,
     ) -> Self {
         StreamApi {
+            ddl: tokio::sync::Mutex::new(()),
             stopping,
             store,
             subs,
@@ -201,10 +210,14 @@ pub fn validate_name(what: &str, name: &str, code: ErrorCode) -> ApiResult<()> {
             .map(|c| format!("contains {c:?}; only letters, digits, '-' and '_' are allowed"))
     };
     match problem {
-        Some(p) => Err(ApiError::invalid(
-            code,
-            format!("invalid {what} name {name:?}: it {p}"),
-        )),
+        Some(p) => {
+            let shown: String = name.chars().take(64).collect();
+            let more = if shown.len() < name.len() { "…" } else { "" };
+            Err(ApiError::invalid(
+                code,
+                format!("invalid {what} name {shown:?}{more}: it {p}"),
+            ))
+        }
         None => Ok(()),
     }
 }
@@ -234,6 +247,24 @@ pub fn received_record(shard: u64, b: &StoredBatch) -> api::ReceivedRecord {
             payload: b.payload.clone(),
         }),
     }
+}
+
+/// Turns stored batches into wire records, stopping before the encoded size would pass
+/// `budget` (the first batch is always included, so a read always makes progress).
+fn fit(shard: u64, batches: &[StoredBatch], budget: usize) -> Vec<api::ReceivedRecord> {
+    let mut out = Vec::new();
+    let mut size = 0;
+    for b in batches {
+        let r = received_record(shard, b);
+        // The record plus its field tag and length prefix in the enclosing message.
+        let len = r.encoded_len() + 8;
+        if !out.is_empty() && size + len > budget {
+            break;
+        }
+        size += len;
+        out.push(r);
+    }
+    out
 }
 
 /// Follows one shard from `from` and sends its batches, in messages of up to
@@ -275,12 +306,12 @@ async fn follow_shard<T: Send + 'static>(
                 from,
                 ReadLimits {
                     max_batches,
-                    max_bytes: MAX_RESPONSE_BYTES,
+                    max_bytes: MAX_STREAM_MESSAGE_BYTES,
                 },
             )
         })
         .await;
-        let mut batches = match read {
+        let batches = match read {
             Ok(Ok(b)) => b,
             Ok(Err(e)) => {
                 let _ = tx.send(Err(ApiError::from(e).into())).await;
@@ -291,6 +322,7 @@ async fn follow_shard<T: Send + 'static>(
                 return;
             }
         };
+        let mut batches = batches;
         if let Some(Some(u)) = until {
             batches.retain(|b| b.seq <= u);
         }
@@ -299,7 +331,17 @@ async fn follow_shard<T: Send + 'static>(
                 return;
             }
             tokio::select! {
-                changed = tail.changed() => if changed.is_err() { return },
+                changed = tail.changed() => if changed.is_err() {
+                    // The shard's log is gone: its stream was deleted.
+                    let _ = tx
+                        .send(Err(ApiError::not_found(
+                            ErrorCode::StreamNotFound,
+                            format!("shard {shard} was deleted while being read"),
+                        )
+                        .into()))
+                        .await;
+                    return;
+                },
                 _ = tx.closed() => return,
                 _ = stopping.changed() => {
                     // The flag only ever goes from false to true: the server is stopping.
@@ -309,17 +351,17 @@ async fn follow_shard<T: Send + 'static>(
             }
             continue;
         }
+        let mut msg = fit(shard, &batches, MAX_STREAM_MESSAGE_BYTES);
         // Take from the shared budget; send only what was granted.
-        let want = batches.len() as u64;
+        let want = msg.len() as u64;
         let granted = match budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
             (b > 0).then(|| b - b.min(want))
         }) {
             Ok(before) => before.min(want),
             Err(_) => return,
         };
-        batches.truncate(granted as usize);
-        from = batches.last().map_or(from, |b| b.seq + 1);
-        let msg = batches.iter().map(|b| received_record(shard, b)).collect();
+        msg.truncate(granted as usize);
+        from = batches[msg.len() - 1].seq + 1;
         if tx.send(Ok(wrap(msg))).await.is_err() {
             return;
         }
@@ -401,23 +443,40 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 .map(|(a, b)| (a.to_string(), b.to_string()))
                 .collect(),
             epoch: u64::from(req.shard_count),
+            shard_ids: Vec::new(),
         };
+        let _ddl = self.ddl.lock().await;
         let meta = self
             .blocking(move |s| {
-                let (meta, shards) = s.catalog.create_stream(new)?;
-                for (i, sh) in shards.iter().enumerate() {
-                    if let Err(e) = s.log.create_shard(sh.id, meta.backlog_secs) {
-                        // Undo: forget the stream and the shard logs made so far.
-                        let _ = s.catalog.delete_stream(&meta.name);
-                        for made in &shards[..i] {
-                            let _ = std::fs::remove_dir_all(
-                                s.dir().join("shards").join(made.id.to_string()),
-                            );
-                        }
+                if s.catalog.get_stream(&new.name)?.is_some() {
+                    return Err(StoreError::StreamExists(new.name).into());
+                }
+                // Logs first, then the catalog: a stream is never visible without its logs.
+                // Ids are reserved for good, so a crash in between leaves only directories
+                // that start-up recognises as leftovers and removes.
+                let ids = s.catalog.reserve_shard_ids(new.key_ranges.len())?;
+                let undo = |made: &[u64]| {
+                    for id in made {
+                        let _ =
+                            std::fs::remove_dir_all(s.dir().join("shards").join(id.to_string()));
+                    }
+                };
+                for (i, id) in ids.iter().enumerate() {
+                    if let Err(e) = s.log.create_shard(*id, new.backlog_secs) {
+                        undo(&ids[..i]);
                         return Err(e.into());
                     }
                 }
-                Ok(meta)
+                match s.catalog.create_stream(NewStream {
+                    shard_ids: ids.clone(),
+                    ..new
+                }) {
+                    Ok((meta, _)) => Ok(meta),
+                    Err(e) => {
+                        undo(&ids);
+                        Err(e.into())
+                    }
+                }
             })
             .await?;
         tracing::info!(stream = %meta.name, shards = meta.shard_count, backlog = meta.backlog_secs, "created stream");
@@ -430,6 +489,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let name = req.stream_name.clone();
+        let _ddl = self.ddl.lock().await;
         let deleted = self
             .blocking(move |s| {
                 let subs = s
@@ -512,17 +572,10 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let name = request.into_inner().stream_name;
         let shards = self
             .blocking(move |s| {
-                let meta = s
-                    .catalog
-                    .get_stream(&name)?
-                    .ok_or_else(|| StoreError::StreamNotFound(name.clone()))?;
-                let mut out = Vec::with_capacity(meta.shards.len());
-                for id in &meta.shards {
-                    if let Some(m) = s.catalog.get_shard(*id)? {
-                        out.push(m);
-                    }
-                }
-                Ok(out)
+                s.catalog
+                    .stream_shards(&name)?
+                    .map(|(_, shards)| shards)
+                    .ok_or_else(|| ApiError::Store(StoreError::StreamNotFound(name.clone())))
             })
             .await?;
         Ok(Response::new(api::ListShardsResponse {
@@ -734,9 +787,10 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 max_bytes: MAX_RESPONSE_BYTES,
             };
             let got = self.read_blocking(reader.shard, *next, limits).await?;
-            if let Some(last) = got.last() {
-                *next = last.seq + 1;
-                out.extend(got.iter().map(|b| received_record(reader.shard, b)));
+            if !got.is_empty() {
+                // Advance only past what this response carries.
+                out = fit(reader.shard, &got, MAX_RESPONSE_BYTES);
+                *next = got[out.len() - 1].seq + 1;
             } else if !matches!(
                 tokio::time::timeout_at(deadline.into(), tail.changed()).await,
                 Ok(Ok(()))
@@ -783,7 +837,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let (start, end) = self
             .shard_range(shard, req.from.as_ref(), req.until.as_ref())
             .await?;
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(follow_shard(
             self.stopping.clone(),
             self.store.clone(),
@@ -830,7 +884,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 Ok(plans)
             })
             .await?;
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(1);
         let shared = budget(req.max_read_batches);
         for (shard, start, end) in plans {
             tokio::spawn(follow_shard(
@@ -870,7 +924,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let (start, end) = self
             .shard_range(shard, req.from.as_ref(), req.until.as_ref())
             .await?;
-        let (tx, rx) = mpsc::channel(4);
+        let (tx, rx) = mpsc::channel(1);
         tokio::spawn(follow_shard(
             self.stopping.clone(),
             self.store.clone(),
@@ -974,6 +1028,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             .await?;
         let meta = subscriptions::new_meta(&req, shards);
         let subs = self.subs.clone();
+        let _ddl = self.ddl.lock().await;
         let created = self
             .blocking(move |_| subs.create(meta).map(|h| h.meta.as_ref().clone()))
             .await?;
@@ -985,10 +1040,19 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         &self,
         request: Request<api::GetSubscriptionRequest>,
     ) -> Result<Response<api::GetSubscriptionResponse>, Status> {
-        let handle = self.subs.get(&request.into_inner().id)?;
+        let id = request.into_inner().id;
+        let handle = self.subs.get(&id)?;
         let offsets = handle.offsets().await?;
+        // From the catalog: a forced stream deletion renames the stream it reads.
+        let meta = self
+            .blocking(move |s| {
+                s.catalog
+                    .get_subscription(&id)?
+                    .ok_or(ApiError::Store(StoreError::SubscriptionNotFound(id)))
+            })
+            .await?;
         Ok(Response::new(api::GetSubscriptionResponse {
-            subscription: Some(subscriptions::subscription_pb(&handle.meta)),
+            subscription: Some(subscriptions::subscription_pb(&meta)),
             offsets: offsets
                 .into_iter()
                 .map(|(shard_id, batch_id)| api::SubscriptionOffset { shard_id, batch_id })
@@ -1058,6 +1122,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         request: Request<api::DeleteSubscriptionRequest>,
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
+        let _ddl = self.ddl.lock().await;
         self.subs.delete(&req.subscription_id, req.force).await?;
         Ok(Response::new(()))
     }

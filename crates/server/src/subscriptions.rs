@@ -464,6 +464,7 @@ impl Actor {
                 self.expire().await;
             }
             Event::Consumers { reply } => {
+                self.forget_closed_consumers();
                 let _ = reply.send(
                     self.consumers
                         .values()
@@ -484,6 +485,7 @@ impl Actor {
                 );
             }
             Event::Delete { force, reply } => {
+                self.forget_closed_consumers();
                 if !self.consumers.is_empty() && !force {
                     let _ = reply.send(Err(ApiError::Precondition {
                         code: ErrorCode::SubscriptionFoundActiveConsumers,
@@ -640,6 +642,20 @@ impl Actor {
             self.assign_to_least_loaded(shard);
         }
         tracing::info!(sub = %self.meta.id, consumer = %c.name, "consumer left");
+    }
+
+    /// Removes consumers whose fetch stream the client has already closed (their leave
+    /// event may still be on its way).
+    fn forget_closed_consumers(&mut self) {
+        let closed: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.out.is_closed())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in closed {
+            self.leave(id);
+        }
     }
 
     fn kick(&mut self, consumer: u64, status: Status) {

@@ -86,6 +86,9 @@ pub struct NewStream {
     pub key_ranges: Vec<(String, String)>,
     /// Epoch recorded on the shards.
     pub epoch: u64,
+    /// Shard ids reserved with [`Catalog::reserve_shard_ids`], one per key range; empty to
+    /// have ids allocated by `create_stream` itself.
+    pub shard_ids: Vec<u64>,
 }
 
 /// A shard reader as the catalog records it.
@@ -113,8 +116,15 @@ pub trait Catalog: Send + Sync {
     fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)>;
     /// Deletes a stream, its shards and its readers; returns what was deleted.
     fn delete_stream(&self, name: &str) -> Result<StreamMeta>;
+    /// Reserves `n` fresh shard ids (so that logs can be created before the stream is
+    /// committed). Ids are never handed out twice, used or not.
+    fn reserve_shard_ids(&self, n: usize) -> Result<Vec<u64>>;
+    /// The next shard id the catalog would allocate: every id below it was allocated once.
+    fn next_shard_id(&self) -> Result<u64>;
     /// Looks a stream up.
     fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>>;
+    /// A stream and its shards, read in one transaction.
+    fn stream_shards(&self, name: &str) -> Result<Option<(StreamMeta, Vec<ShardMeta>)>>;
     /// All streams, by name.
     fn list_streams(&self) -> Result<Vec<StreamMeta>>;
     /// Looks a shard up.
@@ -202,19 +212,33 @@ impl Catalog for RedbCatalog {
             }
             let mut meta = tx.open_table(META)?;
             let mut next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
+            if !new.shard_ids.is_empty()
+                && (new.shard_ids.len() != new.key_ranges.len()
+                    || new.shard_ids.iter().any(|&id| id >= next))
+            {
+                return Err(StoreError::Invalid(
+                    "shard ids must be reserved, one per key range".into(),
+                ));
+            }
             let mut shards = tx.open_table(SHARDS)?;
             let mut metas = Vec::with_capacity(new.key_ranges.len());
-            for (start, end) in &new.key_ranges {
+            for (i, (start, end)) in new.key_ranges.iter().enumerate() {
+                let id = new.shard_ids.get(i).copied().unwrap_or(next);
+                if shards.get(id)?.is_some() {
+                    return Err(StoreError::Invalid(format!("shard id {id} is in use")));
+                }
                 let m = ShardMeta {
-                    id: next,
+                    id,
                     stream: new.name.clone(),
                     start_key: start.clone(),
                     end_key: end.clone(),
                     epoch: new.epoch,
                 };
-                shards.insert(next, to_json(&m)?.as_str())?;
+                shards.insert(id, to_json(&m)?.as_str())?;
                 metas.push(m);
-                next += 1;
+                if new.shard_ids.is_empty() {
+                    next += 1;
+                }
             }
             meta.insert(NEXT_SHARD_ID, next)?;
             let s = StreamMeta {
@@ -260,6 +284,44 @@ impl Catalog for RedbCatalog {
         };
         tx.commit()?;
         Ok(meta)
+    }
+
+    fn reserve_shard_ids(&self, n: usize) -> Result<Vec<u64>> {
+        let tx = self.db.begin_write()?;
+        let ids = {
+            let mut meta = tx.open_table(META)?;
+            let next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
+            meta.insert(NEXT_SHARD_ID, next + n as u64)?;
+            (next..next + n as u64).collect()
+        };
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn next_shard_id(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value()))
+    }
+
+    fn stream_shards(&self, name: &str) -> Result<Option<(StreamMeta, Vec<ShardMeta>)>> {
+        let tx = self.db.begin_read()?;
+        let streams = tx.open_table(STREAMS)?;
+        let Some(meta) = streams
+            .get(name)?
+            .map(|v| from_json::<StreamMeta>(v.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let shards = tx.open_table(SHARDS)?;
+        let mut out = Vec::with_capacity(meta.shards.len());
+        for id in &meta.shards {
+            if let Some(v) = shards.get(id)? {
+                out.push(from_json(v.value())?);
+            }
+        }
+        Ok(Some((meta, out)))
     }
 
     fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>> {

@@ -44,7 +44,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The shard's log stopped accepting writes after an I/O failure; a restart re-scans it.
-    #[error("shard {shard} log is unavailable after an I/O failure ({reason}); restart the server to recover it")]
+    #[error(
+        "shard {shard} is unavailable: {reason} (after the cause is fixed, a restart recovers it)"
+    )]
     LogFailed {
         /// The shard whose log failed.
         shard: u64,

@@ -138,7 +138,7 @@ pub struct StoredBatch {
 pub struct ReadLimits {
     /// At most this many batches.
     pub max_batches: usize,
-    /// Stop once this many payload bytes were read (at least one batch is always returned).
+    /// At most this many payload bytes; the first batch is returned whatever its size.
     pub max_bytes: usize,
 }
 
@@ -214,7 +214,7 @@ impl Store {
             .into_iter()
             .map(|(m, backlog)| (m.id, backlog))
             .collect();
-        let local = LocalLog::open(dir.join("shards"), opts, &shards)?;
+        let local = LocalLog::open(dir.join("shards"), opts, &shards, catalog.next_shard_id()?)?;
         Ok(Store {
             catalog,
             log: local.clone(),

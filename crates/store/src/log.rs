@@ -61,6 +61,8 @@ pub struct LocalLog {
     root: PathBuf,
     opts: LogOptions,
     shards: RwLock<HashMap<u64, Arc<Shard>>>,
+    /// Shards whose logs could not be opened, with the reason.
+    failed: RwLock<HashMap<u64, String>>,
     lanes: Vec<Lane>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop_retention: Mutex<Option<Sender<()>>>,
@@ -73,30 +75,69 @@ impl LocalLog {
     /// Opens (recovering) every shard in `shards` under `root` and starts the committer and
     /// retention threads. Shard directories not in `shards` are removed (left over from a
     /// stream deleted during a crash).
-    pub fn open(root: PathBuf, opts: LogOptions, shards: &[(u64, u32)]) -> Result<Arc<LocalLog>> {
+    pub fn open(
+        root: PathBuf,
+        opts: LogOptions,
+        shards: &[(u64, u32)],
+        next_shard_id: u64,
+    ) -> Result<Arc<LocalLog>> {
         std::fs::create_dir_all(&root)
             .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
-        let mut map = HashMap::new();
-        for &(id, retention) in shards {
-            let dir = root.join(id.to_string());
-            let shard = if dir.exists() {
-                Shard::open(dir, id, retention)?
-            } else {
-                Shard::create(dir, id, retention)?
-            };
-            map.insert(id, shard);
-        }
+        // Shard directories the catalog never allocated mean the catalog is not the one these
+        // logs belong to (missing, emptied, replaced): refuse rather than delete data.
         let entries = std::fs::read_dir(&root)
             .map_err(|e| StoreError::io(format!("listing {}", root.display()), e))?;
+        let known: std::collections::HashSet<u64> = shards.iter().map(|&(id, _)| id).collect();
+        let mut leftovers = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if let Ok(id) = name.parse::<u64>() {
-                if !map.contains_key(&id) {
-                    tracing::warn!(
+            let Ok(id) = name.parse::<u64>() else {
+                continue;
+            };
+            if known.contains(&id) {
+                continue;
+            }
+            if id >= next_shard_id {
+                return Err(StoreError::Corrupt {
+                    path: entry.path(),
+                    detail: format!(
+                        "this shard log is unknown to the catalog, which never allocated id {id} \
+                         (its next id is {next_shard_id}); is catalog.redb missing or from another \
+                         data directory? Refusing to start so that no data is deleted"
+                    ),
+                });
+            }
+            leftovers.push((id, entry.path()));
+        }
+        for (id, path) in leftovers {
+            // Allocated once, no longer in the catalog: a stream deleted (or a creation
+            // interrupted) just before a crash.
+            tracing::warn!(
+                shard = id,
+                "removing the log of a shard the catalog no longer has"
+            );
+            let _ = std::fs::remove_dir_all(path);
+        }
+        let mut map = HashMap::new();
+        let mut failed = HashMap::new();
+        for &(id, retention) in shards {
+            let dir = root.join(id.to_string());
+            let opened = if dir.exists() {
+                Shard::open(dir, id, retention)
+            } else {
+                Shard::create(dir, id, retention)
+            };
+            match opened {
+                Ok(shard) => {
+                    map.insert(id, shard);
+                }
+                Err(e) => {
+                    // One damaged shard must not take the others down: it is reported on use.
+                    tracing::error!(
                         shard = id,
-                        "removing the log of a shard the catalog no longer has"
+                        "shard log cannot be opened and is not served: {e}"
                     );
-                    let _ = std::fs::remove_dir_all(entry.path());
+                    failed.insert(id, e.to_string());
                 }
             }
         }
@@ -124,6 +165,7 @@ impl LocalLog {
             root,
             opts,
             shards: RwLock::new(map),
+            failed: RwLock::new(failed),
             lanes,
             threads: Mutex::new(threads),
             stop_retention: Mutex::new(None),
@@ -161,12 +203,26 @@ impl LocalLog {
     }
 
     fn shard(&self, id: u64) -> Result<Arc<Shard>> {
-        self.shards
+        if let Some(s) = self
+            .shards
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .cloned()
-            .ok_or(StoreError::ShardNotFound(id))
+        {
+            return Ok(s.clone());
+        }
+        match self
+            .failed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
+            Some(reason) => Err(StoreError::LogFailed {
+                shard: id,
+                reason: reason.clone(),
+            }),
+            None => Err(StoreError::ShardNotFound(id)),
+        }
     }
 
     fn lane(&self, id: u64) -> &Lane {
@@ -224,8 +280,21 @@ impl ShardLog for LocalLog {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&shard);
         let tx = self.lane(shard).tx.clone();
+        let was_failed = self
+            .failed
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&shard)
+            .is_some();
+        let dir = self.root.join(shard.to_string());
         Box::pin(async move {
             let Some(s) = removed else {
+                if was_failed {
+                    return tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                        .await
+                        .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
+                        .map_err(|e| StoreError::io(format!("removing shard {shard}"), e));
+                }
                 return Err(StoreError::ShardNotFound(shard));
             };
             s.closed.store(true, Ordering::Release);

@@ -135,7 +135,7 @@ impl Shard {
                 .metadata()
                 .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
                 .len();
-            if !is_last {
+            if !is_last && header_matches(&file, id, base) {
                 if let Some(ix) = SealedIndex::load(&dir, base).filter(|ix| ix.data_len == file_len)
                 {
                     segments.insert(base, sealed_from_index(base, path, file, ix));
@@ -269,12 +269,13 @@ impl Shard {
     /// is smaller). Stops at `limits` or at the visible tail. A damaged batch is an error when it
     /// is the first one asked for; otherwise the read ends before it.
     pub fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<StoredBatch>> {
-        let mut out = Vec::new();
+        let mut out: Vec<StoredBatch> = Vec::new();
         let mut bytes = 0usize;
         let mut seq = from;
-        while out.len() < limits.max_batches && bytes < limits.max_bytes {
+        let mut full = false;
+        while !full && out.len() < limits.max_batches {
             // Locate the next frame under the lock; read it without.
-            let (file, path, offset, end) = {
+            let (file, path, offset, end, seg_last) = {
                 let st = self.state();
                 seq = seq.max(st.start_seq);
                 let Some((_, seg)) = st.segments.range(..=seq).next_back() else {
@@ -305,12 +306,19 @@ impl Shard {
                     }
                     break;
                 }
-                (seg.file.clone(), seg.path.clone(), seg.seek(seq), seg.end)
+                (
+                    seg.file.clone(),
+                    seg.path.clone(),
+                    seg.seek(seq),
+                    seg.end,
+                    seg.last_seq,
+                )
             };
             let before = out.len();
             let target = seq;
-            let mut last = None;
-            segment::read_frames(
+            let mut expected = target;
+            let mut mismatch = None;
+            let scanned = segment::read_frames(
                 &file,
                 &path,
                 offset,
@@ -321,8 +329,18 @@ impl Shard {
                     if h.seq < target {
                         return true;
                     }
+                    if h.seq != expected {
+                        // Frames are consecutive: anything else means the way here (a length
+                        // stepped over) was damaged. Never skip silently.
+                        mismatch = Some(h.seq);
+                        return false;
+                    }
+                    if !out.is_empty() && bytes + payload.len() > limits.max_bytes {
+                        full = true;
+                        return false;
+                    }
                     bytes += payload.len();
-                    last = Some(h.seq);
+                    expected += 1;
                     out.push(StoredBatch {
                         seq: h.seq,
                         timestamp_ms: h.timestamp_ms,
@@ -330,15 +348,33 @@ impl Shard {
                         flags: h.flags,
                         payload,
                     });
-                    out.len() < limits.max_batches && bytes < limits.max_bytes
+                    out.len() < limits.max_batches
                 },
-            )
-            .or_else(|e| if out.len() > before { Ok(()) } else { Err(e) })?;
-            match last {
-                Some(l) => seq = l + 1,
-                None => break,
+            );
+            let served = out.len() - before;
+            match scanned {
+                Err(e) if served == 0 => return Err(e),
+                Err(_) => break, // serve what came before the damage; the next read reports it
+                Ok(()) => {}
             }
-            if out.len() == before {
+            if served == 0 {
+                if full {
+                    break;
+                }
+                if target <= seg_last || mismatch.is_some() {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        detail: format!(
+                            "batch {target} of shard {} is not where the index says (found {})",
+                            self.id,
+                            mismatch.map_or("nothing".to_string(), |m| format!("batch {m}"))
+                        ),
+                    });
+                }
+                break;
+            }
+            seq = expected;
+            if mismatch.is_some() {
                 break;
             }
         }
@@ -460,6 +496,15 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// Whether the segment file starts with a valid header naming this shard and base. (The scan
+/// path checks the same and reports the problem; this only decides whether the index file can
+/// be trusted for this segment.)
+fn header_matches(file: &File, shard: u64, base: u64) -> bool {
+    use std::os::unix::fs::FileExt;
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    file.read_exact_at(&mut h, 0).is_ok() && segment::decode_segment_header(&h) == Ok((shard, base))
 }
 
 fn sealed_from_index(base: u64, path: PathBuf, file: File, ix: SealedIndex) -> Segment {

@@ -10,6 +10,7 @@ fn new(name: &str, n: usize) -> NewStream {
         created_ms: 1234,
         key_ranges: (0..n).map(|i| (format!("{i}0"), format!("{i}9"))).collect(),
         epoch: n as u64,
+        shard_ids: vec![],
     }
 }
 

@@ -32,6 +32,7 @@ fn new_stream(store: &Store, name: &str, shards: usize, backlog: u32) -> Vec<u64
                 .map(|i| (i.to_string(), i.to_string()))
                 .collect(),
             epoch: shards as u64,
+            shard_ids: vec![],
         })
         .expect("create stream");
     for m in &metas {
@@ -488,4 +489,159 @@ async fn deleting_a_shard_removes_its_files_and_refuses_appends() {
         )
         .await;
     assert!(matches!(r, Err(StoreError::ShardNotFound(_))));
+}
+
+fn sealed_segment_with_index(dir: &Path, shard: u64) -> PathBuf {
+    let segs = segment_files(dir, shard);
+    segs.into_iter()
+        .find(|p| p.with_extension("idx").exists())
+        .expect("a sealed segment with an index")
+}
+
+#[tokio::test]
+async fn a_flipped_length_bit_never_makes_a_read_skip_a_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shard;
+    {
+        let store = Store::open(dir.path(), opts(8192)).expect("open");
+        shard = new_stream(&store, "s", 1, 0)[0];
+        append_n(&store, shard, 0, 120).await;
+        store.shutdown().await;
+    }
+    let seg = sealed_segment_with_index(dir.path(), shard);
+    let data = std::fs::read(&seg).expect("read");
+    // The third frame of the segment: flip a high bit of its length field.
+    let mut off = 32usize;
+    for _ in 0..2 {
+        off += 8 + u32::from_le_bytes(data[off..off + 4].try_into().expect("len")) as usize;
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open");
+    f.write_all_at(&[data[off + 1] ^ 0x02], (off + 1) as u64)
+        .expect("flip");
+    drop(f);
+    let store = Store::open(dir.path(), opts(8192)).expect("reopen");
+    let mut errors = 0;
+    for from in 1..=120u64 {
+        match store.log.read(shard, from, ReadLimits::batches(5)) {
+            Ok(got) => {
+                // Whatever comes back starts at the batch asked for and has no gaps.
+                for (k, b) in got.iter().enumerate() {
+                    assert_eq!(b.seq, from + k as u64, "read from {from} skipped");
+                    assert_eq!(b.payload, payload(b.seq - 1));
+                }
+            }
+            Err(StoreError::Corrupt { .. }) => errors += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(errors >= 1, "the damaged batch is reported");
+    // A scan from the start stops before the damage instead of jumping over it.
+    let all = store
+        .log
+        .read(shard, 1, ReadLimits::batches(1000))
+        .expect("read");
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
+
+#[tokio::test]
+async fn a_missing_catalog_never_deletes_shard_logs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
+        let shard = new_stream(&store, "s", 2, 0)[0];
+        append_n(&store, shard, 0, 5).await;
+        store.shutdown().await;
+    }
+    std::fs::remove_file(dir.path().join("catalog.redb")).expect("rm catalog");
+    match Store::open(dir.path(), opts(1 << 20)) {
+        Err(StoreError::Corrupt { detail, .. }) => assert!(detail.contains("catalog"), "{detail}"),
+        Err(e) => panic!("unexpected {e}"),
+        Ok(_) => panic!("opened a data directory whose catalog is missing"),
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("shards"))
+            .expect("dir")
+            .count(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn one_damaged_shard_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (bad, good);
+    {
+        let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
+        bad = new_stream(&store, "bad", 1, 0)[0];
+        good = new_stream(&store, "good", 1, 0)[0];
+        append_n(&store, bad, 0, 3).await;
+        append_n(&store, good, 0, 3).await;
+        store.shutdown().await;
+    }
+    let seg = segment_files(dir.path(), bad).pop().expect("segment");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open");
+    f.write_all_at(b"XX", 0).expect("damage header");
+    drop(f);
+    let store = Store::open(dir.path(), opts(1 << 20)).expect("the store still opens");
+    assert!(matches!(
+        store.log.read(bad, 1, ReadLimits::batches(10)),
+        Err(StoreError::LogFailed { .. })
+    ));
+    let r = store
+        .log
+        .append(
+            bad,
+            NewBatch {
+                payload: Bytes::from_static(b"x"),
+                record_count: 1,
+                flags: 0,
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(StoreError::LogFailed { .. })));
+    assert_eq!(read_all(&store, good).len(), 3);
+    assert_eq!(append_n(&store, good, 3, 1).await, vec![4]);
+}
+
+#[tokio::test]
+async fn a_segment_copied_from_another_shard_is_never_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b);
+    {
+        let store = Store::open(dir.path(), opts(1024)).expect("open");
+        a = new_stream(&store, "a", 1, 0)[0];
+        b = new_stream(&store, "b", 1, 0)[0];
+        append_n(&store, a, 0, 80).await;
+        append_n(&store, b, 1000, 80).await;
+        store.shutdown().await;
+    }
+    let from_b = sealed_segment_with_index(dir.path(), b);
+    let name = from_b.file_name().expect("name").to_owned();
+    let to_a = dir.path().join("shards").join(a.to_string()).join(&name);
+    assert!(to_a.exists(), "same segment base in both shards");
+    std::fs::copy(&from_b, &to_a).expect("copy log");
+    std::fs::copy(from_b.with_extension("idx"), to_a.with_extension("idx")).expect("copy idx");
+    let store = Store::open(dir.path(), opts(1024)).expect("open");
+    match store.log.read(a, 1, ReadLimits::batches(100)) {
+        Ok(got) => {
+            for b in got {
+                assert_eq!(
+                    b.payload,
+                    payload(b.seq - 1),
+                    "shard a served shard b's bytes"
+                );
+            }
+        }
+        Err(e) => assert!(
+            matches!(e, StoreError::LogFailed { .. } | StoreError::Corrupt { .. }),
+            "{e}"
+        ),
+    }
+    assert_eq!(read_all(&store, b).len(), 80);
 }

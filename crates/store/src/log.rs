@@ -303,7 +303,12 @@ impl ShardLog for LocalLog {
                 let _ = rrx.await;
             }
             let dir = s.dir.clone();
-            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+            tokio::task::spawn_blocking(move || {
+                // Closing the segment files (usually the last reference) frees the inodes:
+                // blocking work, kept off the async executor.
+                drop(s);
+                std::fs::remove_dir_all(&dir)
+            })
                 .await
                 .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
                 .map_err(|e| StoreError::io(format!("removing shard {shard}"), e))

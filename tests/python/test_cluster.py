@@ -54,6 +54,32 @@ def test_official_client_connects(server):
     assert isinstance(run(main()), list)
 
 
+def test_official_client_connects_by_url(server):
+    """insecure_client(url="hstream://host:port") is the URL form of the same connection."""
+    import hstreamdb
+
+    async def main():
+        client = await hstreamdb.insecure_client(url=f"hstream://{HOST}:{server.port}")
+        async with client:
+            name = uid("url")
+            await client.create_stream(name)
+            assert name in {s.name for s in await client.list_streams()}
+            ids = list(await client.append(name, ["via url"]))
+            assert len(ids) == 1
+
+    run(main())
+
+
+def test_lookup_resource_and_key_return_this_server(server):
+    stub = server.stub()
+    for res in ("ResStream", "ResSubscription", "ResShard", "ResShardReader"):
+        node = stub.LookupResource(
+            pb.LookupResourceRequest(resType=pb.ResourceType.Value(res), resId="anything"), timeout=10)
+        assert (node.host, node.port) == (server.host, server.port), res
+    node = stub.LookupKey(pb.LookupKeyRequest(partitionKey="robot-7"), timeout=10)
+    assert (node.host, node.port) == (server.host, server.port)
+
+
 def test_lookup_shard_returns_this_server(server):
     stub = server.stub()
     name = uid()

@@ -279,6 +279,34 @@ pub async fn start_server(server_bin: &Path, sync: &str) -> Result<(ServerGuard,
 
 /// Creates stream `name` with `shards` shards (replication factor 1, no backlog limit) and
 /// returns its shard ids as `ListShards` gives them. Each call is bounded by [`RPC_TIMEOUT`].
+/// What every benchmark run starts with: the JSON output file (opened first, so that a bad
+/// path fails before minutes of benchmarking) and the server to measure: the one at `addr`,
+/// or one started from `server_bin` (its guard is returned; keep it alive longer than the
+/// clients so that it is dropped, killing the server and deleting its data, last).
+pub async fn prepare(
+    json: Option<&Path>,
+    addr: Option<&str>,
+    server_bin: &Path,
+    sync: &str,
+) -> Result<(Option<std::fs::File>, Option<ServerGuard>, String)> {
+    let json_file = match json {
+        Some(path) => Some(
+            std::fs::File::create(path).map_err(io_err(format!("creating {}", path.display())))?,
+        ),
+        None => None,
+    };
+    match addr {
+        Some(addr) => {
+            echo(addr).await?;
+            Ok((json_file, None, addr.to_string()))
+        }
+        None => {
+            let (guard, addr) = start_server(server_bin, sync).await?;
+            Ok((json_file, Some(guard), addr))
+        }
+    }
+}
+
 pub async fn create_stream(
     client: &mut HStreamApiClient<Channel>,
     name: &str,

@@ -13,7 +13,6 @@
 //! MB/s (10^6 bytes of record payload, not wire bytes) and p50/p99/p99.9 ack latency, and can
 //! write the same as JSON.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,8 +21,8 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use streamcell_bench::{
-    connect, create_stream, delete_stream, echo, io_err, make_batches, merge_histogram,
-    new_histogram, record_latency, start_server, BenchError, LatencyMs, Result,
+    connect, create_stream, delete_stream, make_batches, merge_histogram, new_histogram, prepare,
+    record_latency, BenchError, LatencyMs, Result,
 };
 use streamcell_proto::api::{AppendRequest, BatchedRecord};
 use streamcell_proto::HStreamApiClient;
@@ -263,24 +262,14 @@ fn print_row(r: &CaseResult) {
 
 async fn run(args: Args) -> Result<()> {
     validate(&args)?;
-    // Open the JSON file first so a bad path fails before minutes of benchmarking.
-    let json_file = match &args.json {
-        Some(path) => {
-            Some(File::create(path).map_err(io_err(format!("creating {}", path.display())))?)
-        }
-        None => None,
-    };
-    // Declared before the clients so it is dropped (server killed, dir deleted) last.
-    let (server, addr) = match &args.addr {
-        Some(addr) => {
-            echo(addr).await?;
-            (None, addr.clone())
-        }
-        None => {
-            let (guard, addr) = start_server(&args.server_bin, &args.sync).await?;
-            (Some(guard), addr)
-        }
-    };
+    // The server guard is declared before the clients so that it is dropped last.
+    let (json_file, server, addr) = prepare(
+        args.json.as_deref(),
+        args.addr.as_deref(),
+        &args.server_bin,
+        &args.sync,
+    )
+    .await?;
     let started = server.is_some();
 
     let mut clients = Vec::with_capacity(args.connections);

@@ -30,7 +30,6 @@
 //! runs longer than `--case-timeout` (600) seconds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -41,9 +40,9 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use streamcell_bench::{
-    bounded, connect, cpu_seconds, create_stream, delete_stream, echo, io_err, make_batches,
-    merge_histogram, new_histogram, record_latency, rpc_err, start_server, BenchError, LatencyMs,
-    Result, XorShift, RPC_TIMEOUT,
+    bounded, connect, cpu_seconds, create_stream, delete_stream, make_batches, merge_histogram,
+    new_histogram, prepare, record_latency, rpc_err, BenchError, LatencyMs, Result, XorShift,
+    RPC_TIMEOUT,
 };
 use streamcell_proto::api::{
     AppendRequest, BatchedRecord, DeleteSubscriptionRequest, GetSubscriptionRequest,
@@ -1282,24 +1281,14 @@ fn thousands(v: f64) -> String {
 
 async fn run(args: Args) -> Result<()> {
     validate(&args)?;
-    // Open the JSON file first so a bad path fails before minutes of benchmarking.
-    let json_file = match &args.json {
-        Some(path) => {
-            Some(File::create(path).map_err(io_err(format!("creating {}", path.display())))?)
-        }
-        None => None,
-    };
-    // Declared before the clients so it is dropped (server killed, dir deleted) last.
-    let (server, addr) = match &args.addr {
-        Some(addr) => {
-            echo(addr).await?;
-            (None, addr.clone())
-        }
-        None => {
-            let (guard, addr) = start_server(&args.server_bin, &args.sync).await?;
-            (Some(guard), addr)
-        }
-    };
+    // The server guard is declared before the clients so that it is dropped last.
+    let (json_file, server, addr) = prepare(
+        args.json.as_deref(),
+        args.addr.as_deref(),
+        &args.server_bin,
+        &args.sync,
+    )
+    .await?;
     let started = server.is_some();
     let mut clients = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {

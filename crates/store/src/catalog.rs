@@ -172,6 +172,29 @@ fn from_json<T: DeserializeOwned>(s: &str) -> Result<T> {
 }
 
 impl RedbCatalog {
+    /// One JSON document of a name-keyed table.
+    fn get_doc<T: DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Result<Option<T>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        t.get(key)?.map(|v| from_json(v.value())).transpose()
+    }
+
+    /// Every JSON document of a name-keyed table, in key order.
+    fn list_docs<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>) -> Result<Vec<T>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(table)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (_, v) = row?;
+            out.push(from_json(v.value())?);
+        }
+        Ok(out)
+    }
+
     /// Opens or creates the catalog file.
     pub fn open(path: &Path) -> Result<RedbCatalog> {
         let db = Database::create(path)?;
@@ -325,20 +348,11 @@ impl Catalog for RedbCatalog {
     }
 
     fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(STREAMS)?;
-        t.get(name)?.map(|v| from_json(v.value())).transpose()
+        self.get_doc(STREAMS, name)
     }
 
     fn list_streams(&self) -> Result<Vec<StreamMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(STREAMS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            out.push(from_json(v.value())?);
-        }
-        Ok(out)
+        self.list_docs(STREAMS)
     }
 
     fn get_shard(&self, id: u64) -> Result<Option<ShardMeta>> {
@@ -382,9 +396,7 @@ impl Catalog for RedbCatalog {
     }
 
     fn get_reader(&self, id: &str) -> Result<Option<ReaderMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(READERS)?;
-        t.get(id)?.map(|v| from_json(v.value())).transpose()
+        self.get_doc(READERS, id)
     }
 
     fn delete_reader(&self, id: &str) -> Result<()> {
@@ -400,14 +412,7 @@ impl Catalog for RedbCatalog {
     }
 
     fn list_readers(&self) -> Result<Vec<ReaderMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(READERS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            out.push(from_json(v.value())?);
-        }
-        Ok(out)
+        self.list_docs(READERS)
     }
     fn create_subscription(&self, sub: SubscriptionMeta) -> Result<()> {
         let tx = self.db.begin_write()?;
@@ -427,20 +432,11 @@ impl Catalog for RedbCatalog {
     }
 
     fn get_subscription(&self, id: &str) -> Result<Option<SubscriptionMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SUBSCRIPTIONS)?;
-        t.get(id)?.map(|v| from_json(v.value())).transpose()
+        self.get_doc(SUBSCRIPTIONS, id)
     }
 
     fn list_subscriptions(&self) -> Result<Vec<SubscriptionMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SUBSCRIPTIONS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            out.push(from_json(v.value())?);
-        }
-        Ok(out)
+        self.list_docs(SUBSCRIPTIONS)
     }
 
     fn delete_subscription(&self, id: &str) -> Result<Option<StreamMeta>> {

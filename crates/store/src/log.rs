@@ -309,9 +309,9 @@ impl ShardLog for LocalLog {
                 drop(s);
                 std::fs::remove_dir_all(&dir)
             })
-                .await
-                .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
-                .map_err(|e| StoreError::io(format!("removing shard {shard}"), e))
+            .await
+            .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
+            .map_err(|e| StoreError::io(format!("removing shard {shard}"), e))
         })
     }
 

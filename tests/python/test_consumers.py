@@ -632,3 +632,34 @@ def test_flood_of_consumers_joining_and_leaving(server):
                 await stop_all(stay + flood)
 
     run(main(), timeout=90)
+
+
+def test_partial_redelivery_of_a_compressed_batch_fits_the_client(server):
+    """A gzip batch that is small on the wire but large once decompressed (1000 records of 7 KB:
+    ~0.9 MB gzipped, 7 MB plain), partly acked: the redelivery of the other records must reach
+    the official client (whose limit is 4 MiB a message) with their original ids, again and
+    again, and never kill the consumer."""
+    stream, sub = uid("gz"), uid("sub")
+    stub = server.stub()
+
+    async def main():
+        async with connect(server) as client:
+            await client.create_stream(stream, shard_count=1)
+            payloads = [f"{i:06d}".encode() + bytes(str(i % 10), "ascii") * 6994 for i in range(1000)]
+            ids = [rid_tuple(r) for r in await client.append(stream, payloads, compresstype="gzip")]
+            create_subscription_raw(stub, sub, stream, ack_timeout=1, max_unacks=10_000)
+            first_ten = set(ids[:10])
+            c = ConsumerRun(client, sub, ack=lambda r, _run: rid_tuple(r.id) in first_ten).start()
+            try:
+                # 1000 on first delivery, then the 990 unacked again (possibly in several
+                # messages) after the 1 s timeout.
+                await c.wait_count(1990, timeout=30)
+                assert c.error is None, c.error
+                again = c.ids()[1000:1990]
+                assert set(again) == set(ids[10:]), "exactly the unacked records, original ids"
+                by_id = dict(zip(ids, payloads))
+                assert all(r.payload == by_id[rid_tuple(r.id)] for r in c.records[:1990])
+            finally:
+                await stop_all([c])
+
+    run(main())

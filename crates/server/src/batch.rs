@@ -121,10 +121,17 @@ fn read_limited(reader: impl Read, format: &str, limit: u64) -> ApiResult<Vec<u8
     Ok(out)
 }
 
-/// The serialized `BatchHStreamRecords` holding only the records at `indexes` (in that
-/// order) of a stored batch. Used to deliver again just the unacknowledged records of a batch;
-/// the result is uncompressed.
-pub fn subset(payload: &Bytes, compression: CompressionType, indexes: &[u32]) -> ApiResult<Bytes> {
+/// Re-encodes part of a stored batch for redelivery: the records at `indexes` (in that
+/// order), compressed as the stored batch was, as one batch, or as several if one would be
+/// larger than `max_bytes` (clients refuse messages over 4 MiB; a compressed batch can expand
+/// many times when re-encoded). Returns each batch's record indexes and payload. A single
+/// record is never split.
+pub fn subset_batches(
+    payload: &Bytes,
+    compression: CompressionType,
+    indexes: &[u32],
+    max_bytes: usize,
+) -> ApiResult<Vec<(Vec<u32>, Bytes)>> {
     let plain = decompress(payload, compression)?;
     let all = BatchHStreamRecords::decode(plain).map_err(|e| {
         ApiError::invalid(
@@ -132,24 +139,56 @@ pub fn subset(payload: &Bytes, compression: CompressionType, indexes: &[u32]) ->
             format!("stored batch does not decode: {e}"),
         )
     })?;
-    let mut picked = Vec::with_capacity(indexes.len());
-    for &i in indexes {
-        match all.records.get(i as usize) {
-            Some(r) => picked.push(r.clone()),
-            None => {
-                return Err(ApiError::invalid(
-                    ErrorCode::StreamEmptyBatchedRecord,
-                    format!(
-                        "record index {i} is beyond the batch's {} records",
-                        all.records.len()
-                    ),
-                ))
+    let mut out = Vec::new();
+    let mut pending = vec![indexes.to_vec()];
+    while let Some(part) = pending.pop() {
+        let mut picked = Vec::with_capacity(part.len());
+        for &i in &part {
+            match all.records.get(i as usize) {
+                Some(r) => picked.push(r.clone()),
+                None => {
+                    return Err(ApiError::invalid(
+                        ErrorCode::StreamEmptyBatchedRecord,
+                        format!(
+                            "record index {i} is beyond the batch's {} records",
+                            all.records.len()
+                        ),
+                    ))
+                }
             }
         }
+        let encoded = compress(
+            &BatchHStreamRecords { records: picked }.encode_to_vec(),
+            compression,
+        )?;
+        if encoded.len() <= max_bytes || part.len() == 1 {
+            out.push((part, Bytes::from(encoded)));
+        } else {
+            // Too large: halve it (the second half is pushed first so order is kept).
+            let (a, b) = part.split_at(part.len() / 2);
+            pending.push(b.to_vec());
+            pending.push(a.to_vec());
+        }
     }
-    Ok(Bytes::from(
-        BatchHStreamRecords { records: picked }.encode_to_vec(),
-    ))
+    Ok(out)
+}
+
+/// Compresses a serialized `BatchHStreamRecords` with `compression`.
+fn compress(plain: &[u8], compression: CompressionType) -> ApiResult<Vec<u8>> {
+    use std::io::Write;
+    match compression {
+        CompressionType::None => Ok(plain.to_vec()),
+        CompressionType::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(plain)
+                .and_then(|_| e.finish())
+                .map_err(|e| ApiError::Store(streamcell_store::StoreError::io("gzip", e)))
+        }
+        CompressionType::Zstd => Ok(ruzstd::encoding::compress_to_vec(
+            plain,
+            ruzstd::encoding::CompressionLevel::Fastest,
+        )),
+    }
 }
 
 fn count_records(plain: &Bytes) -> ApiResult<usize> {
@@ -211,6 +250,51 @@ mod tests {
             payload: Bytes::from_static(b"x"),
         };
         assert!(msg(check(Some(b), 1000)).contains("compression type 9"));
+    }
+
+    #[test]
+    fn partial_redelivery_keeps_compression_and_fits_the_message_limit() {
+        use std::io::Write;
+        // 200 compressible records of 7 KiB: 1.4 MB plain, a few KiB gzipped.
+        let records: Vec<_> = (0..200)
+            .map(|i| raw_record("", format!("{i:05}{}", "abcdefg".repeat(1024))))
+            .collect();
+        let plain = encode_batch(&records).payload;
+        for compression in [CompressionType::Gzip, CompressionType::Zstd] {
+            let payload = match compression {
+                CompressionType::Gzip => {
+                    let mut e =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                    e.write_all(&plain).expect("gzip");
+                    Bytes::from(e.finish().expect("gzip"))
+                }
+                _ => Bytes::from(ruzstd::encoding::compress_to_vec(
+                    &plain[..],
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                )),
+            };
+            let wanted: Vec<u32> = (0..200).filter(|i| i % 7 != 0).collect();
+            // Generous limit: one compressed batch, far smaller than the plain records.
+            let one = subset_batches(&payload, compression, &wanted, 4 << 20).expect("subset");
+            assert_eq!(one.len(), 1);
+            assert!(one[0].1.len() < 200 << 10, "{compression:?} re-compressed");
+            // Tight limit: split, every part within it, records and order preserved.
+            let parts = subset_batches(&payload, compression, &wanted, 2 << 10).expect("subset");
+            assert!(parts.len() > 1);
+            let mut seen = Vec::new();
+            for (idx, bytes) in &parts {
+                assert!(bytes.len() <= 2 << 10 || idx.len() == 1);
+                let back =
+                    BatchHStreamRecords::decode(decompress(bytes, compression).expect("decodes"))
+                        .expect("records");
+                assert_eq!(back.records.len(), idx.len());
+                for (i, r) in idx.iter().zip(&back.records) {
+                    assert_eq!(r, &records[*i as usize]);
+                }
+                seen.extend(idx.iter().copied());
+            }
+            assert_eq!(seen, wanted);
+        }
     }
 
     #[test]

@@ -1161,10 +1161,11 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             )
             .into());
         };
-        if first.consumer_name.is_empty() {
+        let name_len = first.consumer_name.chars().count();
+        if name_len == 0 || name_len > 255 {
             return Err(ApiError::invalid(
                 ErrorCode::SubscriptionInvalidObjectIdentifier,
-                "consumerName is empty",
+                format!("consumerName must be 1 to 255 characters, got {name_len}"),
             )
             .into());
         }

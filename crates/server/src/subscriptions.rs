@@ -34,6 +34,9 @@ use crate::service::{received_record, timestamp};
 
 /// Most payload bytes outstanding (sent, not acknowledged) per subscription.
 const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
+/// Most payload bytes of one re-encoded (partial) batch sent to a consumer: under the 4 MiB
+/// message limit of default gRPC clients, with room for the record ids.
+const MAX_PARTIAL_BYTES: usize = 3 << 20;
 /// Batches read from a shard at a time.
 const READ_BATCHES: usize = 32;
 /// Batches sent per delivery round before pending events are looked at again.
@@ -877,44 +880,52 @@ impl Actor {
     }
 
     /// Sends the records `unacked` of batch `b` to consumer `to`; returns the bytes sent.
+    /// The whole stored batch goes as it is; part of one is re-encoded with the batch's own
+    /// compression, in as many messages as the clients' 4 MiB limit needs.
     fn send(&self, to: u64, shard: u64, b: &StoredBatch, unacked: &[u32]) -> Result<usize, ()> {
         let Some(c) = self.consumers.get(&to) else {
             return Err(());
         };
-        let record = if unacked.len() == b.record_count as usize {
-            received_record(shard, b)
+        let records = if unacked.len() == b.record_count as usize {
+            vec![received_record(shard, b)]
         } else {
             let compression =
                 CompressionType::try_from(i32::from(b.flags)).unwrap_or(CompressionType::None);
-            match batch::subset(&b.payload, compression, unacked) {
-                Ok(payload) => api::ReceivedRecord {
-                    record_ids: unacked
-                        .iter()
-                        .map(|&i| api::RecordId {
-                            shard_id: shard,
-                            batch_id: b.seq,
-                            batch_index: i,
-                        })
-                        .collect(),
-                    record: Some(api::BatchedRecord {
-                        compression_type: CompressionType::None as i32,
-                        publish_time: Some(timestamp(b.timestamp_ms)),
-                        batch_size: unacked.len() as u32,
-                        payload,
-                    }),
-                },
+            match batch::subset_batches(&b.payload, compression, unacked, MAX_PARTIAL_BYTES) {
+                Ok(parts) => parts
+                    .into_iter()
+                    .map(|(idx, payload)| api::ReceivedRecord {
+                        record_ids: idx
+                            .iter()
+                            .map(|&i| api::RecordId {
+                                shard_id: shard,
+                                batch_id: b.seq,
+                                batch_index: i,
+                            })
+                            .collect(),
+                        record: Some(api::BatchedRecord {
+                            compression_type: compression as i32,
+                            publish_time: Some(timestamp(b.timestamp_ms)),
+                            batch_size: idx.len() as u32,
+                            payload,
+                        }),
+                    })
+                    .collect(),
                 Err(e) => {
                     tracing::error!(sub = %self.meta.id, shard, seq = b.seq, "cannot re-encode batch for redelivery: {e}");
                     return Ok(0);
                 }
             }
         };
-        let bytes = record.record.as_ref().map_or(0, |r| r.payload.len());
-        c.out
-            .send(Ok(api::StreamingFetchResponse {
-                received_records: Some(record),
-            }))
-            .map_err(|_| ())?;
+        let mut bytes = 0;
+        for record in records {
+            bytes += record.record.as_ref().map_or(0, |r| r.payload.len());
+            c.out
+                .send(Ok(api::StreamingFetchResponse {
+                    received_records: Some(record),
+                }))
+                .map_err(|_| ())?;
+        }
         Ok(bytes)
     }
 

@@ -26,6 +26,8 @@ fn main() {
         // Every `bytes` field (record payloads) becomes `bytes::Bytes`: zero-copy slicing from
         // the decode buffer instead of a `Vec<u8>` copy per record.
         .bytes(".")
+        // Bad request bodies are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
+        .codec_path("crate::codec::StrictCodec")
         .compile_fds(fds);
     if let Err(e) = result {
         panic!("tonic-prost-build failed to generate code for {PROTO_FILE}: {e}");

@@ -195,3 +195,23 @@ def test_empty_append_from_client(server):
 
     run(main())
     still_serves(server)
+
+
+@pytest.mark.parametrize("method,body", [
+    ("CreateStream", b"\xff\xff\xff\xff"),          # a varint that never ends
+    ("Append", b"\x1a\x7f\x00"),                     # field 3 claims 127 bytes, has 1
+    ("CreateShardReader", b"\x0b\x0c"),              # group wire types
+    ("ListShards", bytes(range(256))),
+])
+def test_garbage_request_bodies_are_invalid_argument(server, method, body):
+    """A body that is not protobuf is a bad request (INVALID_ARGUMENT), not a server fault
+    (INTERNAL); the server keeps serving."""
+    ch = server.channel()
+    call = ch.unary_unary(f"/hstream.server.HStreamApi/{method}",
+                          request_serializer=lambda raw: raw,
+                          response_deserializer=lambda raw: raw)
+    with pytest.raises(grpc.RpcError) as err:
+        call(body, timeout=10)
+    assert err.value.code() == INVALID, (err.value.code(), err.value.details())
+    assert "protobuf" in err.value.details()
+    assert server.stub().Echo(pb.EchoRequest(msg="still here"), timeout=10).msg == "still here"

@@ -24,4 +24,5 @@ pub use hstream::server as api;
 pub use hstream::server::h_stream_api_client::HStreamApiClient;
 pub use hstream::server::h_stream_api_server::{HStreamApi, HStreamApiServer};
 
+pub mod codec;
 pub mod records;

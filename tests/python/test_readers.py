@@ -336,3 +336,38 @@ def test_read_stream_max_batches(server):
         **{"from": pb.StreamOffset(specialOffset=pb.SpecialOffset.EARLIEST),
            "until": pb.StreamOffset(specialOffset=pb.SpecialOffset.LATEST)}), timeout=30))
     assert [r.payload for r in decode(got)] == [b"x0", b"x1", b"x2"]
+
+
+def test_deleting_a_reader_ends_a_read_waiting_on_it(server):
+    """A ReadShard waiting (up to its 20 s timeout) for appends ends at once, NOT_FOUND, when its
+    reader is deleted, whichever of the two reaches the server first."""
+    import threading
+    import time
+
+    import grpc
+
+    stub = server.stub()
+    stream = uid("wait")
+    (shard,) = create_stream_raw(stub, stream)
+    stub.CreateShardReader(pb.CreateShardReaderRequest(
+        streamName=stream, shardId=shard.shardId, shardOffset=earliest(), readerId="waiter", timeout=20_000),
+        timeout=10)
+    outcome = {}
+
+    def read():
+        start = time.monotonic()
+        try:
+            stub.ReadShard(pb.ReadShardRequest(readerId="waiter", maxRecords=10), timeout=30)
+            outcome["code"] = "OK"
+        except grpc.RpcError as e:
+            outcome["code"] = e.code()
+        outcome["secs"] = time.monotonic() - start
+
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.3)  # let the read start waiting (either order must give NOT_FOUND)
+    stub.DeleteShardReader(pb.DeleteShardReaderRequest(readerId="waiter"), timeout=10)
+    t.join(timeout=15)
+    assert not t.is_alive(), "the read did not end after its reader was deleted"
+    assert outcome["code"] == grpc.StatusCode.NOT_FOUND, outcome
+    assert outcome["secs"] < 5, outcome

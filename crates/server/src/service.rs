@@ -768,8 +768,8 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                     .ok_or(ApiError::Store(StoreError::ReaderNotFound(id)))
             })
             .await?;
-        let position = self.readers.get(&reader);
-        let mut next = position.lock().await;
+        let state = self.readers.get(&reader);
+        let mut next = state.next.lock().await;
         let max = req.max_records as usize;
         let deadline = Instant::now() + Duration::from_millis(u64::from(reader.timeout_ms));
         let mut tail = self
@@ -791,11 +791,19 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 // Advance only past what this response carries.
                 out = fit(reader.shard, &got, MAX_RESPONSE_BYTES);
                 *next = got[out.len() - 1].seq + 1;
-            } else if !matches!(
-                tokio::time::timeout_at(deadline.into(), tail.changed()).await,
-                Ok(Ok(()))
-            ) {
-                break;
+            } else {
+                // Nothing yet: wait for an append, the timeout, or the reader's deletion.
+                let deleted = state.deleted.notified();
+                tokio::select! {
+                    changed = tokio::time::timeout_at(deadline.into(), tail.changed()) => {
+                        if !matches!(changed, Ok(Ok(()))) {
+                            break;
+                        }
+                    }
+                    () = deleted => {
+                        return Err(ApiError::Store(StoreError::ReaderNotFound(reader.id.clone())).into());
+                    }
+                }
             }
         }
         Ok(Response::new(api::ReadShardResponse {

@@ -28,15 +28,19 @@ pub struct ServerFlags {
     /// HTTP port for /health and /metrics (not served yet) [default: 6580]
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
-    /// Address clients are told to connect to [default: the bind address]
+    /// Address clients are told to connect to [default: the bind address; 127.0.0.1 when
+    /// binding to all interfaces]
     #[arg(long, value_name = "HOST")]
     pub advertised_address: Option<String>,
+    /// This server's node id, as DescribeCluster reports it [default: 1]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<u32>,
     /// When an append is made durable: always (fdatasync before every ack, shared by
     /// concurrent appends), interval[:MS] (sync at least every MS, default 100), or never
     /// (leave it to the OS) [default: always]
     #[arg(long, value_name = "POLICY")]
     pub sync: Option<SyncPolicy>,
-    /// Largest batch accepted by Append, in bytes [default: 1048576]
+    /// Largest batch accepted by Append, in bytes, up to 134217728 [default: 1048576]
     #[arg(long, value_name = "BYTES")]
     pub max_record_size: Option<usize>,
     /// Size at which a shard's log starts a new segment file, in bytes [default: 67108864]
@@ -45,7 +49,7 @@ pub struct ServerFlags {
     /// Threads that write and sync shard logs [default: 2]
     #[arg(long, value_name = "N")]
     pub committer_threads: Option<usize>,
-    /// Seconds between retention passes [default: 5]
+    /// Seconds between retention passes, 1 to 86400 [default: 5]
     #[arg(long, value_name = "SECS")]
     pub retention_check_secs: Option<u64>,
     /// TLS on the gRPC port: certificate chain (PEM); needs --tls-key
@@ -150,7 +154,7 @@ impl ServerFlags {
             pg_port: self.pg_port.or(file.pg_port).unwrap_or(d.pg_port),
             http_port: self.http_port.or(file.http_port).unwrap_or(d.http_port),
             advertised_address: self.advertised_address.or(file.advertised_address),
-            node_id: file.node_id.unwrap_or(d.node_id),
+            node_id: self.node_id.or(file.node_id).unwrap_or(d.node_id),
             sync: sync.unwrap_or(d.sync),
             max_record_size: self
                 .max_record_size

@@ -27,7 +27,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("STREAMCELL_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // An empty STREAMCELL_LOG is treated as unset (it would otherwise log nothing).
+            std::env::var("STREAMCELL_LOG")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .and_then(|v| EnvFilter::try_new(v).ok())
+                .unwrap_or_else(|| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

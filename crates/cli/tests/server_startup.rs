@@ -64,12 +64,33 @@ fn bad_configuration_is_refused_with_the_reason() {
     let (ok, err) = run_server(&["--config", cfg.to_str().expect("utf8")]);
     assert!(!ok);
     assert!(err.contains("bad.toml") && err.contains("port"), "{err}");
-    let (ok, err) = run_server(&[
-        "--max-record-size",
-        "10",
-        "--data-dir",
-        dir.path().join("d").to_str().expect("utf8"),
-    ]);
+    let d = dir.path().join("d");
+    let d = d.to_str().expect("utf8");
+    for (args, needle) in [
+        (vec!["--max-record-size", "10"], "max-record-size"),
+        (
+            vec!["--max-record-size", "18446744073709551615"],
+            "max-record-size",
+        ),
+        (vec!["--retention-check-secs", "0"], "retention-check-secs"),
+        (vec!["--sync", "interval:0"], "sync interval"),
+        (
+            vec!["--advertised-address", "robot 7"],
+            "advertised-address",
+        ),
+        (
+            vec!["--advertised-address", "host:9999"],
+            "advertised-address",
+        ),
+    ] {
+        let mut all = vec!["--data-dir", d, "--port", "0"];
+        all.extend(args.iter().copied());
+        let (ok, err) = run_server(&all);
+        assert!(!ok, "{args:?} was accepted");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    std::fs::write(&cfg, "data_dir = \"\"\n").expect("write");
+    let (ok, err) = run_server(&["--config", cfg.to_str().expect("utf8"), "--port", "0"]);
     assert!(!ok);
-    assert!(err.contains("max-record-size"), "{err}");
+    assert!(err.contains("data-dir is empty"), "{err}");
 }

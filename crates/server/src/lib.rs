@@ -28,6 +28,9 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub use error::{ApiError, ServerError};
 pub use service::{NodeInfo, StreamApi};
 
+/// The largest `max-record-size`: a stored batch frame holds at most 256 MiB.
+pub const MAX_RECORD_SIZE_LIMIT: usize = 128 << 20;
+
 /// How long a stopping server waits for calls in progress before closing connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -93,11 +96,32 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Checks values that flags and files cannot constrain by type.
     pub fn validate(&self) -> Result<(), ServerError> {
-        if self.max_record_size < 1024 {
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ServerError::Config("data-dir is empty".into()));
+        }
+        if !(1024..=MAX_RECORD_SIZE_LIMIT).contains(&self.max_record_size) {
             return Err(ServerError::Config(format!(
-                "max-record-size must be at least 1024 bytes, got {}",
+                "max-record-size must be between 1024 and {MAX_RECORD_SIZE_LIMIT} bytes, got {}",
                 self.max_record_size
             )));
+        }
+        let retention = self.retention_check_interval.as_secs();
+        if !(1..=86_400).contains(&retention) {
+            return Err(ServerError::Config(format!(
+                "retention-check-secs must be between 1 and 86400, got {retention}"
+            )));
+        }
+        if let Some(host) = &self.advertised_address {
+            let bracketed_v6 = host.starts_with('[') && host.ends_with(']');
+            if host.is_empty()
+                || host.chars().any(|c| c.is_whitespace() || c.is_control())
+                || (host.contains(':') && !bracketed_v6)
+            {
+                return Err(ServerError::Config(format!(
+                    "advertised-address {host:?} is not a host name or address clients can \
+                     connect to (no port; write IPv6 addresses in brackets, e.g. [::1])"
+                )));
+            }
         }
         if self.segment_bytes < 4096 {
             return Err(ServerError::Config(format!(
@@ -229,7 +253,14 @@ pub async fn run(
         .map_err(|e| ServerError::Config(format!("reading the bound address: {e}")))?;
     let host = cfg.advertised_address.clone().unwrap_or_else(|| {
         if cfg.bind.is_unspecified() {
+            tracing::warn!(
+                "listening on all interfaces ({}) but no --advertised-address: clients are told \
+                 to connect to 127.0.0.1, which only works on this machine",
+                cfg.bind
+            );
             "127.0.0.1".to_string()
+        } else if cfg.bind.is_ipv6() {
+            format!("[{}]", cfg.bind)
         } else {
             cfg.bind.to_string()
         }

@@ -51,9 +51,16 @@ impl std::str::FromStr for SyncPolicy {
             "always" => Ok(SyncPolicy::Always),
             "never" => Ok(SyncPolicy::Never),
             "interval" => Ok(SyncPolicy::Interval(Duration::from_millis(100))),
-            other => match other.strip_prefix("interval:").and_then(|ms| ms.parse::<u64>().ok()) {
-                Some(ms) if ms > 0 => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
-                _ => Err(format!(
+            other => match other.strip_prefix("interval:") {
+                Some(ms) => match ms.parse::<u64>() {
+                    Ok(ms) if (1..=3_600_000).contains(&ms) => {
+                        Ok(SyncPolicy::Interval(Duration::from_millis(ms)))
+                    }
+                    _ => Err(format!(
+                        "sync interval {ms:?} must be a whole number of milliseconds from 1 to 3600000"
+                    )),
+                },
+                None => Err(format!(
                     "unknown sync policy {other:?}: expected always, never, interval or interval:<ms>"
                 )),
             },

@@ -414,6 +414,7 @@ impl Catalog for RedbCatalog {
     fn list_readers(&self) -> Result<Vec<ReaderMeta>> {
         self.list_docs(READERS)
     }
+
     fn create_subscription(&self, sub: SubscriptionMeta) -> Result<()> {
         let tx = self.db.begin_write()?;
         {

@@ -1,21 +1,25 @@
-//! Compiles `proto/HStream/Server/HStreamApi.proto` (the HStreamDB v0.6.1 wire API) into Rust.
+//! Compiles `proto/HStream/Server/HStreamApi.proto` (the HStreamDB v0.6.1 wire API) and
+//! `proto/streamcell/sql.proto` (StreamCell's own SQL service) into Rust.
 //!
 //! The `.proto` is parsed by `protox`, a pure-Rust protobuf compiler, so no system `protoc` is
 //! needed anywhere. `tonic-prost-build` then turns the descriptor set into prost messages plus a
-//! tonic client and server for `hstream.server.HStreamApi`, written to `$OUT_DIR/hstream.server.rs`.
+//! tonic client and server for `hstream.server.HStreamApi`, written to `$OUT_DIR/hstream.server.rs`
+//! (and `streamcell.sql.rs`).
 
 use std::path::Path;
 
 const PROTO_ROOT: &str = "proto";
 const PROTO_FILE: &str = "proto/HStream/Server/HStreamApi.proto";
+const SQL_PROTO_FILE: &str = "proto/streamcell/sql.proto";
 
 fn main() {
     println!("cargo:rerun-if-changed={PROTO_FILE}");
+    println!("cargo:rerun-if-changed={SQL_PROTO_FILE}");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let proto = Path::new(PROTO_FILE);
+    let protos = [Path::new(PROTO_FILE), Path::new(SQL_PROTO_FILE)];
     // protox resolves google/protobuf/*.proto itself; include_imports(true) is set by compile().
-    let fds = match protox::compile([proto], [PROTO_ROOT]) {
+    let fds = match protox::compile(protos, [PROTO_ROOT]) {
         Ok(fds) => fds,
         Err(e) => panic!("protox failed to compile {PROTO_FILE}: {e:?}"),
     };

@@ -20,9 +20,19 @@ pub mod hstream {
     }
 }
 
+/// StreamCell's own SQL service (`proto/streamcell/sql.proto`), what `streamcell sql` speaks.
+pub mod streamcell {
+    /// The `streamcell.sql` protobuf package.
+    #[allow(clippy::all, clippy::pedantic, missing_docs, rustdoc::all)]
+    pub mod sql {
+        include!(concat!(env!("OUT_DIR"), "/streamcell.sql.rs"));
+    }
+}
+
 pub use hstream::server as api;
 pub use hstream::server::h_stream_api_client::HStreamApiClient;
 pub use hstream::server::h_stream_api_server::{HStreamApi, HStreamApiServer};
+pub use streamcell::sql as sqlapi;
 
 pub mod codec;
 pub mod records;

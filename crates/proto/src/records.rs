@@ -3,7 +3,10 @@
 //! An `Append` carries one [`BatchedRecord`]: `compressionType`, `batchSize` (the number of
 //! records) and `payload`, which is a serialized [`BatchHStreamRecords`] (possibly compressed).
 //! Each [`HStreamRecord`] has a header (flag RAW or JSON, key, attributes) and a payload.
-//! This module builds and parses uncompressed batches; it has no compression codecs.
+//! This module builds uncompressed batches and parses batches of every compression the clients
+//! use (none, gzip, zstd).
+
+use std::io::Read;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -16,8 +19,15 @@ use crate::api::{
 /// Why [`decode_batch`] could not return the records of a batch.
 #[derive(Debug)]
 pub enum DecodeBatchError {
-    /// The batch is compressed with a codec this crate does not implement (Gzip, Zstd).
-    UnsupportedCompression(CompressionType),
+    /// The compressed payload is not valid gzip/zstd, or has bytes after its last member.
+    Corrupt(String),
+    /// The payload decompresses to more than the limit given.
+    TooLarge {
+        /// The compression.
+        format: &'static str,
+        /// The limit, in bytes.
+        limit: u64,
+    },
     /// `compressionType` holds a value that is not a known `CompressionType`.
     UnknownCompression(i32),
     /// The payload is not a valid serialized `BatchHStreamRecords`.
@@ -27,8 +37,9 @@ pub enum DecodeBatchError {
 impl std::fmt::Display for DecodeBatchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::UnsupportedCompression(c) => {
-                write!(f, "unsupported batch compression {}", c.as_str_name())
+            Self::Corrupt(e) => write!(f, "{e}"),
+            Self::TooLarge { format, limit } => {
+                write!(f, "decompressed {format} batch exceeds {} MiB", limit >> 20)
             }
             Self::UnknownCompression(v) => write!(f, "unknown batch compression type {v}"),
             Self::Decode(e) => write!(f, "invalid BatchHStreamRecords payload: {e}"),
@@ -88,17 +99,78 @@ pub fn encode_batch(records: &[HStreamRecord]) -> BatchedRecord {
     }
 }
 
-/// The records of an uncompressed batch. Payloads share the batch's buffer (no copy).
+/// Largest decompressed size [`decode_batch`] accepts (guards against zip bombs).
+pub const MAX_DECOMPRESSED: u64 = 256 << 20;
+
+/// The serialized `BatchHStreamRecords` inside a batch payload. Every gzip member and zstd
+/// frame is decoded (as the clients' decoders do), and anything after the last one is an
+/// error; more than `limit` decompressed bytes is an error too.
+pub fn decompress(
+    payload: &Bytes,
+    compression: CompressionType,
+    limit: u64,
+) -> Result<Bytes, DecodeBatchError> {
+    match compression {
+        CompressionType::None => Ok(payload.clone()),
+        CompressionType::Gzip => Ok(Bytes::from(read_limited(
+            flate2::read::MultiGzDecoder::new(&payload[..]),
+            "gzip",
+            limit,
+        )?)),
+        CompressionType::Zstd => {
+            let mut input: &[u8] = payload;
+            let mut out = Vec::new();
+            while !input.is_empty() {
+                let frame = ruzstd::decoding::StreamingDecoder::new(&mut input).map_err(|e| {
+                    DecodeBatchError::Corrupt(format!("batch payload is not valid zstd: {e}"))
+                })?;
+                let left = limit.saturating_sub(out.len() as u64);
+                out.extend(read_limited(frame, "zstd", left).map_err(|e| match e {
+                    DecodeBatchError::TooLarge { format, .. } => {
+                        DecodeBatchError::TooLarge { format, limit }
+                    }
+                    other => other,
+                })?);
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// Reads a decompressing reader to the end, refusing more than `limit` bytes.
+fn read_limited(
+    reader: impl Read,
+    format: &'static str,
+    limit: u64,
+) -> Result<Vec<u8>, DecodeBatchError> {
+    let mut out = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut out).map_err(|e| {
+        DecodeBatchError::Corrupt(format!("batch payload is not valid {format}: {e}"))
+    })?;
+    if out.len() as u64 > limit {
+        return Err(DecodeBatchError::TooLarge { format, limit });
+    }
+    Ok(out)
+}
+
+/// The records of a batch, decompressed if need be (at most [`MAX_DECOMPRESSED`] bytes).
+/// Payloads share the (decompressed) batch's buffer (no copy).
 ///
-/// Gzip and Zstd batches are rejected with [`DecodeBatchError::UnsupportedCompression`].
 /// `batchSize` is not checked against the number of decoded records: callers that care compare
 /// it themselves.
 pub fn decode_batch(b: &BatchedRecord) -> Result<Vec<HStreamRecord>, DecodeBatchError> {
-    match CompressionType::try_from(b.compression_type) {
-        Ok(CompressionType::None) => Ok(BatchHStreamRecords::decode(b.payload.clone())?.records),
-        Ok(other) => Err(DecodeBatchError::UnsupportedCompression(other)),
-        Err(_) => Err(DecodeBatchError::UnknownCompression(b.compression_type)),
-    }
+    let compression = CompressionType::try_from(b.compression_type)
+        .map_err(|_| DecodeBatchError::UnknownCompression(b.compression_type))?;
+    decode_payload(&b.payload, compression)
+}
+
+/// The records of a stored batch payload of the given compression (see [`decode_batch`]).
+pub fn decode_payload(
+    payload: &Bytes,
+    compression: CompressionType,
+) -> Result<Vec<HStreamRecord>, DecodeBatchError> {
+    let plain = decompress(payload, compression, MAX_DECOMPRESSED)?;
+    Ok(BatchHStreamRecords::decode(plain)?.records)
 }
 
 #[cfg(test)]
@@ -155,22 +227,32 @@ mod tests {
     }
 
     #[test]
-    fn compressed_and_unknown_batches_are_rejected() {
-        let mut batch = encode_batch(&[raw_record("", Bytes::from_static(b"x"))]);
+    fn compressed_batches_decode_and_bad_ones_are_rejected() {
+        use std::io::Write;
+        let records = vec![raw_record("k", Bytes::from_static(b"hello"))];
+        let plain = encode_batch(&records);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&plain.payload).expect("gzip");
+        let mut batch = plain.clone();
         batch.compression_type = CompressionType::Gzip as i32;
+        batch.payload = Bytes::from(gz.finish().expect("gzip"));
+        assert_eq!(decode_batch(&batch).expect("gzip batch"), records);
+
+        let mut trailing = batch.payload.to_vec();
+        trailing.extend_from_slice(b"junk");
+        batch.payload = Bytes::from(trailing);
         assert!(matches!(
             decode_batch(&batch),
-            Err(DecodeBatchError::UnsupportedCompression(
-                CompressionType::Gzip
-            ))
+            Err(DecodeBatchError::Corrupt(_))
         ));
+
         batch.compression_type = CompressionType::Zstd as i32;
+        batch.payload = plain.payload.clone();
         assert!(matches!(
             decode_batch(&batch),
-            Err(DecodeBatchError::UnsupportedCompression(
-                CompressionType::Zstd
-            ))
+            Err(DecodeBatchError::Corrupt(_))
         ));
+
         batch.compression_type = 7;
         assert!(matches!(
             decode_batch(&batch),

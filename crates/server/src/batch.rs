@@ -2,16 +2,12 @@
 //! stored exactly as it came (compressed or not); to refuse garbage early, the server decodes
 //! it once (decompressing gzip/zstd) and checks that it holds `batchSize` records.
 
-use std::io::Read;
-
 use bytes::Bytes;
 use prost::Message;
 use streamcell_proto::api::{BatchHStreamRecords, BatchedRecord, CompressionType, ErrorCode};
+use streamcell_proto::records::{self, MAX_DECOMPRESSED};
 
 use crate::error::{ApiError, ApiResult};
-
-/// Largest decompressed size accepted for a compressed batch (guards against zip bombs).
-const MAX_DECOMPRESSED: u64 = 256 << 20;
 
 /// A batch that passed the checks.
 #[derive(Debug, Clone)]
@@ -75,50 +71,11 @@ pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<
     })
 }
 
-/// Returns the serialized `BatchHStreamRecords` inside a batch payload. Every gzip member and
-/// zstd frame is decoded (as the clients' decoders do), and anything after the last one is
-/// an error: a batch the server accepts is one every client can decode.
+/// Returns the serialized `BatchHStreamRecords` inside a batch payload (see
+/// [`records::decompress`]); bad or oversized payloads are INVALID_ARGUMENT.
 pub fn decompress(payload: &Bytes, compression: CompressionType) -> ApiResult<Bytes> {
-    match compression {
-        CompressionType::None => Ok(payload.clone()),
-        CompressionType::Gzip => Ok(Bytes::from(read_limited(
-            flate2::read::MultiGzDecoder::new(&payload[..]),
-            "gzip",
-            MAX_DECOMPRESSED,
-        )?)),
-        CompressionType::Zstd => {
-            let mut input: &[u8] = payload;
-            let mut out = Vec::new();
-            while !input.is_empty() {
-                let frame = ruzstd::decoding::StreamingDecoder::new(&mut input).map_err(|e| {
-                    ApiError::invalid(
-                        ErrorCode::StreamEmptyBatchedRecord,
-                        format!("batch payload is not valid zstd: {e}"),
-                    )
-                })?;
-                let left = MAX_DECOMPRESSED - out.len() as u64;
-                out.extend(read_limited(frame, "zstd", left)?);
-            }
-            Ok(Bytes::from(out))
-        }
-    }
-}
-
-/// Reads a decompressing reader to the end, refusing more than `limit` bytes.
-fn read_limited(reader: impl Read, format: &str, limit: u64) -> ApiResult<Vec<u8>> {
-    let bad = |what: String| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, what);
-    let mut out = Vec::new();
-    reader
-        .take(limit + 1)
-        .read_to_end(&mut out)
-        .map_err(|e| bad(format!("batch payload is not valid {format}: {e}")))?;
-    if out.len() as u64 > limit {
-        return Err(bad(format!(
-            "decompressed {format} batch exceeds {} MiB",
-            MAX_DECOMPRESSED >> 20
-        )));
-    }
-    Ok(out)
+    records::decompress(payload, compression, MAX_DECOMPRESSED)
+        .map_err(|e| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, e.to_string()))
 }
 
 /// Re-encodes part of a stored batch for redelivery: the records at `indexes` (in that

@@ -70,7 +70,8 @@ impl ApiError {
     }
 }
 
-fn body(code: ErrorCode, message: &str) -> String {
+/// HStreamDB's JSON status body.
+pub fn body(code: ErrorCode, message: &str) -> String {
     serde_json::json!({ "error": code as i32, "message": message }).to_string()
 }
 

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod offsets;
 pub mod readers;
 pub mod service;
+pub mod sql;
 pub mod subscriptions;
 
 use std::future::Future;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use streamcell_proto::sqlapi::stream_cell_sql_server::StreamCellSqlServer;
 use streamcell_proto::HStreamApiServer;
 use streamcell_store::{LogOptions, Store, SyncPolicy};
 use tokio::net::TcpListener;
@@ -273,13 +275,23 @@ pub async fn run(
     let subs = subscriptions::Subscriptions::start(store.clone())
         .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let svc = StreamApi::new(
+    let svc = Arc::new(StreamApi::new(
         store.clone(),
         subs.clone(),
         node,
         cfg.max_record_size,
-        stopping_rx,
+        stopping_rx.clone(),
+    ));
+    let engine = streamcell_engine::Engine::new(
+        store.catalog.clone(),
+        store.log.clone(),
+        Arc::new(sql::Host(Arc::downgrade(&svc))),
+        tokio::runtime::Handle::current(),
     );
+    svc.set_engine(engine.clone());
+    engine
+        .start()
+        .map_err(|e| ServerError::Config(format!("restarting saved queries: {e}")))?;
     // Let oversized appends through the transport so they get the HStreamDB error code
     // (InvalidRecordSize) rather than a transport-level refusal.
     let decode_limit = (cfg.max_record_size * 2 + (64 << 10)).max(4 << 20);
@@ -317,7 +329,11 @@ pub async fn run(
         if cfg.tls_cert.is_some() { " (TLS)" } else { "" }
     );
     let serve = builder
-        .add_service(HStreamApiServer::new(svc).max_decoding_message_size(decode_limit))
+        .add_service(HStreamApiServer::from_arc(svc).max_decoding_message_size(decode_limit))
+        .add_service(StreamCellSqlServer::new(sql::SqlService::new(
+            engine.clone(),
+            stopping_rx,
+        )))
         .serve_with_incoming_shutdown(
             incoming(listener),
             async move { stop_serving.notified().await },
@@ -343,7 +359,11 @@ pub async fn run(
             }
         }
     };
-    tracing::info!("shutting down: saving subscription progress, syncing logs");
+    tracing::info!(
+        "shutting down: checkpointing queries, saving subscription progress, syncing logs"
+    );
+    let e = engine.clone();
+    let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
     subs.shutdown().await;
     store.shutdown().await;
     result?;

@@ -62,6 +62,8 @@ pub struct StreamApi {
     /// Serializes changes to streams and subscriptions, so that a creation and a deletion of
     /// the same name cannot interleave.
     ddl: tokio::sync::Mutex<()>,
+    /// The SQL engine (set once at start; it needs the service itself to write streams).
+    engine: std::sync::OnceLock<Arc<streamcell_engine::Engine>>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -84,7 +86,24 @@ impl StreamApi {
             started: Instant::now(),
             max_record_size,
             readers: ReaderPositions::default(),
+            engine: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The store the service runs on.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Attaches the SQL engine (once).
+    pub fn set_engine(&self, engine: Arc<streamcell_engine::Engine>) {
+        let _ = self.engine.set(engine);
+    }
+
+    fn engine(&self) -> Result<&Arc<streamcell_engine::Engine>, Status> {
+        self.engine
+            .get()
+            .ok_or_else(|| Status::unavailable("the SQL engine is not started"))
     }
 
     fn server_node(&self) -> api::ServerNode {
@@ -1243,9 +1262,23 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
 
     async fn execute_query(
         &self,
-        _request: Request<api::CommandQuery>,
+        request: Request<api::CommandQuery>,
     ) -> Result<Response<api::CommandQueryResponse>, Status> {
-        Err(unimplemented("ExecuteQuery"))
+        let engine = self.engine()?.clone();
+        let sql = request.into_inner().stmt_text;
+        crate::sql::execute_query(&engine, &sql)
+            .await
+            .map(Response::new)
+            .map_err(|e| {
+                let status = crate::sql::status(&e);
+                let code = match status.code() {
+                    tonic::Code::NotFound => ErrorCode::StreamNotFound,
+                    tonic::Code::AlreadyExists => ErrorCode::QueryExists,
+                    tonic::Code::Internal => ErrorCode::InternalError,
+                    _ => ErrorCode::QueryInvalidSql,
+                };
+                Status::new(status.code(), crate::error::body(code, &e.to_string()))
+            })
     }
 
     async fn create_query(

@@ -42,6 +42,9 @@ pub enum Statement {
     Pause(ObjectName),
     /// `RESUME QUERY name`.
     Resume(ObjectName),
+    /// `FLUSH`: returns once every running query and view has processed everything appended
+    /// before it (a barrier for tests and scripts).
+    Flush,
     /// `EXPLAIN <statement>`.
     Explain(Box<Statement>),
     /// Any other statement sqlparser understands (`INSERT INTO s (cols) VALUES (…)` with the

@@ -189,6 +189,8 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {
         } else {
             Statement::Resume(name)
         }
+    } else if lead(0, "FLUSH") && tokens.len() == 1 {
+        Statement::Flush
     } else if lead(0, "INSERT") && is_json_insert(&tokens) {
         parse_json_insert(&tokens)?
     } else {

@@ -17,6 +17,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const SUBSCRIPTIONS: TableDefinition<&str, &str> = TableDefinition::new("subscriptions");
 const CHECKPOINTS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("sub_checkpoints");
 const ARCHIVED: TableDefinition<&str, &str> = TableDefinition::new("archived_streams");
+/// Objects of the layers above (SQL queries, views, stream schemas): (kind, name) -> JSON.
+const OBJECTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("objects");
+/// Opaque state of those objects (a query's checkpoint): (kind, name) -> bytes.
+const OBJECT_STATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("object_states");
 const NEXT_SHARD_ID: &str = "next_shard_id";
 const CATALOG_VERSION: &str = "catalog_version";
 
@@ -156,6 +160,21 @@ pub trait Catalog: Send + Sync {
     /// Removes a stream's name from the catalog but keeps its shards for the subscriptions
     /// that read it (HStreamDB's forced deletion). Returns the archived name.
     fn archive_stream(&self, name: &str) -> Result<String>;
+    /// Creates or replaces an object of a higher layer (a query, a view, a stream's declared
+    /// schema); `doc` is opaque to the store. With `only_if_absent`, an existing object is
+    /// left alone and `false` is returned.
+    fn put_object(&self, kind: &str, name: &str, doc: &str, only_if_absent: bool) -> Result<bool>;
+    /// An object's document.
+    fn get_object(&self, kind: &str, name: &str) -> Result<Option<String>>;
+    /// Every object of a kind, by name.
+    fn list_objects(&self, kind: &str) -> Result<Vec<(String, String)>>;
+    /// Deletes an object and its state; `false` if it did not exist.
+    fn delete_object(&self, kind: &str, name: &str) -> Result<bool>;
+    /// Saves an object's state (a query's checkpoint), durable when this returns. Fails with
+    /// `Invalid` if the object does not exist (it was deleted meanwhile): nothing is saved.
+    fn save_object_state(&self, kind: &str, name: &str, state: &[u8]) -> Result<()>;
+    /// An object's saved state.
+    fn load_object_state(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>>;
 }
 
 /// The catalog in a redb database file.
@@ -206,6 +225,8 @@ impl RedbCatalog {
             tx.open_table(SUBSCRIPTIONS)?;
             tx.open_table(CHECKPOINTS)?;
             tx.open_table(ARCHIVED)?;
+            tx.open_table(OBJECTS)?;
+            tx.open_table(OBJECT_STATES)?;
             let mut meta = tx.open_table(META)?;
             let version = meta.get(CATALOG_VERSION)?.map(|v| v.value());
             match version {
@@ -561,5 +582,74 @@ impl Catalog for RedbCatalog {
         };
         tx.commit()?;
         Ok(archived_name)
+    }
+
+    fn put_object(&self, kind: &str, name: &str, doc: &str, only_if_absent: bool) -> Result<bool> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(OBJECTS)?;
+            if only_if_absent && t.get((kind, name))?.is_some() {
+                return Ok(false);
+            }
+            t.insert((kind, name), doc)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    fn get_object(&self, kind: &str, name: &str) -> Result<Option<String>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OBJECTS)?;
+        Ok(t.get((kind, name))?.map(|v| v.value().to_string()))
+    }
+
+    fn list_objects(&self, kind: &str) -> Result<Vec<(String, String)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OBJECTS)?;
+        let mut out = Vec::new();
+        for row in t.range((kind, "")..)? {
+            let (k, v) = row?;
+            let (k_kind, k_name) = k.value();
+            if k_kind != kind {
+                break;
+            }
+            out.push((k_name.to_string(), v.value().to_string()));
+        }
+        Ok(out)
+    }
+
+    fn delete_object(&self, kind: &str, name: &str) -> Result<bool> {
+        let tx = self.db.begin_write()?;
+        let existed = {
+            let mut t = tx.open_table(OBJECTS)?;
+            let existed = t.remove((kind, name))?.is_some();
+            let mut st = tx.open_table(OBJECT_STATES)?;
+            st.remove((kind, name))?;
+            existed
+        };
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    fn save_object_state(&self, kind: &str, name: &str, state: &[u8]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let t = tx.open_table(OBJECTS)?;
+            if t.get((kind, name))?.is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "{kind} {name:?} does not exist"
+                )));
+            }
+            let mut st = tx.open_table(OBJECT_STATES)?;
+            st.insert((kind, name), state)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn load_object_state(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(OBJECT_STATES)?;
+        Ok(t.get((kind, name))?.map(|v| v.value().to_vec()))
     }
 }

@@ -135,3 +135,112 @@ impl Drop for Server {
         self.kill9();
     }
 }
+
+/// What one SQL call printed, as `streamcell sql` would: rows and `Done.` lines.
+pub type SqlLines = Vec<String>;
+
+impl Server {
+    /// A client of StreamCell's SQL service.
+    pub async fn sql_client(
+        &self,
+    ) -> streamcell_proto::sqlapi::stream_cell_sql_client::StreamCellSqlClient<Channel> {
+        let ch = Channel::from_shared(format!("http://127.0.0.1:{}", self.port))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        streamcell_proto::sqlapi::stream_cell_sql_client::StreamCellSqlClient::new(ch)
+    }
+
+    /// Runs statements that end (no push query) and returns the printed lines, or the error.
+    pub async fn sql(&self, text: &str) -> Result<SqlLines, tonic::Status> {
+        use streamcell_proto::sqlapi::{execute_response::Item, ExecuteRequest};
+        let mut c = self.sql_client().await;
+        let mut stream = c
+            .execute(ExecuteRequest { sql: text.into() })
+            .await?
+            .into_inner();
+        let mut lines = Vec::new();
+        while let Some(msg) = stream.message().await? {
+            match msg.item {
+                Some(Item::Rows(r)) => lines.extend(r.json),
+                Some(Item::Done(d)) if !d.message.is_empty() => lines.push(d.message),
+                _ => {}
+            }
+        }
+        Ok(lines)
+    }
+
+    /// Runs statements that must succeed.
+    pub async fn sql_ok(&self, text: &str) -> SqlLines {
+        match self.sql(text).await {
+            Ok(l) => l,
+            Err(e) => panic!("{text}: {e:?}\n{}", self.log_text()),
+        }
+    }
+
+    /// Starts a push query and returns its first `n` rows (waiting at most `secs`), then
+    /// cancels it.
+    pub async fn push_rows(&self, text: &str, n: usize, secs: u64) -> SqlLines {
+        let mut p = self.push(text).await;
+        let rows = p.next_rows(n, secs).await;
+        assert_eq!(rows.len(), n, "{text}: got only {rows:?}");
+        rows
+    }
+
+    /// Starts a push query.
+    pub async fn push(&self, text: &str) -> PushQuery {
+        use streamcell_proto::sqlapi::ExecuteRequest;
+        let mut c = self.sql_client().await;
+        let stream = c
+            .execute(ExecuteRequest { sql: text.into() })
+            .await
+            .unwrap_or_else(|e| panic!("{text}: {e:?}"))
+            .into_inner();
+        PushQuery {
+            stream,
+            buffered: Vec::new(),
+        }
+    }
+}
+
+/// A running push query.
+pub struct PushQuery {
+    pub stream: tonic::Streaming<streamcell_proto::sqlapi::ExecuteResponse>,
+    buffered: Vec<String>,
+}
+
+impl PushQuery {
+    /// The next `n` rows, or fewer if `secs` pass first (or the query ends).
+    pub async fn next_rows(&mut self, n: usize, secs: u64) -> Vec<String> {
+        use streamcell_proto::sqlapi::execute_response::Item;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        while self.buffered.len() < n {
+            match tokio::time::timeout_at(deadline, self.stream.message()).await {
+                Ok(Ok(Some(msg))) => {
+                    if let Some(Item::Rows(r)) = msg.item {
+                        self.buffered.extend(r.json);
+                    }
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => panic!("push query failed: {e:?}"),
+                Err(_) => break,
+            }
+        }
+        let k = n.min(self.buffered.len());
+        self.buffered.drain(..k).collect()
+    }
+
+    /// Waits for the query to end with an error, and returns it.
+    pub async fn error(&mut self, secs: u64) -> tonic::Status {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.message()).await {
+                Ok(Ok(Some(_))) => continue,
+                Ok(Ok(None)) => panic!("push query ended without an error"),
+                Ok(Err(e)) => return e,
+                Err(_) => panic!("push query did not fail within {secs}s"),
+            }
+        }
+    }
+}

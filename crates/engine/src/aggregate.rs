@@ -1,0 +1,423 @@
+//! The continuous aggregate: `GROUP BY` state kept across micro-batches. Each group has one
+//! DataFusion `Accumulator` per aggregate call (mergeable, serializable state). With
+//! `EMIT CHANGES` the stage emits the group's new row after every input row, exactly as
+//! HStreamDB does (`max_len` 10.0, 20.0, 20.0 for lengths 10, 20, 10); otherwise it updates
+//! each group once per micro-batch and emits one row per changed group.
+//!
+//! A snapshot (group keys plus each accumulator's state, as an Arrow IPC stream) is what a
+//! checkpoint saves and what a restart merges back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::compute::{cast, filter, take};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{Accumulator, Aggregate};
+use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::error::{EngineError, Result};
+use crate::operator::Chunk;
+use crate::value::nullable;
+
+struct AggCall {
+    func: Arc<AggregateFunctionExpr>,
+    args: Vec<Arc<dyn PhysicalExpr>>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// `GROUP BY` state and its update rules.
+pub struct AggregateStage {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    calls: Vec<AggCall>,
+    converter: RowConverter,
+    index: HashMap<OwnedRow, u32>,
+    keys: Rows,
+    accumulators: Vec<Vec<Box<dyn Accumulator>>>,
+    schema: SchemaRef,
+    per_row: bool,
+}
+
+impl AggregateStage {
+    /// Builds the stage for a logical `Aggregate`.
+    pub fn new(
+        state: &datafusion::execution::SessionState,
+        agg: &Aggregate,
+        per_row: bool,
+    ) -> Result<Self> {
+        let input_schema = agg.input.schema();
+        let group_exprs = agg
+            .group_expr
+            .iter()
+            .map(|e| {
+                if matches!(e, datafusion::logical_expr::Expr::GroupingSet(_)) {
+                    return Err(EngineError::invalid(
+                        "GROUPING SETS, CUBE and ROLLUP are not supported in continuous queries",
+                    ));
+                }
+                Ok(state.create_physical_expr(e.clone(), input_schema)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let physical_input = input_schema.as_arrow();
+        let mut calls = Vec::new();
+        for e in &agg.aggr_expr {
+            let planning = datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext::default();
+            let lowered = LoweredAggregateBuilder::new(
+                e,
+                input_schema,
+                physical_input,
+                state.execution_props(),
+                &planning,
+            )
+            .build()?;
+            let (func, filter) = (lowered.aggregate, lowered.filter);
+            if !lowered.order_bys.is_empty() {
+                return Err(EngineError::invalid(
+                    "ORDER BY inside an aggregate call is not supported in continuous queries",
+                ));
+            }
+            let args = func.expressions();
+            calls.push(AggCall { func, args, filter });
+        }
+        let schema = nullable(agg.schema.as_arrow());
+        let sort_fields = schema.fields()[..group_exprs.len()]
+            .iter()
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        let converter = RowConverter::new(sort_fields)?;
+        let keys = converter.empty_rows(0, 0);
+        Ok(AggregateStage {
+            group_exprs,
+            calls,
+            converter,
+            index: HashMap::new(),
+            keys,
+            accumulators: Vec::new(),
+            schema,
+            per_row,
+        })
+    }
+
+    /// Number of groups held.
+    pub fn group_count(&self) -> usize {
+        self.accumulators.len()
+    }
+
+    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
+        self.calls
+            .iter()
+            .map(|c| Ok(c.func.create_accumulator()?))
+            .collect()
+    }
+
+    /// The group id of every row, creating groups as needed.
+    fn group_ids(&mut self, key_columns: &[ArrayRef], n: usize) -> Result<Vec<u32>> {
+        if key_columns.is_empty() {
+            if self.accumulators.is_empty() {
+                let accs = self.new_accumulators()?;
+                self.accumulators.push(accs);
+            }
+            return Ok(vec![0; n]);
+        }
+        let rows = self.converter.convert_columns(key_columns)?;
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            let row = rows.row(i);
+            let id = match self.index.get(&row.owned()) {
+                Some(&id) => id,
+                None => {
+                    let id = u32::try_from(self.accumulators.len()).map_err(|_| {
+                        EngineError::invalid("a continuous aggregate may hold at most 2^32 groups")
+                    })?;
+                    let accs = self.new_accumulators()?;
+                    self.accumulators.push(accs);
+                    self.keys.push(row);
+                    self.index.insert(row.owned(), id);
+                    id
+                }
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Evaluates each call's arguments, with rows its `FILTER` rejects turned off.
+    fn call_inputs(
+        &self,
+        batch: &RecordBatch,
+    ) -> Result<Vec<(Vec<ArrayRef>, Option<BooleanArray>)>> {
+        let n = batch.num_rows();
+        self.calls
+            .iter()
+            .map(|c| {
+                let args = c
+                    .args
+                    .iter()
+                    .map(|a| Ok(a.evaluate(batch)?.into_array(n)?))
+                    .collect::<Result<Vec<_>>>()?;
+                let mask = match &c.filter {
+                    None => None,
+                    Some(f) => {
+                        let m = f.evaluate(batch)?.into_array(n)?;
+                        let m = m
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .ok_or_else(|| {
+                                EngineError::invalid("FILTER (WHERE …) must be BOOLEAN")
+                            })?
+                            .clone();
+                        Some(crate::operator::null_as_false(&m))
+                    }
+                };
+                Ok((args, mask))
+            })
+            .collect()
+    }
+
+    /// Feeds a batch; returns the updated rows.
+    pub fn apply(&mut self, batch: &RecordBatch) -> Result<Chunk> {
+        let n = batch.num_rows();
+        let key_columns = self
+            .group_exprs
+            .iter()
+            .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
+            .collect::<Result<Vec<_>>>()?;
+        let ids = self.group_ids(&key_columns, n)?;
+        let inputs = self.call_inputs(batch)?;
+        let ncalls = self.calls.len();
+        if self.per_row {
+            let mut values: Vec<Vec<ScalarValue>> = vec![Vec::with_capacity(n); ncalls];
+            for (row, &id) in ids.iter().enumerate() {
+                for (c, (args, mask)) in inputs.iter().enumerate() {
+                    let acc = &mut self.accumulators[id as usize][c];
+                    if mask.as_ref().is_none_or(|m| m.value(row)) {
+                        let one: Vec<ArrayRef> = args.iter().map(|a| a.slice(row, 1)).collect();
+                        acc.update_batch(&one)?;
+                    }
+                    values[c].push(acc.evaluate()?);
+                }
+            }
+            let mut columns = key_columns;
+            for v in values {
+                columns.push(ScalarValue::iter_to_array(v)?);
+            }
+            let batch = self.output(columns, n)?;
+            Ok(Chunk {
+                batch,
+                groups: Some(UInt32Array::from(ids)),
+                rejected: Vec::new(),
+            })
+        } else {
+            // Rows of each touched group, in order of first appearance.
+            let mut order: Vec<u32> = Vec::new();
+            let mut rows_of: HashMap<u32, Vec<u32>> = HashMap::new();
+            for (row, &id) in ids.iter().enumerate() {
+                rows_of
+                    .entry(id)
+                    .or_insert_with(|| {
+                        order.push(id);
+                        Vec::new()
+                    })
+                    .push(row as u32);
+            }
+            for &id in &order {
+                let idx = UInt32Array::from(rows_of[&id].clone());
+                for (c, (args, mask)) in inputs.iter().enumerate() {
+                    let mut sel: Vec<ArrayRef> = args
+                        .iter()
+                        .map(|a| Ok(take(a.as_ref(), &idx, None)?))
+                        .collect::<Result<_>>()?;
+                    if let Some(m) = mask {
+                        let m = take(m, &idx, None)?;
+                        let m = m
+                            .as_any()
+                            .downcast_ref::<BooleanArray>()
+                            .ok_or_else(|| EngineError::internal("mask lost its type"))?
+                            .clone();
+                        sel = sel
+                            .iter()
+                            .map(|a| Ok(filter(a.as_ref(), &m)?))
+                            .collect::<Result<_>>()?;
+                    }
+                    self.accumulators[id as usize][c].update_batch(&sel)?;
+                }
+            }
+            self.rows_for(&order)
+        }
+    }
+
+    /// The current rows of the given groups.
+    pub fn rows_for(&mut self, ids: &[u32]) -> Result<Chunk> {
+        let mut columns: Vec<ArrayRef> = if self.group_exprs.is_empty() {
+            Vec::new()
+        } else {
+            self.converter
+                .convert_rows(ids.iter().map(|&id| self.keys.row(id as usize)))?
+        };
+        for c in 0..self.calls.len() {
+            let vals = ids
+                .iter()
+                .map(|&id| self.accumulators[id as usize][c].evaluate())
+                .collect::<datafusion::common::Result<Vec<_>>>()?;
+            columns.push(if vals.is_empty() {
+                arrow::array::new_empty_array(self.schema.field(columns.len()).data_type())
+            } else {
+                ScalarValue::iter_to_array(vals)?
+            });
+        }
+        let batch = self.output(columns, ids.len())?;
+        Ok(Chunk {
+            batch,
+            groups: Some(UInt32Array::from(ids.to_vec())),
+            rejected: Vec::new(),
+        })
+    }
+
+    /// Every group's current row.
+    pub fn all_rows(&mut self) -> Result<Chunk> {
+        let ids: Vec<u32> = (0..self.accumulators.len() as u32).collect();
+        self.rows_for(&ids)
+    }
+
+    fn output(&self, mut columns: Vec<ArrayRef>, n: usize) -> Result<RecordBatch> {
+        for (col, field) in columns.iter_mut().zip(self.schema.fields()) {
+            if col.data_type() != field.data_type() {
+                *col = cast(col, field.data_type())?;
+            }
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(n)),
+        )?)
+    }
+
+    /// The state of every group as an Arrow IPC stream: the key columns, then each call's
+    /// state fields.
+    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let ngroups = self.accumulators.len();
+        let mut fields: Vec<Field> = self.schema.fields()[..self.group_exprs.len()]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut columns: Vec<ArrayRef> = if self.group_exprs.is_empty() || ngroups == 0 {
+            fields
+                .iter()
+                .map(|f| arrow::array::new_empty_array(f.data_type()))
+                .collect()
+        } else {
+            self.converter
+                .convert_rows((0..ngroups).map(|i| self.keys.row(i)))?
+        };
+        for (c, call) in self.calls.iter().enumerate() {
+            let state_fields = call.func.state_fields()?;
+            let mut per_field: Vec<Vec<ScalarValue>> =
+                vec![Vec::with_capacity(ngroups); state_fields.len()];
+            for g in 0..ngroups {
+                // `state()` may consume the accumulator: rebuild it from the state it gave.
+                let st = self.accumulators[g][c].state()?;
+                let arrays = st
+                    .iter()
+                    .map(|s| s.to_array_of_size(1))
+                    .collect::<datafusion::common::Result<Vec<_>>>()?;
+                let mut fresh = call.func.create_accumulator()?;
+                fresh.merge_batch(&arrays)?;
+                self.accumulators[g][c] = fresh;
+                for (i, s) in st.into_iter().enumerate() {
+                    per_field[i].push(s);
+                }
+            }
+            for (i, f) in state_fields.iter().enumerate() {
+                fields.push(Field::new(
+                    format!("{c}:{}", f.name()),
+                    f.data_type().clone(),
+                    true,
+                ));
+                columns.push(if ngroups == 0 {
+                    arrow::array::new_empty_array(f.data_type())
+                } else {
+                    ScalarValue::iter_to_array(std::mem::take(&mut per_field[i]))?
+                });
+            }
+        }
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(ngroups)),
+        )?;
+        let mut out = Vec::new();
+        {
+            let mut w = StreamWriter::try_new(&mut out, &schema)?;
+            w.write(&batch)?;
+            w.finish()?;
+        }
+        Ok(out)
+    }
+
+    /// Restores groups from a [`snapshot`](Self::snapshot) (into an empty stage).
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let reader = StreamReader::try_new(bytes, None)?;
+        let nkeys = self.group_exprs.len();
+        for batch in reader {
+            let batch = batch?;
+            let n = batch.num_rows();
+            let key_columns: Vec<ArrayRef> = batch.columns()[..nkeys].to_vec();
+            let ids = self.group_ids(&key_columns, n)?;
+            let mut col = nkeys;
+            for c in 0..self.calls.len() {
+                let width = self.calls[c].func.state_fields()?.len();
+                if col + width > batch.num_columns() {
+                    return Err(EngineError::internal("checkpoint does not match the query"));
+                }
+                let states: Vec<ArrayRef> = batch.columns()[col..col + width].to_vec();
+                for (row, &id) in ids.iter().enumerate() {
+                    let one: Vec<ArrayRef> = states.iter().map(|a| a.slice(row, 1)).collect();
+                    self.accumulators[id as usize][c].merge_batch(&one)?;
+                }
+                col += width;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops the groups for which `expired` is true of their key row, returning how many.
+    /// Group ids are renumbered, so call this between batches only.
+    pub fn evict(&mut self, expired: impl Fn(&[ArrayRef], usize) -> bool) -> Result<usize> {
+        let ngroups = self.accumulators.len();
+        if ngroups == 0 || self.group_exprs.is_empty() {
+            return Ok(0);
+        }
+        let key_columns = self
+            .converter
+            .convert_rows((0..ngroups).map(|i| self.keys.row(i)))?;
+        let keep: Vec<usize> = (0..ngroups)
+            .filter(|&g| !expired(&key_columns, g))
+            .collect();
+        if keep.len() == ngroups {
+            return Ok(0);
+        }
+        let mut accs = std::mem::take(&mut self.accumulators);
+        let old_keys = std::mem::replace(&mut self.keys, self.converter.empty_rows(0, 0));
+        self.index.clear();
+        for (new_id, &g) in keep.iter().enumerate() {
+            let row = old_keys.row(g);
+            self.keys.push(row);
+            self.index.insert(row.owned(), new_id as u32);
+            self.accumulators.push(std::mem::take(&mut accs[g]));
+        }
+        Ok(ngroups - keep.len())
+    }
+
+    /// Whether the key column `name` exists, and its index.
+    pub fn key_index(&self, name: &str) -> Option<usize> {
+        self.schema.fields()[..self.group_exprs.len()]
+            .iter()
+            .position(|f| f.name() == name)
+    }
+}

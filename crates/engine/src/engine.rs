@@ -1,0 +1,1143 @@
+//! The engine: runs StreamCell SQL statements. It owns the registry of persistent queries and
+//! views (saved in the catalog, restarted from their checkpoints when the server starts),
+//! starts push queries for clients, answers pull queries over views and stream history with
+//! DataFusion, and implements `FLUSH`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::datasource::MemTable;
+use datafusion::sql::parser::Statement as DfStatement;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlparser::ast::{self as sql, Expr, SetExpr, TableFactor};
+use streamcell_sql::{ObjectKind, Select, Statement};
+use streamcell_store::{Catalog, ShardLog};
+use tokio::sync::mpsc;
+
+use crate::error::{EngineError, Result};
+use crate::host::{StreamHost, StreamSpec};
+use crate::plan;
+use crate::query::{self, Control, QueryKind, QueryRun, QueryShared, QueryStatus, Sink};
+use crate::source::{Start, StreamCursor};
+use crate::value::{self, render_rows, rows_to_batch, JsonRow};
+
+/// Catalog kind of persistent queries and views.
+const QUERY_KIND: &str = "sql.query";
+/// Catalog kind of declared stream schemas.
+const SCHEMA_KIND: &str = "sql.stream_schema";
+/// Default retention of `CREATE STREAM` without `DURATION` (HStreamDB's: 7 days).
+const DEFAULT_DURATION_SECS: u32 = 7 * 86_400;
+/// A pull query over a stream reads at most this many records of its history.
+const MAX_PULL_RECORDS: usize = 2_000_000;
+/// `FLUSH` gives up after this long.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What one statement produced.
+pub enum Output {
+    /// A command's message (`Done.`).
+    Done(String),
+    /// Rows of a pull query (or `SHOW`, `EXPLAIN`), rendered as JSON objects.
+    Rows {
+        /// Column names.
+        columns: Vec<String>,
+        /// The rows.
+        rows: Vec<String>,
+    },
+    /// A push query: rows arrive on `rx` until the receiver is dropped (which stops the
+    /// query) or the query fails (an `Err` item).
+    Push {
+        /// Column names (empty until the query binds).
+        columns: Vec<String>,
+        /// Row batches.
+        rx: mpsc::Receiver<Result<Vec<String>>>,
+        /// Stops the query when dropped.
+        guard: PushGuard,
+    },
+}
+
+/// Stops a push query when dropped.
+pub struct PushGuard(Arc<QueryShared>);
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        self.0.control(Control::Stop);
+    }
+}
+
+/// A persistent query or view as the catalog keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedQuery {
+    sql: String,
+    kind: QueryKind,
+    source: String,
+    target: Option<String>,
+    created_ms: i64,
+    #[serde(default)]
+    paused: bool,
+    #[serde(default)]
+    terminated: bool,
+}
+
+/// A declared stream schema as the catalog keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedSchema {
+    /// The stream's creation time, to tell it from a later stream of the same name.
+    stream_created_ms: i64,
+    /// Columns: name and SQL type text.
+    columns: Vec<(String, String)>,
+}
+
+struct Entry {
+    shared: Arc<QueryShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The SQL engine.
+pub struct Engine {
+    catalog: Arc<dyn Catalog>,
+    log: Arc<dyn ShardLog>,
+    host: Arc<dyn StreamHost>,
+    runtime: tokio::runtime::Handle,
+    queries: Mutex<BTreeMap<String, Entry>>,
+    ddl: tokio::sync::Mutex<()>,
+    push_seq: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn done() -> Output {
+    Output::Done("Done.".into())
+}
+
+fn single_name(name: &sql::ObjectName) -> Result<String> {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .map(|i| i.value.clone())
+            .ok_or_else(|| EngineError::invalid(format!("{name} is not a valid name"))),
+        _ => Err(EngineError::invalid(format!(
+            "{name}: qualified names are not supported here"
+        ))),
+    }
+}
+
+impl Engine {
+    /// An engine over the store, writing streams through `host`.
+    pub fn new(
+        catalog: Arc<dyn Catalog>,
+        log: Arc<dyn ShardLog>,
+        host: Arc<dyn StreamHost>,
+        runtime: tokio::runtime::Handle,
+    ) -> Arc<Self> {
+        Arc::new(Engine {
+            catalog,
+            log,
+            host,
+            runtime,
+            queries: Mutex::new(BTreeMap::new()),
+            ddl: tokio::sync::Mutex::new(()),
+            push_seq: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Restarts the saved persistent queries and views from their checkpoints.
+    pub fn start(&self) -> Result<()> {
+        for (name, doc) in self.catalog.list_objects(QUERY_KIND)? {
+            let saved: SavedQuery = serde_json::from_str(&doc).map_err(|e| {
+                EngineError::internal(format!("saved query {name:?} is unreadable: {e}"))
+            })?;
+            let shared = QueryShared::new(
+                name.clone(),
+                saved.sql.clone(),
+                saved.kind,
+                saved.source.clone(),
+                saved.target.clone(),
+                saved.created_ms,
+            );
+            let mut entry = Entry {
+                shared: shared.clone(),
+                thread: None,
+            };
+            if saved.terminated {
+                shared.control(Control::Stop);
+                lock(&self.queries).insert(name, entry);
+                continue;
+            }
+            if saved.paused {
+                shared.control(Control::Pause);
+            }
+            match self.launch(&shared, &saved.sql) {
+                Ok(t) => entry.thread = Some(t),
+                Err(e) => {
+                    tracing::warn!(query = %name, error = %e, "saved query cannot restart");
+                    shared.control(Control::Stop);
+                }
+            }
+            lock(&self.queries).insert(name, entry);
+        }
+        Ok(())
+    }
+
+    /// Stops every query thread (server shutdown). Checkpoints are taken as they stop.
+    pub fn shutdown(&self) {
+        let threads: Vec<_> = {
+            let mut q = lock(&self.queries);
+            q.values_mut()
+                .filter_map(|e| {
+                    e.shared.control(Control::Stop);
+                    e.thread.take()
+                })
+                .collect()
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Parses `sql` into statements.
+    pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
+        Ok(streamcell_sql::parse(sql)?)
+    }
+
+    /// Runs one statement.
+    pub async fn execute(self: &Arc<Self>, stmt: Statement) -> Result<Output> {
+        match stmt {
+            Statement::CreateStream(cs) => {
+                let name = single_name(&cs.name)?;
+                let replication_factor = match cs.replicate {
+                    None => 1,
+                    Some(n) => u32::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=15).contains(n))
+                        .ok_or_else(|| {
+                            EngineError::invalid("REPLICATE must be between 1 and 15")
+                        })?,
+                };
+                let backlog_secs = match &cs.duration {
+                    None => DEFAULT_DURATION_SECS,
+                    Some(e) => {
+                        let ms = plan::interval_ms(e)?;
+                        u32::try_from(ms / 1000)
+                            .ok()
+                            .filter(|s| *s >= 1)
+                            .ok_or_else(|| {
+                                EngineError::invalid(
+                                    "DURATION must be between 1 second and about 136 years",
+                                )
+                            })?
+                    }
+                };
+                let spec = StreamSpec {
+                    name: name.clone(),
+                    replication_factor,
+                    backlog_secs,
+                    shard_count: 1,
+                };
+                match cs.as_select {
+                    None => {
+                        let columns = cs
+                            .columns
+                            .iter()
+                            .map(|c| {
+                                value::declared_type(&c.data_type)?;
+                                Ok((c.name.value.clone(), c.data_type.to_string()))
+                            })
+                            .collect::<Result<Vec<_>>>()?;
+                        let _ddl = self.ddl.lock().await;
+                        self.host.create_stream(spec).await?;
+                        if !columns.is_empty() {
+                            let created =
+                                self.catalog.get_stream(&name)?.map_or(0, |m| m.created_ms);
+                            let doc = SavedSchema {
+                                stream_created_ms: created,
+                                columns,
+                            };
+                            self.catalog.put_object(
+                                SCHEMA_KIND,
+                                &name,
+                                &serde_json::to_string(&doc)
+                                    .map_err(|e| EngineError::internal(e.to_string()))?,
+                                false,
+                            )?;
+                        }
+                        Ok(done())
+                    }
+                    Some(select) => {
+                        if !cs.columns.is_empty() {
+                            return Err(EngineError::invalid(
+                                "CREATE STREAM … AS SELECT takes its columns from the SELECT",
+                            ));
+                        }
+                        self.create_persistent(name, select, QueryKind::Stream, Some(spec))
+                            .await
+                    }
+                }
+            }
+            Statement::CreateView { name, query } => {
+                let name = single_name(&name)?;
+                self.create_persistent(name, query, QueryKind::View, None)
+                    .await
+            }
+            Statement::Select(select) if select.emit_changes => {
+                let prepared = plan::prepare(&select.query)?;
+                if self.catalog.get_stream(&prepared.source.stream)?.is_none() {
+                    return Err(EngineError::NotFound(format!(
+                        "stream {:?} does not exist",
+                        prepared.source.stream
+                    )));
+                }
+                let declared = self.declared_schema(&prepared.source.stream)?;
+                self.try_bind(&prepared, declared, QueryKind::Push).await?;
+                self.push(select)
+            }
+            Statement::Select(select) => self.pull(&select).await,
+            Statement::InsertJson { stream, json } => {
+                let stream = single_name(&stream)?;
+                let row = match serde_json::from_str::<Value>(&json) {
+                    Ok(Value::Object(m)) => m,
+                    Ok(_) => {
+                        return Err(EngineError::invalid(
+                            "INSERT … VALUES '<json>' takes a JSON object",
+                        ))
+                    }
+                    Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
+                };
+                self.check_declared(&stream, &row)?;
+                self.host.append_json(&stream, vec![row]).await?;
+                Ok(done())
+            }
+            Statement::Drop {
+                kind,
+                name,
+                if_exists,
+            } => {
+                self.drop_object(kind, &single_name(&name)?, if_exists)
+                    .await
+            }
+            Statement::Show(kind) => self.show(kind),
+            Statement::Terminate(name) => {
+                let names: Vec<String> = match name {
+                    Some(n) => vec![single_name(&n)?],
+                    None => lock(&self.queries).keys().cloned().collect(),
+                };
+                for n in names {
+                    self.set_saved_flag(&n, |s| s.terminated = true)?;
+                    let thread = {
+                        let mut q = lock(&self.queries);
+                        let e = q.get_mut(&n).ok_or_else(|| {
+                            EngineError::NotFound(format!("query {n:?} does not exist"))
+                        })?;
+                        e.shared.control(Control::Stop);
+                        e.thread.take()
+                    };
+                    if let Some(t) = thread {
+                        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                    }
+                }
+                Ok(done())
+            }
+            Statement::Pause(name) => {
+                let n = single_name(&name)?;
+                let shared = self.running(&n)?;
+                self.set_saved_flag(&n, |s| s.paused = true)?;
+                shared.control(Control::Pause);
+                Ok(done())
+            }
+            Statement::Resume(name) => {
+                let n = single_name(&name)?;
+                let shared = self.running(&n)?;
+                if shared.wanted() != Control::Pause {
+                    return Err(EngineError::Precondition(format!(
+                        "query {n:?} is not paused"
+                    )));
+                }
+                self.set_saved_flag(&n, |s| s.paused = false)?;
+                shared.control(Control::Run);
+                Ok(done())
+            }
+            Statement::Explain(inner) => self.explain(*inner).await,
+            Statement::Flush => self.flush().await,
+            Statement::Sql(stmt) => self.standard(*stmt).await,
+        }
+    }
+
+    /// A query that exists and has not been terminated.
+    fn running(&self, name: &str) -> Result<Arc<QueryShared>> {
+        let q = lock(&self.queries);
+        let e = q
+            .get(name)
+            .ok_or_else(|| EngineError::NotFound(format!("query {name:?} does not exist")))?;
+        match e.shared.status() {
+            QueryStatus::Terminated | QueryStatus::Failed(_) => {
+                Err(EngineError::Precondition(format!(
+                    "query {name:?} is not running ({})",
+                    e.shared.status().label()
+                )))
+            }
+            _ => Ok(e.shared.clone()),
+        }
+    }
+
+    fn set_saved_flag(&self, name: &str, f: impl FnOnce(&mut SavedQuery)) -> Result<()> {
+        let Some(doc) = self.catalog.get_object(QUERY_KIND, name)? else {
+            return Err(EngineError::NotFound(format!(
+                "query {name:?} does not exist"
+            )));
+        };
+        let mut saved: SavedQuery =
+            serde_json::from_str(&doc).map_err(|e| EngineError::internal(e.to_string()))?;
+        f(&mut saved);
+        let doc =
+            serde_json::to_string(&saved).map_err(|e| EngineError::internal(e.to_string()))?;
+        self.catalog.put_object(QUERY_KIND, name, &doc, false)?;
+        Ok(())
+    }
+
+    /// The declared schema of a stream, if it has one.
+    fn declared_schema(&self, stream: &str) -> Result<Option<SchemaRef>> {
+        let Some(doc) = self.catalog.get_object(SCHEMA_KIND, stream)? else {
+            return Ok(None);
+        };
+        let saved: SavedSchema =
+            serde_json::from_str(&doc).map_err(|e| EngineError::internal(e.to_string()))?;
+        match self.catalog.get_stream(stream)? {
+            Some(m) if m.created_ms == saved.stream_created_ms => {}
+            // A stream of the same name created since (through the gRPC API): no schema.
+            _ => return Ok(None),
+        }
+        let mut fields = Vec::new();
+        for (name, ty) in &saved.columns {
+            let parsed = sqlparser::parser::Parser::new(&sqlparser::dialect::GenericDialect {})
+                .try_with_sql(ty)
+                .and_then(|mut p| p.parse_data_type())
+                .map_err(|e| EngineError::internal(format!("saved column type {ty:?}: {e}")))?;
+            fields.push(Field::new(name, value::declared_type(&parsed)?, true));
+        }
+        Ok(Some(Arc::new(Schema::new(fields))))
+    }
+
+    /// Checks a record against a stream's declared columns: unknown fields and values of the
+    /// wrong type are errors.
+    fn check_declared(&self, stream: &str, row: &JsonRow) -> Result<()> {
+        let Some(schema) = self.declared_schema(stream)? else {
+            return Ok(());
+        };
+        for (k, v) in row {
+            let field = schema.field_with_name(k).map_err(|_| {
+                EngineError::invalid(format!(
+                    "stream {stream:?} has no column {k:?} (columns: {})",
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            if v.is_null() {
+                continue;
+            }
+            let one = JsonRow::from_iter([(k.clone(), v.clone())]);
+            let s = Arc::new(Schema::new(vec![field.clone()]));
+            let b = rows_to_batch(&s, &[&one])?;
+            if b.column(0).is_null(0) {
+                return Err(EngineError::invalid(format!(
+                    "column {k:?} is {}, and {v} is not",
+                    field.data_type()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create_persistent(
+        self: &Arc<Self>,
+        name: String,
+        select: Select,
+        kind: QueryKind,
+        target: Option<StreamSpec>,
+    ) -> Result<Output> {
+        let prepared = plan::prepare(&select.query)?;
+        let source = prepared.source.stream.clone();
+        let _ddl = self.ddl.lock().await;
+        if self.catalog.get_stream(&source)?.is_none() {
+            return Err(EngineError::NotFound(format!(
+                "stream {source:?} does not exist"
+            )));
+        }
+        if lock(&self.queries).contains_key(&name) {
+            return Err(EngineError::AlreadyExists(format!(
+                "a query or view named {name:?} exists already"
+            )));
+        }
+        if kind == QueryKind::View && self.catalog.get_stream(&name)?.is_some() {
+            return Err(EngineError::AlreadyExists(format!(
+                "a stream named {name:?} exists already"
+            )));
+        }
+        if let Some(spec) = &target {
+            if spec.name == source {
+                return Err(EngineError::invalid(
+                    "a query cannot write into the stream it reads",
+                ));
+            }
+        }
+        let declared = self.declared_schema(&source)?;
+        self.try_bind(&prepared, declared, kind).await?;
+        let sql_text = match (&target, kind) {
+            (Some(t), _) => format!("CREATE STREAM {} AS {}", t.name, select.query),
+            (None, _) => format!("CREATE VIEW {name} AS {}", select.query),
+        };
+        let saved = SavedQuery {
+            sql: sql_text.clone(),
+            kind,
+            source: source.clone(),
+            target: target.as_ref().map(|t| t.name.clone()),
+            created_ms: now_ms(),
+            paused: false,
+            terminated: false,
+        };
+        // Check that it plans now if the source has data (errors early, not after the fact).
+        let shared = QueryShared::new(
+            name.clone(),
+            sql_text.clone(),
+            kind,
+            source,
+            saved.target.clone(),
+            saved.created_ms,
+        );
+        if let Some(spec) = target {
+            self.host.create_stream(spec).await?;
+        }
+        let doc =
+            serde_json::to_string(&saved).map_err(|e| EngineError::internal(e.to_string()))?;
+        if !self.catalog.put_object(QUERY_KIND, &name, &doc, true)? {
+            return Err(EngineError::AlreadyExists(format!(
+                "a query or view named {name:?} exists already"
+            )));
+        }
+        let thread = match self.launch(&shared, &sql_text) {
+            Ok(t) => t,
+            Err(e) => {
+                self.catalog.delete_object(QUERY_KIND, &name)?;
+                return Err(e);
+            }
+        };
+        lock(&self.queries).insert(
+            name,
+            Entry {
+                shared,
+                thread: Some(thread),
+            },
+        );
+        Ok(done())
+    }
+
+    /// Starts the thread of a saved query or view.
+    fn launch(
+        &self,
+        shared: &Arc<QueryShared>,
+        sql_text: &str,
+    ) -> Result<std::thread::JoinHandle<()>> {
+        let select = match streamcell_sql::parse(sql_text)?.into_iter().next() {
+            Some(Statement::CreateStream(cs)) => cs
+                .as_select
+                .ok_or_else(|| EngineError::internal("saved query has no SELECT"))?,
+            Some(Statement::CreateView { query, .. }) => query,
+            _ => return Err(EngineError::internal("saved query is not a CREATE")),
+        };
+        let prepared = plan::prepare(&select.query)?;
+        let declared = self.declared_schema(&prepared.source.stream)?;
+        let sink = match shared.kind {
+            QueryKind::Stream => Sink::Stream(
+                shared
+                    .target
+                    .clone()
+                    .ok_or_else(|| EngineError::internal("stream query without target"))?,
+            ),
+            QueryKind::View => Sink::View,
+            QueryKind::Push => return Err(EngineError::internal("push queries are not saved")),
+        };
+        query::spawn(QueryRun {
+            shared: shared.clone(),
+            prepared,
+            per_row: shared.kind == QueryKind::Stream,
+            sink,
+            catalog: self.catalog.clone(),
+            log: self.log.clone(),
+            host: self.host.clone(),
+            runtime: self.runtime.clone(),
+            saved_as: Some(QUERY_KIND),
+            declared,
+            start: Start::Earliest,
+        })
+    }
+
+    /// Plans a continuous query now if its source's schema is known (declared, or records to
+    /// infer it from), so mistakes are reported to the statement rather than later.
+    async fn try_bind(
+        &self,
+        prepared: &plan::Prepared,
+        declared: Option<SchemaRef>,
+        kind: QueryKind,
+    ) -> Result<()> {
+        let stream = prepared.source.stream.clone();
+        let schema = match declared {
+            Some(s) => s.as_ref().clone(),
+            None => {
+                let catalog = self.catalog.clone();
+                let log = self.log.clone();
+                let st = stream.clone();
+                let sample = tokio::task::spawn_blocking(move || {
+                    crate::source::sample(catalog.as_ref(), log, &st, 1000)
+                })
+                .await
+                .map_err(|e| EngineError::internal(e.to_string()))??;
+                if sample.is_empty() {
+                    return Ok(());
+                }
+                value::infer_schema(sample.iter().map(|r| &r.row))
+            }
+        };
+        let input = plan::input_schema(&schema, prepared.source.window.as_ref())?;
+        let ctx = plan::session();
+        let logical = plan::logical_plan(&ctx, &stream, input.clone(), &prepared.query).await?;
+        let pipeline = plan::compile(&ctx, &logical, input, kind != QueryKind::View)?;
+        if kind == QueryKind::View && !pipeline.aggregates {
+            return Err(EngineError::invalid(query::VIEW_NEEDS_AGGREGATE));
+        }
+        Ok(())
+    }
+
+    fn push(self: &Arc<Self>, select: Select) -> Result<Output> {
+        let prepared = plan::prepare(&select.query)?;
+        let stream = prepared.source.stream.clone();
+        if self.catalog.get_stream(&stream)?.is_none() {
+            return Err(EngineError::NotFound(format!(
+                "stream {stream:?} does not exist"
+            )));
+        }
+        let declared = self.declared_schema(&stream)?;
+        let id = self
+            .push_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shared = QueryShared::new(
+            format!("push-{id}"),
+            select.query.to_string(),
+            QueryKind::Push,
+            stream,
+            None,
+            now_ms(),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let run = QueryRun {
+            shared: shared.clone(),
+            prepared,
+            per_row: true,
+            sink: Sink::Push(tx),
+            catalog: self.catalog.clone(),
+            log: self.log.clone(),
+            host: self.host.clone(),
+            runtime: self.runtime.clone(),
+            saved_as: None,
+            declared,
+            start: Start::Earliest,
+        };
+        // Plan errors (unknown column, type errors) surface before any row: a query on a stream
+        // with records binds now; one on an empty stream binds when its first record arrives.
+        query::spawn(run)?;
+        Ok(Output::Push {
+            columns: Vec::new(),
+            rx,
+            guard: PushGuard(shared),
+        })
+    }
+
+    /// Reads a stream's whole history as rows of its (declared or inferred) schema.
+    async fn history(&self, stream: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let declared = self.declared_schema(stream)?;
+        let catalog = self.catalog.clone();
+        let log = self.log.clone();
+        let stream = stream.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut cursor = StreamCursor::open(catalog.as_ref(), log, &stream, &Start::Earliest)?;
+            let mut records = Vec::new();
+            loop {
+                let n = cursor.poll(65_536, &mut records)?;
+                if n == 0 {
+                    break;
+                }
+                if records.len() > MAX_PULL_RECORDS {
+                    return Err(EngineError::invalid(format!(
+                        "stream {stream:?} holds more than {MAX_PULL_RECORDS} records: too many \
+                         for a pull query over its history; create a view or use EMIT CHANGES"
+                    )));
+                }
+            }
+            let schema = match declared {
+                Some(s) => s,
+                None => Arc::new(value::infer_schema(records.iter().map(|r| &r.row))),
+            };
+            let schema = value::nullable(&schema);
+            let mut batches = Vec::new();
+            for chunk in records.chunks(8192) {
+                let rows: Vec<&JsonRow> = chunk.iter().map(|r| &r.row).collect();
+                batches.push(rows_to_batch(&schema, &rows)?);
+            }
+            Ok((schema, batches))
+        })
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))?
+    }
+
+    /// Runs a pull query: over views (their current rows) and streams (their history).
+    async fn pull(&self, select: &Select) -> Result<Output> {
+        let ctx = plan::session();
+        let (columns, batches) = self.run_pull(&ctx, &select.query).await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            rows.extend(render_rows(b)?);
+        }
+        Ok(Output::Rows { columns, rows })
+    }
+
+    async fn run_pull(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        query: &sql::Query,
+    ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
+        reject_windows(query)?;
+        let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query.clone()))));
+        let (tables, _) = datafusion::sql::resolve::resolve_table_references(&stmt, false)?;
+        for t in tables {
+            let name = t.table().to_string();
+            if t.schema().is_some() {
+                return Err(EngineError::invalid(format!(
+                    "{t}: qualified names are not supported here"
+                )));
+            }
+            let view = lock(&self.queries)
+                .get(&name)
+                .filter(|e| e.shared.kind == QueryKind::View)
+                .map(|e| e.shared.clone());
+            let (schema, batches) = if let Some(v) = view {
+                v.view_rows()?
+                    .unwrap_or_else(|| (Arc::new(Schema::empty()), Vec::new()))
+            } else if self.catalog.get_stream(&name)?.is_some() {
+                self.history(&name).await?
+            } else {
+                return Err(EngineError::NotFound(format!(
+                    "no stream or view named {name:?}"
+                )));
+            };
+            let table = MemTable::try_new(schema, vec![batches])?;
+            ctx.register_table(name.as_str(), Arc::new(table))?;
+        }
+        let state = ctx.state();
+        let plan = state.statement_to_plan(stmt).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema = df.schema().as_arrow().clone();
+        let batches = df.collect().await?;
+        Ok((
+            schema.fields().iter().map(|f| f.name().clone()).collect(),
+            batches,
+        ))
+    }
+
+    async fn drop_object(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<Output> {
+        let _ddl = self.ddl.lock().await;
+        match kind {
+            ObjectKind::Stream => {
+                let users: Vec<String> = lock(&self.queries)
+                    .values()
+                    .filter(|e| {
+                        e.shared.source == name && e.shared.status() != QueryStatus::Terminated
+                    })
+                    .map(|e| e.shared.name.clone())
+                    .collect();
+                if !users.is_empty() {
+                    return Err(EngineError::Precondition(format!(
+                        "stream {name:?} is read by {} (drop or terminate them first)",
+                        users.join(", ")
+                    )));
+                }
+                let existed = self.host.delete_stream(name).await?;
+                self.catalog.delete_object(SCHEMA_KIND, name)?;
+                if !existed && !if_exists {
+                    return Err(EngineError::NotFound(format!(
+                        "stream {name:?} does not exist"
+                    )));
+                }
+                Ok(done())
+            }
+            ObjectKind::View | ObjectKind::Query => {
+                let want = if kind == ObjectKind::View {
+                    QueryKind::View
+                } else {
+                    QueryKind::Stream
+                };
+                let entry = {
+                    let mut q = lock(&self.queries);
+                    match q.get(name) {
+                        Some(e) if e.shared.kind == want => q.remove(name),
+                        _ => None,
+                    }
+                };
+                let Some(mut entry) = entry else {
+                    if if_exists {
+                        return Ok(done());
+                    }
+                    let what = if kind == ObjectKind::View {
+                        "view"
+                    } else {
+                        "query"
+                    };
+                    return Err(EngineError::NotFound(format!(
+                        "{what} {name:?} does not exist"
+                    )));
+                };
+                self.catalog.delete_object(QUERY_KIND, name)?;
+                entry.shared.control(Control::Stop);
+                if let Some(t) = entry.thread.take() {
+                    let _ = tokio::task::spawn_blocking(move || t.join()).await;
+                }
+                Ok(done())
+            }
+        }
+    }
+
+    fn show(&self, kind: ObjectKind) -> Result<Output> {
+        let mut rows = Vec::new();
+        let columns: Vec<&str>;
+        let mut push = |v: Value| {
+            let mut s = String::new();
+            value::render(&v, &mut s);
+            rows.push(s);
+        };
+        match kind {
+            ObjectKind::Stream => {
+                columns = vec![
+                    "stream_name",
+                    "replication_factor",
+                    "backlog_duration",
+                    "shard_count",
+                ];
+                for m in self.catalog.list_streams()? {
+                    push(serde_json::json!({
+                        "stream_name": m.name,
+                        "replication_factor": m.replication_factor,
+                        "backlog_duration": m.backlog_secs,
+                        "shard_count": m.shard_count,
+                    }));
+                }
+            }
+            ObjectKind::Query | ObjectKind::View => {
+                let views = kind == ObjectKind::View;
+                columns = if views {
+                    vec!["view_name", "status", "created_time", "sql"]
+                } else {
+                    vec![
+                        "query_id",
+                        "status",
+                        "created_time",
+                        "sql",
+                        "records_in",
+                        "rows_out",
+                    ]
+                };
+                for e in lock(&self.queries).values() {
+                    let s = &e.shared;
+                    if views && s.kind != QueryKind::View {
+                        continue;
+                    }
+                    let status = s.status();
+                    let (rin, rout) = s.counters();
+                    let mut m = serde_json::Map::new();
+                    m.insert(
+                        (if views { "view_name" } else { "query_id" }).into(),
+                        Value::from(s.name.clone()),
+                    );
+                    m.insert("status".into(), Value::from(status.label()));
+                    m.insert("created_time".into(), Value::from(s.created_ms));
+                    m.insert("sql".into(), Value::from(s.sql.clone()));
+                    if !views {
+                        m.insert("records_in".into(), Value::from(rin));
+                        m.insert("rows_out".into(), Value::from(rout));
+                        if let QueryStatus::Failed(msg) = status {
+                            m.insert("error".into(), Value::from(msg));
+                        }
+                    }
+                    push(Value::Object(m));
+                }
+            }
+        }
+        Ok(Output::Rows {
+            columns: columns.into_iter().map(String::from).collect(),
+            rows,
+        })
+    }
+
+    async fn explain(&self, stmt: Statement) -> Result<Output> {
+        let select = match stmt {
+            Statement::Select(s) => s,
+            Statement::CreateStream(cs) if cs.as_select.is_some() => cs
+                .as_select
+                .ok_or_else(|| EngineError::internal("checked"))?,
+            Statement::CreateView { query, .. } => query,
+            _ => {
+                return Err(EngineError::invalid(
+                    "EXPLAIN takes a SELECT, CREATE STREAM … AS SELECT or CREATE VIEW",
+                ))
+            }
+        };
+        let ctx = plan::session();
+        let prepared = plan::prepare(&select.query)?;
+        let stream = &prepared.source.stream;
+        let schema = match self.declared_schema(stream)? {
+            Some(s) => s,
+            None => {
+                let (s, _) = self.history(stream).await?;
+                s
+            }
+        };
+        let input = plan::input_schema(&schema, prepared.source.window.as_ref())?;
+        let logical = plan::logical_plan(&ctx, stream, input, &prepared.query).await?;
+        let mut text = format!("{}", logical.display_indent());
+        if let Some(w) = &prepared.source.window {
+            text = format!(
+                "Window: size={}ms hop={}ms time={}\n{text}",
+                w.size_ms,
+                w.hop_ms,
+                w.time_column.as_deref().unwrap_or("publish time")
+            );
+        }
+        let rows = text
+            .lines()
+            .map(|l| {
+                let mut s = String::new();
+                value::render(&serde_json::json!({ "plan": l }), &mut s);
+                s
+            })
+            .collect();
+        Ok(Output::Rows {
+            columns: vec!["plan".into()],
+            rows,
+        })
+    }
+
+    /// Waits until every persistent query and view has processed what its source held when
+    /// `FLUSH` began.
+    async fn flush(&self) -> Result<Output> {
+        let shareds: Vec<Arc<QueryShared>> = lock(&self.queries)
+            .values()
+            .map(|e| e.shared.clone())
+            .collect();
+        for s in shareds {
+            let Some(meta) = self.catalog.get_stream(&s.source)? else {
+                continue;
+            };
+            let mut targets = Vec::new();
+            for shard in meta.shards {
+                let b = self.log.bounds(shard)?;
+                if b.tail_seq >= b.start_seq && b.tail_seq > 0 {
+                    targets.push((shard, b.next_seq));
+                }
+            }
+            if !s.wait_progress(&targets, FLUSH_TIMEOUT).await {
+                return Err(EngineError::internal(format!(
+                    "FLUSH timed out after {}s waiting for query {:?}",
+                    FLUSH_TIMEOUT.as_secs(),
+                    s.name
+                )));
+            }
+        }
+        Ok(done())
+    }
+
+    /// Standard statements: `INSERT … VALUES`, `INSERT … SELECT`, `SET`.
+    async fn standard(&self, stmt: sql::Statement) -> Result<Output> {
+        match stmt {
+            sql::Statement::Insert(insert) => {
+                let stream = match &insert.table {
+                    sql::TableObject::TableName(n) => single_name(n)?,
+                    other => {
+                        return Err(EngineError::invalid(format!("cannot insert into {other}")))
+                    }
+                };
+                if self.catalog.get_stream(&stream)?.is_none() {
+                    return Err(EngineError::NotFound(format!(
+                        "stream {stream:?} does not exist (CREATE STREAM {stream}; first)"
+                    )));
+                }
+                let Some(source) = insert.source else {
+                    return Err(EngineError::invalid("INSERT needs VALUES or a SELECT"));
+                };
+                let columns: Vec<String> = insert.columns.iter().map(|c| c.to_string()).collect();
+                let rows = match source.body.as_ref() {
+                    SetExpr::Values(values) => {
+                        let columns = if columns.is_empty() {
+                            match self.declared_schema(&stream)? {
+                                Some(s) => s.fields().iter().map(|f| f.name().clone()).collect(),
+                                None => {
+                                    return Err(EngineError::invalid(format!(
+                                        "stream {stream:?} has no declared columns: name them, \
+                                         INSERT INTO {stream} (col, …) VALUES (…)"
+                                    )))
+                                }
+                            }
+                        } else {
+                            columns
+                        };
+                        let mut rows = Vec::with_capacity(values.rows.len());
+                        for row in &values.rows {
+                            if row.content.len() != columns.len() {
+                                return Err(EngineError::invalid(format!(
+                                    "{} columns but {} values",
+                                    columns.len(),
+                                    row.content.len()
+                                )));
+                            }
+                            let mut m = JsonRow::new();
+                            for (c, e) in columns.iter().zip(row.content.iter()) {
+                                m.insert(c.clone(), literal(e)?);
+                            }
+                            self.check_declared(&stream, &m)?;
+                            rows.push(m);
+                        }
+                        rows
+                    }
+                    _ => {
+                        let ctx = plan::session();
+                        let (names, batches) = self.run_pull(&ctx, &source).await?;
+                        let mut rows = Vec::new();
+                        for b in &batches {
+                            for r in 0..b.num_rows() {
+                                let mut obj = value::row_object(b, r)?;
+                                if !columns.is_empty() {
+                                    if columns.len() != names.len() {
+                                        return Err(EngineError::invalid(format!(
+                                            "{} columns but the SELECT gives {}",
+                                            columns.len(),
+                                            names.len()
+                                        )));
+                                    }
+                                    obj = columns
+                                        .iter()
+                                        .zip(obj)
+                                        .map(|(c, (_, v))| (c.clone(), v))
+                                        .collect();
+                                }
+                                rows.push(obj);
+                            }
+                        }
+                        rows
+                    }
+                };
+                for chunk in rows.chunks(10_000) {
+                    self.host.append_json(&stream, chunk.to_vec()).await?;
+                }
+                Ok(done())
+            }
+            sql::Statement::Set(set) => {
+                let text = set.to_string();
+                if text.to_ascii_lowercase().contains("optimizer") {
+                    Ok(done())
+                } else {
+                    Err(EngineError::invalid(format!(
+                        "{text}: only SET optimizer = '…' is accepted (and ignored)"
+                    )))
+                }
+            }
+            sql::Statement::Call(_) => Err(EngineError::invalid(
+                "DataCell calls (CALL datacell.…) are not supported yet",
+            )),
+            other => Err(EngineError::invalid(format!(
+                "this statement is not supported: {}",
+                first_words(&other.to_string())
+            ))),
+        }
+    }
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// Windows belong to continuous queries.
+fn reject_windows(query: &sql::Query) -> Result<()> {
+    if let SetExpr::Select(select) = query.body.as_ref() {
+        for t in &select.from {
+            if let TableFactor::Table {
+                args: Some(_),
+                name,
+                ..
+            } = &t.relation
+            {
+                return Err(EngineError::invalid(format!(
+                    "{name}(…) windows run in continuous queries: add EMIT CHANGES, or create a \
+                     view over the window and query the view"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A JSON value from a literal in `VALUES`.
+fn literal(e: &Expr) -> Result<Value> {
+    use sql::Value as V;
+    match e {
+        Expr::Value(v) => match &v.value {
+            V::Number(n, _) => {
+                if let Ok(i) = n.parse::<i64>() {
+                    Ok(Value::from(i))
+                } else {
+                    n.parse::<f64>()
+                        .ok()
+                        .and_then(serde_json::Number::from_f64)
+                        .map(Value::Number)
+                        .ok_or_else(|| EngineError::invalid(format!("bad number {n}")))
+                }
+            }
+            V::SingleQuotedString(s) | V::DoubleQuotedString(s) => Ok(Value::String(s.clone())),
+            V::Boolean(b) => Ok(Value::Bool(*b)),
+            V::Null => Ok(Value::Null),
+            other => Err(EngineError::invalid(format!(
+                "unsupported literal {other} in VALUES"
+            ))),
+        },
+        Expr::UnaryOp {
+            op: sql::UnaryOperator::Minus,
+            expr,
+        } => match literal(expr)? {
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    Ok(Value::from(-i))
+                } else {
+                    Ok(serde_json::Number::from_f64(-n.as_f64().unwrap_or(0.0))
+                        .map_or(Value::Null, Value::Number))
+                }
+            }
+            _ => Err(EngineError::invalid(format!("cannot negate {expr}"))),
+        },
+        Expr::Identifier(i) if i.quote_style == Some('"') => Ok(Value::String(i.value.clone())),
+        Expr::Array(a) => Ok(Value::Array(
+            a.elem.iter().map(literal).collect::<Result<_>>()?,
+        )),
+        other => Err(EngineError::invalid(format!(
+            "VALUES takes literals (numbers, 'strings', TRUE, FALSE, NULL), not {other}"
+        ))),
+    }
+}

@@ -1,0 +1,19 @@
+//! StreamCell's SQL engine: it runs the statements `streamcell-sql` parses. Continuous queries
+//! (push queries, persistent queries writing streams, materialized views) are planned by
+//! DataFusion and run by the engine's own continuous stages on Arrow record batches; pull
+//! queries run on DataFusion over views and stream history. See `docs/sql.md` for the dialect
+//! as implemented and `docs/architecture.md` for how queries run.
+
+pub mod aggregate;
+pub mod engine;
+pub mod error;
+pub mod host;
+pub mod operator;
+pub mod plan;
+pub mod query;
+pub mod source;
+pub mod value;
+
+pub use engine::{Engine, Output, PushGuard};
+pub use error::{EngineError, Result};
+pub use host::{HostFuture, StreamHost, StreamSpec};

@@ -1,0 +1,464 @@
+//! Binding and planning: turns a `SELECT` into a continuous pipeline. The query is planned by
+//! DataFusion against the source's schema (names, types, functions, coercions), and the
+//! logical plan is then compiled into the engine's own continuous stages (filter, project,
+//! aggregate) that run on every micro-batch. Windows (`TUMBLE`, `HOP` in `FROM`) are taken
+//! out of the SQL before DataFusion sees it: the source adds `window_start`/`window_end`
+//! columns and the window joins the grouping key.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use sqlparser::ast::{
+    self as sql, Expr, FunctionArg, FunctionArgExpr, GroupByExpr, Ident, ObjectName, SetExpr,
+    TableFactor,
+};
+
+use crate::aggregate::AggregateStage;
+use crate::error::{EngineError, Result};
+use crate::operator::Stage;
+use crate::value::nullable;
+
+/// Name of the window start column a windowed source adds.
+pub const WINDOW_START: &str = "window_start";
+/// Name of the window end column a windowed source adds.
+pub const WINDOW_END: &str = "window_end";
+
+/// A time window over a source (`FROM TUMBLE(s, size)` / `HOP(s, size, hop)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowSpec {
+    /// Window length, ms.
+    pub size_ms: i64,
+    /// Distance between window starts, ms (`size_ms` for a tumbling window).
+    pub hop_ms: i64,
+    /// The event-time column (a TIMESTAMP or a number of epoch milliseconds); `None` for the
+    /// records' publish time.
+    pub time_column: Option<String>,
+}
+
+/// What the `FROM` of a continuous query reads.
+#[derive(Debug, Clone)]
+pub struct SourceRef {
+    /// The stream.
+    pub stream: String,
+    /// Its window, if any.
+    pub window: Option<WindowSpec>,
+}
+
+/// A `SELECT` with its source and window taken out, ready to plan once the source's schema
+/// is known.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The query with `FROM` rewritten to the plain stream name (and the window columns added
+    /// to `GROUP BY`).
+    pub query: sql::Query,
+    /// Its source.
+    pub source: SourceRef,
+}
+
+/// A compiled continuous query.
+pub struct Pipeline {
+    /// Schema of the rows the source feeds in (the stream's columns, then the window columns).
+    pub input_schema: SchemaRef,
+    /// The stages, in order.
+    pub stages: Vec<Stage>,
+    /// Schema of the rows that come out.
+    pub output_schema: SchemaRef,
+    /// Whether the pipeline aggregates (its output is a changelog keyed by group).
+    pub aggregates: bool,
+}
+
+/// A session configured for StreamCell SQL: identifiers are case-sensitive, as in HStream.
+pub fn session() -> SessionContext {
+    let config = SessionConfig::new()
+        .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
+        .set_bool("datafusion.execution.coalesce_batches", false)
+        .with_target_partitions(1)
+        .with_information_schema(false);
+    SessionContext::new_with_config(config)
+}
+
+/// Finds the source of a continuous query and rewrites its `FROM`.
+pub fn prepare(query: &sql::Query) -> Result<Prepared> {
+    let mut query = query.clone();
+    if query.with.is_some() {
+        return Err(EngineError::invalid(
+            "WITH (common table expressions) is not supported in continuous queries",
+        ));
+    }
+    if query.order_by.is_some() || query.limit_clause.is_some() || query.fetch.is_some() {
+        return Err(EngineError::invalid(
+            "ORDER BY and LIMIT are not supported in continuous queries (they never end); \
+             use them in a pull query on a view",
+        ));
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return Err(EngineError::invalid(
+            "a continuous query must be a single SELECT (no UNION, VALUES)",
+        ));
+    };
+    if select.from.len() != 1 {
+        return Err(EngineError::invalid(if select.from.is_empty() {
+            "a continuous query needs a stream in FROM".to_string()
+        } else {
+            "a continuous query reads one stream (FROM a, b is not supported; joins need \
+             JOIN … WITHIN)"
+                .to_string()
+        }));
+    }
+    let from = &mut select.from[0];
+    if !from.joins.is_empty() {
+        return Err(EngineError::invalid(
+            "stream-stream joins (JOIN … WITHIN) are not supported yet",
+        ));
+    }
+    let (stream, window) = match &mut from.relation {
+        TableFactor::Table { name, args, .. } => match args.take() {
+            None => (object_name(name)?, None),
+            Some(targs) => {
+                let func = object_name(name)?.to_ascii_uppercase();
+                let (stream, window) = window_of(&func, &targs.args)?;
+                *name = ObjectName::from(vec![Ident::new(stream.clone())]);
+                (stream, Some(window))
+            }
+        },
+        _ => {
+            return Err(EngineError::invalid(
+                "a continuous query reads a stream (or TUMBLE/HOP of a stream) in FROM; \
+                 subqueries are not supported yet",
+            ))
+        }
+    };
+    if window.is_some() {
+        // The window is part of every group: add window_start/window_end to GROUP BY.
+        let has_aggregate = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
+            || select_has_aggregate(select);
+        if has_aggregate {
+            if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+                for col in [WINDOW_START, WINDOW_END] {
+                    let present = exprs
+                        .iter()
+                        .any(|e| matches!(e, Expr::Identifier(i) if i.value == col));
+                    if !present {
+                        exprs.push(Expr::Identifier(Ident::new(col)));
+                    }
+                }
+            } else {
+                return Err(EngineError::invalid("GROUP BY ALL is not supported"));
+            }
+        }
+    }
+    Ok(Prepared {
+        query,
+        source: SourceRef { stream, window },
+    })
+}
+
+/// A rough test for aggregate calls in a SELECT list (the planner decides for real; this only
+/// decides whether the window columns join the grouping key).
+fn select_has_aggregate(select: &sql::Select) -> bool {
+    const AGGS: [&str; 7] = ["count", "sum", "avg", "min", "max", "topk", "topkdistinct"];
+    let text = select
+        .projection
+        .iter()
+        .map(|p| p.to_string().to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    AGGS.iter().any(|a| {
+        text.match_indices(a).any(|(i, _)| {
+            let before_ok = i == 0
+                || !text.as_bytes()[i - 1].is_ascii_alphanumeric()
+                    && text.as_bytes()[i - 1] != b'_';
+            let after = text[i + a.len()..].trim_start();
+            before_ok && after.starts_with('(')
+        })
+    })
+}
+
+fn object_name(name: &ObjectName) -> Result<String> {
+    match name.0.as_slice() {
+        [part] => part
+            .as_ident()
+            .map(|i| i.value.clone())
+            .ok_or_else(|| EngineError::invalid(format!("{name} is not a stream name"))),
+        _ => Err(EngineError::invalid(format!(
+            "{name}: qualified names are not supported here"
+        ))),
+    }
+}
+
+fn window_of(func: &str, args: &[FunctionArg]) -> Result<(String, WindowSpec)> {
+    let exprs: Vec<&Expr> = args
+        .iter()
+        .map(|a| match a {
+            FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Ok(e),
+            other => Err(EngineError::invalid(format!(
+                "{func}: unexpected argument {other}"
+            ))),
+        })
+        .collect::<Result<_>>()?;
+    let stream_of = |e: &Expr| match e {
+        Expr::Identifier(i) => Ok(i.value.clone()),
+        other => Err(EngineError::invalid(format!(
+            "{func}: the first argument must be a stream name, not {other}"
+        ))),
+    };
+    let column_of = |e: &Expr| match e {
+        Expr::Identifier(i) => Ok(i.value.clone()),
+        other => Err(EngineError::invalid(format!(
+            "{func}: the time column must be a column name, not {other}"
+        ))),
+    };
+    match (func, exprs.as_slice()) {
+        ("TUMBLE" | "TUMBLING", [s, size, rest @ ..]) if rest.len() <= 1 => {
+            let size_ms = interval_ms(size)?;
+            Ok((
+                stream_of(s)?,
+                WindowSpec {
+                    size_ms,
+                    hop_ms: size_ms,
+                    time_column: rest.first().map(|c| column_of(c)).transpose()?,
+                },
+            ))
+        }
+        ("HOP" | "HOPPING", [s, size, hop, rest @ ..]) if rest.len() <= 1 => {
+            let size_ms = interval_ms(size)?;
+            let hop_ms = interval_ms(hop)?;
+            if hop_ms > size_ms {
+                return Err(EngineError::invalid(format!(
+                    "HOP: the hop ({hop}) must not be longer than the window ({size})"
+                )));
+            }
+            if size_ms / hop_ms > 1000 {
+                return Err(EngineError::invalid(
+                    "HOP: a record may fall in at most 1000 windows (size / hop)",
+                ));
+            }
+            Ok((
+                stream_of(s)?,
+                WindowSpec {
+                    size_ms,
+                    hop_ms,
+                    time_column: rest.first().map(|c| column_of(c)).transpose()?,
+                },
+            ))
+        }
+        ("SESSION" | "SLIDING", _) => Err(EngineError::invalid(format!(
+            "{func} windows are not supported yet (TUMBLE and HOP are)"
+        ))),
+        ("TUMBLE" | "TUMBLING", _) => Err(EngineError::invalid(
+            "TUMBLE takes (stream, INTERVAL size [, time_column])",
+        )),
+        ("HOP" | "HOPPING", _) => Err(EngineError::invalid(
+            "HOP takes (stream, INTERVAL size, INTERVAL hop [, time_column])",
+        )),
+        _ => Err(EngineError::invalid(format!(
+            "unknown table function {func} (windows are TUMBLE and HOP)"
+        ))),
+    }
+}
+
+/// Milliseconds in an `INTERVAL n UNIT` (or `INTERVAL 'n' UNIT`, `INTERVAL 'n UNIT'`).
+pub fn interval_ms(e: &Expr) -> Result<i64> {
+    let bad = || {
+        EngineError::invalid(format!(
+            "expected an interval such as INTERVAL 10 SECOND, found {e}"
+        ))
+    };
+    let Expr::Interval(iv) = e else {
+        return Err(bad());
+    };
+    let raw = match iv.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            sql::Value::Number(n, _) => n.clone(),
+            sql::Value::SingleQuotedString(s) => s.clone(),
+            _ => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    let words: Vec<&str> = raw.split_whitespace().collect();
+    let (num, unit_text) = match (&iv.leading_field, words.as_slice()) {
+        (Some(f), [n]) => (n.to_string(), f.to_string()),
+        (None, [n, u]) => (n.to_string(), u.to_string()),
+        _ => return Err(bad()),
+    };
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let unit = unit_text.to_ascii_uppercase();
+    let unit_ms: f64 = match unit.trim_end_matches('S') {
+        "MILLISECOND" => 1.0,
+        "SECOND" => 1e3,
+        "MINUTE" => 60e3,
+        "HOUR" => 3600e3,
+        "DAY" => 86_400e3,
+        "WEEK" => 7.0 * 86_400e3,
+        "MONTH" => 30.0 * 86_400e3,
+        "YEAR" => 365.0 * 86_400e3,
+        _ => return Err(bad()),
+    };
+    let ms = n * unit_ms;
+    if !(1.0..1e15).contains(&ms) {
+        return Err(EngineError::invalid(format!(
+            "interval {e} must be at least 1 millisecond"
+        )));
+    }
+    Ok(ms as i64)
+}
+
+/// The schema the source feeds into the pipeline: the stream's columns, plus the window
+/// columns for a windowed query.
+pub fn input_schema(stream_schema: &Schema, window: Option<&WindowSpec>) -> Result<SchemaRef> {
+    let mut fields: Vec<Field> = stream_schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    if window.is_some() {
+        for name in [WINDOW_START, WINDOW_END] {
+            if stream_schema.field_with_name(name).is_ok() {
+                return Err(EngineError::invalid(format!(
+                    "the stream has a column named {name}, which a window adds too"
+                )));
+            }
+            fields.push(Field::new(
+                name,
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ));
+        }
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Plans `query` (already [`prepare`]d) over a source of `input_schema` named `table`, with
+/// DataFusion, and returns the analyzed logical plan.
+pub async fn logical_plan(
+    ctx: &SessionContext,
+    table: &str,
+    input_schema: SchemaRef,
+    query: &sql::Query,
+) -> Result<LogicalPlan> {
+    let empty = datafusion::datasource::MemTable::try_new(input_schema, vec![vec![]])?;
+    ctx.register_table(table, Arc::new(empty))?;
+    let state = ctx.state();
+    let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query.clone()))));
+    let plan = state.statement_to_plan(stmt).await?;
+    let analyzed = state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})?;
+    Ok(analyzed)
+}
+
+/// Compiles an analyzed logical plan into continuous stages. `per_row`: an aggregate emits
+/// one updated row per input row (`EMIT CHANGES`) rather than one per changed group.
+pub fn compile(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    input_schema: SchemaRef,
+    per_row: bool,
+) -> Result<Pipeline> {
+    let state = ctx.state();
+    let mut stages = Vec::new();
+    let mut aggregates = false;
+    compile_node(&state, plan, per_row, &mut stages, &mut aggregates)?;
+    Ok(Pipeline {
+        input_schema,
+        stages,
+        output_schema: nullable(plan.schema().as_arrow()),
+        aggregates,
+    })
+}
+
+fn physical(
+    state: &datafusion::execution::SessionState,
+    e: &datafusion::logical_expr::Expr,
+    schema: &datafusion::common::DFSchema,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    Ok(state.create_physical_expr(e.clone(), schema)?)
+}
+
+fn compile_node(
+    state: &datafusion::execution::SessionState,
+    plan: &LogicalPlan,
+    per_row: bool,
+    stages: &mut Vec<Stage>,
+    aggregates: &mut bool,
+) -> Result<()> {
+    match plan {
+        LogicalPlan::TableScan(scan) => {
+            if !scan.filters.is_empty() || scan.fetch.is_some() {
+                return Err(EngineError::internal("unexpected pushed-down scan"));
+            }
+            if let Some(proj) = &scan.projection {
+                let exprs = proj
+                    .iter()
+                    .map(|&i| {
+                        Arc::new(datafusion::physical_expr::expressions::Column::new(
+                            scan.source.schema().field(i).name(),
+                            i,
+                        )) as Arc<dyn PhysicalExpr>
+                    })
+                    .collect();
+                stages.push(Stage::Project {
+                    exprs,
+                    schema: nullable(scan.projected_schema.as_arrow()),
+                });
+            }
+            Ok(())
+        }
+        LogicalPlan::SubqueryAlias(a) => compile_node(state, &a.input, per_row, stages, aggregates),
+        LogicalPlan::Projection(p) => {
+            compile_node(state, &p.input, per_row, stages, aggregates)?;
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| physical(state, e, p.input.schema()))
+                .collect::<Result<Vec<_>>>()?;
+            stages.push(Stage::Project {
+                exprs,
+                schema: nullable(p.schema.as_arrow()),
+            });
+            Ok(())
+        }
+        LogicalPlan::Filter(f) => {
+            compile_node(state, &f.input, per_row, stages, aggregates)?;
+            stages.push(Stage::Filter(physical(
+                state,
+                &f.predicate,
+                f.input.schema(),
+            )?));
+            Ok(())
+        }
+        LogicalPlan::Aggregate(a) => {
+            compile_node(state, &a.input, per_row, stages, aggregates)?;
+            if *aggregates {
+                return Err(EngineError::invalid(
+                    "an aggregate over an aggregate is not supported in a continuous query",
+                ));
+            }
+            *aggregates = true;
+            let stage = AggregateStage::new(state, a, per_row)?;
+            stages.push(Stage::Aggregate(Box::new(stage)));
+            Ok(())
+        }
+        LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(EngineError::invalid(
+            "ORDER BY and LIMIT are not supported in continuous queries",
+        )),
+        LogicalPlan::Join(_) => Err(EngineError::invalid(
+            "joins are not supported in continuous queries yet",
+        )),
+        LogicalPlan::Distinct(_) => Err(EngineError::invalid(
+            "SELECT DISTINCT is not supported in continuous queries (use GROUP BY)",
+        )),
+        LogicalPlan::Window(_) => Err(EngineError::invalid(
+            "window functions (… OVER (…)) are not supported in continuous queries; \
+             use TUMBLE or HOP in FROM",
+        )),
+        other => Err(EngineError::invalid(format!(
+            "{} is not supported in a continuous query",
+            other.display()
+        ))),
+    }
+}

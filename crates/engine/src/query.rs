@@ -1,0 +1,708 @@
+//! Running continuous queries. Each query (a push query, a persistent query writing into a
+//! stream, or a view) runs on its own thread: it binds once its source has data to infer a
+//! schema from (or has declared columns), then loops: read a micro-batch from its cursor, run
+//! the stages, hand the rows to its sink, publish its progress (for `FLUSH`) and, for
+//! persistent queries and views, checkpoint its state with its source positions.
+//!
+//! A checkpoint holds the cursor positions, the aggregate state and the watermark, saved in one
+//! catalog transaction, so a restart resumes exactly where the state was taken: input is
+//! neither lost nor counted twice.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, TimestampMillisecondArray,
+    UInt32Array,
+};
+use arrow::compute::take;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use serde::{Deserialize, Serialize};
+use streamcell_store::{Catalog, ShardLog};
+use tokio::sync::{mpsc, watch};
+
+use crate::error::{EngineError, Result};
+use crate::host::StreamHost;
+use crate::operator::{run_stages, Chunk, Stage};
+use crate::plan::{self, Pipeline, Prepared, WindowSpec};
+use crate::source::{self, SourceRecord, Start, StreamCursor};
+use crate::value::{self, render_rows, rows_to_batch, JsonRow};
+
+/// Records read per micro-batch at most.
+const MICRO_BATCH: usize = 8192;
+/// How long a query waits for new records before looking at its controls again.
+const IDLE_WAIT: Duration = Duration::from_millis(250);
+/// Views checkpoint at most this often (a restart replays what came after).
+const VIEW_CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How far behind the newest record time a window stays open for late records.
+pub const ALLOWED_LATENESS_MS: i64 = 1000;
+/// Why a view must aggregate.
+pub const VIEW_NEEDS_AGGREGATE: &str = "a view must aggregate (GROUP BY or an aggregate \
+     function); to keep every row, create a stream: CREATE STREAM s AS SELECT …";
+/// Records sampled to infer a stream's schema.
+const SAMPLE: usize = 1000;
+
+/// What a query does with its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum QueryKind {
+    /// `SELECT … EMIT CHANGES` for one client.
+    Push,
+    /// `CREATE STREAM s AS SELECT …`.
+    Stream,
+    /// `CREATE VIEW v AS SELECT …`.
+    View,
+}
+
+/// A query's state as users see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryStatus {
+    /// Waiting for its source to have records (to learn their columns).
+    Waiting,
+    /// Processing.
+    Running,
+    /// Paused by `PAUSE QUERY`.
+    Paused,
+    /// Stopped by `TERMINATE QUERY` (a terminated query keeps its definition until dropped).
+    Terminated,
+    /// Stopped by an error.
+    Failed(String),
+}
+
+impl QueryStatus {
+    /// The status as `SHOW QUERIES` prints it.
+    pub fn label(&self) -> String {
+        match self {
+            QueryStatus::Waiting => "WAITING".into(),
+            QueryStatus::Running => "RUNNING".into(),
+            QueryStatus::Paused => "PAUSED".into(),
+            QueryStatus::Terminated => "TERMINATED".into(),
+            QueryStatus::Failed(_) => "FAILED".into(),
+        }
+    }
+}
+
+/// What the controller asks of a running query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Process.
+    Run,
+    /// Hold (keep state, read nothing).
+    Pause,
+    /// Stop for good.
+    Stop,
+}
+
+/// The state shared between a query's thread and the engine.
+pub struct QueryShared {
+    /// Query name (a view's or target stream's query is named after it).
+    pub name: String,
+    /// The SQL text.
+    pub sql: String,
+    /// What it does with its rows.
+    pub kind: QueryKind,
+    /// The stream it reads.
+    pub source: String,
+    /// For a persistent query: the stream it writes.
+    pub target: Option<String>,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    status: Mutex<QueryStatus>,
+    control: watch::Sender<Control>,
+    /// Source positions fully processed (sink written), and a counter bumped with them.
+    progress: Mutex<Vec<(u64, u64)>>,
+    progress_tick: watch::Sender<u64>,
+    /// The compiled pipeline once bound (a view answers `SELECT` from it).
+    pipeline: Mutex<Option<Pipeline>>,
+    /// Rows processed in and out, for `SHOW QUERIES`.
+    counters: Mutex<(u64, u64)>,
+}
+
+impl QueryShared {
+    /// A query definition with nothing running yet.
+    pub fn new(
+        name: String,
+        sql: String,
+        kind: QueryKind,
+        source: String,
+        target: Option<String>,
+        created_ms: i64,
+    ) -> Arc<Self> {
+        Arc::new(QueryShared {
+            name,
+            sql,
+            kind,
+            source,
+            target,
+            created_ms,
+            status: Mutex::new(QueryStatus::Waiting),
+            control: watch::channel(Control::Run).0,
+            progress: Mutex::new(Vec::new()),
+            progress_tick: watch::channel(0).0,
+            pipeline: Mutex::new(None),
+            counters: Mutex::new((0, 0)),
+        })
+    }
+
+    /// Its status.
+    pub fn status(&self) -> QueryStatus {
+        lock(&self.status).clone()
+    }
+
+    fn set_status(&self, s: QueryStatus) {
+        *lock(&self.status) = s;
+        self.progress_tick.send_modify(|t| *t += 1);
+    }
+
+    /// Asks the query to pause, resume or stop.
+    pub fn control(&self, c: Control) {
+        self.control.send_replace(c);
+    }
+
+    /// The control currently asked.
+    pub fn wanted(&self) -> Control {
+        *self.control.borrow()
+    }
+
+    /// Records in and rows out so far.
+    pub fn counters(&self) -> (u64, u64) {
+        *lock(&self.counters)
+    }
+
+    /// Waits until the query has processed every shard up to the given next-sequence
+    /// positions, or has stopped. Returns false on timeout.
+    pub async fn wait_progress(&self, targets: &[(u64, u64)], timeout: Duration) -> bool {
+        let mut tick = self.progress_tick.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let done = {
+                let status = lock(&self.status).clone();
+                if matches!(
+                    status,
+                    QueryStatus::Terminated | QueryStatus::Failed(_) | QueryStatus::Paused
+                ) {
+                    return true;
+                }
+                let progress = lock(&self.progress);
+                targets.iter().all(|(shard, next)| {
+                    *next == 0 || progress.iter().any(|(s, n)| s == shard && n >= next)
+                })
+            };
+            if done {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, tick.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
+    /// For a view: its current rows (`None` while it waits for its first records).
+    pub fn view_rows(&self) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+        let mut guard = lock(&self.pipeline);
+        let Some(p) = guard.as_mut() else {
+            return Ok(None);
+        };
+        let schema = p.output_schema.clone();
+        let agg_at = p
+            .stages
+            .iter()
+            .position(|s| matches!(s, Stage::Aggregate(_)))
+            .ok_or_else(|| EngineError::internal("a view without an aggregate"))?;
+        let Stage::Aggregate(agg) = &mut p.stages[agg_at] else {
+            return Err(EngineError::internal("stage moved"));
+        };
+        let mut chunk = agg.all_rows()?;
+        for stage in p.stages[agg_at + 1..].iter_mut() {
+            chunk = stage.apply(chunk)?;
+        }
+        let batch = if chunk.batch.num_rows() == 0 {
+            RecordBatch::new_empty(schema.clone())
+        } else {
+            chunk.batch
+        };
+        Ok(Some((schema, vec![batch])))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A query's saved state.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct CheckpointHeader {
+    positions: Vec<(u64, u64)>,
+    watermark_ms: Option<i64>,
+    rows_out: u64,
+    has_state: bool,
+}
+
+/// Encodes a checkpoint: a JSON header line, then the aggregate snapshot.
+fn encode_checkpoint(h: &CheckpointHeader, state: &[u8]) -> Result<Vec<u8>> {
+    let mut out = serde_json::to_vec(h).map_err(|e| EngineError::internal(e.to_string()))?;
+    out.push(b'\n');
+    out.extend_from_slice(state);
+    Ok(out)
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, &[u8])> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| EngineError::internal("query checkpoint has no header"))?;
+    let h = serde_json::from_slice(&bytes[..nl])
+        .map_err(|e| EngineError::internal(format!("query checkpoint header: {e}")))?;
+    Ok((h, &bytes[nl + 1..]))
+}
+
+/// Where a query's rows go.
+pub enum Sink {
+    /// To a client: rendered JSON rows; a send error means the client left.
+    Push(mpsc::Sender<Result<Vec<String>>>),
+    /// Appended to a stream.
+    Stream(String),
+    /// Kept as a view's state (nothing to send).
+    View,
+}
+
+/// Everything a query thread needs.
+pub struct QueryRun {
+    /// Shared state.
+    pub shared: Arc<QueryShared>,
+    /// The query, prepared.
+    pub prepared: Prepared,
+    /// `EMIT CHANGES` semantics (one row per input row from an aggregate).
+    pub per_row: bool,
+    /// Sink.
+    pub sink: Sink,
+    /// Catalog.
+    pub catalog: Arc<dyn Catalog>,
+    /// Shard logs.
+    pub log: Arc<dyn ShardLog>,
+    /// Stream writes.
+    pub host: Arc<dyn StreamHost>,
+    /// The async runtime (appends and waits are async).
+    pub runtime: tokio::runtime::Handle,
+    /// The catalog kind under which the query is saved (`None`: not saved, a push query).
+    pub saved_as: Option<&'static str>,
+    /// Declared schema of the source, if any.
+    pub declared: Option<SchemaRef>,
+    /// Where a query without a checkpoint starts.
+    pub start: Start,
+}
+
+/// Starts a query thread.
+pub fn spawn(run: QueryRun) -> Result<std::thread::JoinHandle<()>> {
+    let name = format!("query-{}", run.shared.name);
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            let shared = run.shared.clone();
+            let push_tx = match &run.sink {
+                Sink::Push(tx) => Some(tx.clone()),
+                _ => None,
+            };
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_query(run)))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    Err(EngineError::internal(format!(
+                        "query thread panicked: {what}"
+                    )))
+                });
+            match result {
+                Ok(()) => {
+                    if shared.status() != QueryStatus::Terminated {
+                        shared.set_status(QueryStatus::Terminated);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(query = %shared.name, error = %e, "query failed");
+                    if let Some(tx) = push_tx {
+                        let _ = tx.blocking_send(Err(EngineError::invalid(e.to_string())));
+                    }
+                    shared.set_status(QueryStatus::Failed(e.to_string()));
+                }
+            }
+        })
+        .map_err(|e| EngineError::internal(format!("cannot start a query thread: {e}")))
+}
+
+/// Binds the query to its source's schema: `Ok(None)` while the source has no records to
+/// infer one from.
+fn bind(run: &QueryRun) -> Result<Option<Pipeline>> {
+    let stream = &run.prepared.source.stream;
+    let stream_schema = match &run.declared {
+        Some(s) => s.as_ref().clone(),
+        None => {
+            let sample = source::sample(run.catalog.as_ref(), run.log.clone(), stream, SAMPLE)?;
+            if sample.is_empty() {
+                return Ok(None);
+            }
+            value::infer_schema(sample.iter().map(|r| &r.row))
+        }
+    };
+    let input = plan::input_schema(&stream_schema, run.prepared.source.window.as_ref())?;
+    let ctx = plan::session();
+    let query = run.prepared.query.clone();
+    let stream_name = stream.clone();
+    let input2 = input.clone();
+    let logical = run.runtime.block_on(async move {
+        plan::logical_plan(&ctx, &stream_name, input2, &query)
+            .await
+            .map(|p| (ctx, p))
+    })?;
+    let (ctx, logical) = logical;
+    let pipeline = plan::compile(&ctx, &logical, input, run.per_row)?;
+    if run.shared.kind == QueryKind::View && !pipeline.aggregates {
+        return Err(EngineError::invalid(VIEW_NEEDS_AGGREGATE));
+    }
+    Ok(Some(pipeline))
+}
+
+fn run_query(run: QueryRun) -> Result<()> {
+    let shared = run.shared.clone();
+    let mut control = shared.control.subscribe();
+    // Bind, waiting for records if the schema must be inferred.
+    let mut pipeline = loop {
+        if *control.borrow() == Control::Stop {
+            return Ok(());
+        }
+        if let Some(p) = bind(&run)? {
+            break p;
+        }
+        let mut watchers = StreamCursor::open(
+            run.catalog.as_ref(),
+            run.log.clone(),
+            &run.prepared.source.stream,
+            &Start::Earliest,
+        )?
+        .watchers()?;
+        run.runtime.block_on(async {
+            tokio::select! {
+                _ = source::wait_any(&mut watchers, Duration::from_secs(1)) => {}
+                _ = control.changed() => {}
+            }
+        });
+    };
+    // Restore the checkpoint, if any.
+    let mut header = CheckpointHeader::default();
+    if let Some(kind) = run.saved_as {
+        if let Some(bytes) = run.catalog.load_object_state(kind, &shared.name)? {
+            let (h, state) = decode_checkpoint(&bytes)?;
+            if h.has_state {
+                if let Some(Stage::Aggregate(agg)) = pipeline
+                    .stages
+                    .iter_mut()
+                    .find(|s| matches!(s, Stage::Aggregate(_)))
+                {
+                    agg.restore(state)?;
+                }
+            }
+            header = h;
+        }
+    }
+    let start = if header.positions.is_empty() {
+        run.start.clone()
+    } else {
+        Start::At(header.positions.clone())
+    };
+    let mut cursor = StreamCursor::open(
+        run.catalog.as_ref(),
+        run.log.clone(),
+        &run.prepared.source.stream,
+        &start,
+    )?;
+    let mut watchers = cursor.watchers()?;
+    let input_schema = pipeline.input_schema.clone();
+    let stream_fields = input_schema.fields().len()
+        - if run.prepared.source.window.is_some() {
+            2
+        } else {
+            0
+        };
+    let stream_schema = Arc::new(arrow::datatypes::Schema::new(
+        input_schema.fields()[..stream_fields].to_vec(),
+    ));
+    let window = run.prepared.source.window.clone();
+    let mut watermark = header.watermark_ms;
+    let mut rows_out = header.rows_out;
+    *lock(&shared.pipeline) = Some(pipeline);
+    {
+        *lock(&shared.progress) = cursor.positions().to_vec();
+    }
+    shared.set_status(QueryStatus::Running);
+    let mut last_checkpoint = Instant::now();
+    let mut dirty = false;
+    let mut records: Vec<SourceRecord> = Vec::with_capacity(MICRO_BATCH);
+    loop {
+        let wanted = *control.borrow_and_update();
+        match wanted {
+            Control::Stop => break,
+            Control::Pause => {
+                shared.set_status(QueryStatus::Paused);
+                run.runtime.block_on(async {
+                    let _ = control.changed().await;
+                });
+                if *control.borrow() == Control::Run {
+                    shared.set_status(QueryStatus::Running);
+                }
+                continue;
+            }
+            Control::Run => {}
+        }
+        if let Sink::Push(tx) = &run.sink {
+            if tx.is_closed() {
+                break;
+            }
+        }
+        records.clear();
+        cursor.poll(MICRO_BATCH, &mut records)?;
+        if records.is_empty() {
+            if dirty && run.saved_as.is_some() {
+                checkpoint(&run, &shared, &cursor, watermark, rows_out)?;
+                dirty = false;
+                last_checkpoint = Instant::now();
+            }
+            publish_progress(&shared, &cursor);
+            let push_closed = match &run.sink {
+                Sink::Push(tx) => Some(tx.clone()),
+                _ => None,
+            };
+            run.runtime.block_on(async {
+                tokio::select! {
+                    _ = source::wait_any(&mut watchers, IDLE_WAIT) => {}
+                    _ = control.changed() => {}
+                    _ = async {
+                        match &push_closed {
+                            Some(tx) => tx.closed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {}
+                }
+            });
+            continue;
+        }
+        let n_in = records.len() as u64;
+        let batch = input_batch(
+            &stream_schema,
+            &input_schema,
+            &records,
+            window.as_ref(),
+            &mut watermark,
+        )?;
+        let chunk = {
+            let mut guard = lock(&shared.pipeline);
+            let p = guard
+                .as_mut()
+                .ok_or_else(|| EngineError::internal("pipeline missing"))?;
+            let chunk = run_stages(&mut p.stages, batch)?;
+            if let (Some(w), Some(wm), QueryKind::Push | QueryKind::Stream) =
+                (&window, watermark, shared.kind)
+            {
+                evict_closed(p, w, wm)?;
+            }
+            chunk
+        };
+        let n_out = deliver(&run, &shared, chunk, &mut rows_out)?;
+        {
+            let mut c = lock(&shared.counters);
+            c.0 += n_in;
+            c.1 += n_out;
+        }
+        dirty = true;
+        if let Some(_kind) = run.saved_as {
+            let due = shared.kind == QueryKind::Stream && n_out > 0
+                || last_checkpoint.elapsed() >= VIEW_CHECKPOINT_EVERY;
+            if due {
+                checkpoint(&run, &shared, &cursor, watermark, rows_out)?;
+                dirty = false;
+                last_checkpoint = Instant::now();
+            }
+        }
+        publish_progress(&shared, &cursor);
+    }
+    if dirty && run.saved_as.is_some() {
+        // Best effort: a query being dropped may have lost its catalog entry already.
+        let _ = checkpoint(&run, &shared, &cursor, watermark, rows_out);
+    }
+    Ok(())
+}
+
+fn publish_progress(shared: &QueryShared, cursor: &StreamCursor) {
+    *lock(&shared.progress) = cursor.positions().to_vec();
+    shared.progress_tick.send_modify(|t| *t += 1);
+}
+
+fn checkpoint(
+    run: &QueryRun,
+    shared: &QueryShared,
+    cursor: &StreamCursor,
+    watermark: Option<i64>,
+    rows_out: u64,
+) -> Result<()> {
+    let Some(kind) = run.saved_as else {
+        return Ok(());
+    };
+    let mut state = Vec::new();
+    let mut has_state = false;
+    {
+        let mut guard = lock(&shared.pipeline);
+        if let Some(p) = guard.as_mut() {
+            if let Some(Stage::Aggregate(agg)) = p
+                .stages
+                .iter_mut()
+                .find(|s| matches!(s, Stage::Aggregate(_)))
+            {
+                state = agg.snapshot()?;
+                has_state = true;
+            }
+        }
+    }
+    let header = CheckpointHeader {
+        positions: cursor.positions().to_vec(),
+        watermark_ms: watermark,
+        rows_out,
+        has_state,
+    };
+    let bytes = encode_checkpoint(&header, &state)?;
+    match run.catalog.save_object_state(kind, &shared.name, &bytes) {
+        Ok(()) => Ok(()),
+        // Dropped meanwhile: the thread is about to be stopped.
+        Err(streamcell_store::StoreError::Invalid(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Drops the groups of windows that closed (end + lateness at or before the watermark).
+fn evict_closed(p: &mut Pipeline, _w: &WindowSpec, watermark: i64) -> Result<()> {
+    for stage in p.stages.iter_mut() {
+        if let Stage::Aggregate(agg) = stage {
+            if let Some(end_col) = agg.key_index(plan::WINDOW_END) {
+                agg.evict(|keys: &[ArrayRef], g| {
+                    let ends =
+                        keys[end_col].as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+                    !ends.is_null(g) && ends.value(g) + ALLOWED_LATENESS_MS <= watermark
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends a chunk's rows to the sink; returns how many.
+fn deliver(run: &QueryRun, shared: &QueryShared, chunk: Chunk, rows_out: &mut u64) -> Result<u64> {
+    let n = chunk.batch.num_rows();
+    if n == 0 {
+        return Ok(0);
+    }
+    match &run.sink {
+        Sink::Push(tx) => {
+            let rows = render_rows(&chunk.batch)?;
+            // A closed channel means the client left; the loop notices and stops.
+            let _ = tx.blocking_send(Ok(rows));
+        }
+        Sink::Stream(target) => {
+            let mut objects: Vec<JsonRow> = Vec::with_capacity(n);
+            for row in 0..n {
+                objects.push(value::row_object(&chunk.batch, row)?);
+            }
+            let host = run.host.clone();
+            let target = target.clone();
+            run.runtime
+                .block_on(async move { host.append_json(&target, objects).await })?;
+        }
+        Sink::View => {}
+    }
+    let _ = shared;
+    *rows_out += n as u64;
+    Ok(n as u64)
+}
+
+/// The input batch of a micro-batch: the records as rows of the stream's schema, then, for
+/// a windowed query, one copy of each record per window it falls in, with `window_start` and
+/// `window_end`. Records whose windows have all closed are dropped as late.
+fn input_batch(
+    stream_schema: &SchemaRef,
+    input_schema: &SchemaRef,
+    records: &[SourceRecord],
+    window: Option<&WindowSpec>,
+    watermark: &mut Option<i64>,
+) -> Result<RecordBatch> {
+    let rows: Vec<&JsonRow> = records.iter().map(|r| &r.row).collect();
+    let base = rows_to_batch(stream_schema, &rows)?;
+    let Some(w) = window else {
+        return Ok(base);
+    };
+    // Event time of each record.
+    let times: Vec<i64> = match &w.time_column {
+        None => records.iter().map(|r| r.time_ms).collect(),
+        Some(col) => {
+            let idx = stream_schema.index_of(col).map_err(|_| {
+                EngineError::invalid(format!("the window's time column {col:?} does not exist"))
+            })?;
+            let a = base.column(idx);
+            let ms: ArrayRef = match a.data_type() {
+                DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64 => {
+                    arrow::compute::cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+                }
+                DataType::Float64 | DataType::Int64 => {
+                    let i = arrow::compute::cast(a, &DataType::Int64)?;
+                    arrow::compute::cast(&i, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+                }
+                other => {
+                    return Err(EngineError::invalid(format!(
+                        "the window's time column {col:?} is {other}; it must be a TIMESTAMP or \
+                         a number of epoch milliseconds"
+                    )))
+                }
+            };
+            let ms = ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            (0..records.len())
+                .map(|i| {
+                    if ms.is_null(i) {
+                        records[i].time_ms
+                    } else {
+                        ms.value(i)
+                    }
+                })
+                .collect()
+        }
+    };
+    let mut take_idx: Vec<u32> = Vec::with_capacity(records.len());
+    let mut starts: Vec<i64> = Vec::with_capacity(records.len());
+    for (i, &t) in times.iter().enumerate() {
+        let wm = watermark.unwrap_or(i64::MIN);
+        let first = t.div_euclid(w.hop_ms) * w.hop_ms;
+        let mut start = first;
+        while start > t - w.size_ms {
+            // Windows already closed take no more records.
+            if start + w.size_ms + ALLOWED_LATENESS_MS > wm {
+                take_idx.push(i as u32);
+                starts.push(start);
+            }
+            start -= w.hop_ms;
+        }
+        *watermark = Some(wm.max(t));
+    }
+    let idx = UInt32Array::from(take_idx);
+    let mut columns: Vec<ArrayRef> = base
+        .columns()
+        .iter()
+        .map(|c| Ok(take(c.as_ref(), &idx, None)?))
+        .collect::<Result<_>>()?;
+    let ends: Vec<i64> = starts.iter().map(|s| s + w.size_ms).collect();
+    columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
+    columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
+    Ok(RecordBatch::try_new_with_options(
+        input_schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(idx.len())),
+    )?)
+}

@@ -1,0 +1,203 @@
+//! Sources: reading a stream's records, shard by shard, from saved positions, as JSON rows with
+//! their publish time. A source is a cursor (a next sequence number per shard); it never holds
+//! records itself, so a query's position is exactly its cursor.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamcell_proto::api::{h_stream_record_header::Flag, CompressionType};
+use streamcell_proto::records::decode_payload;
+use streamcell_store::{Catalog, ReadLimits, ShardLog};
+use tokio::sync::watch;
+
+use crate::error::{EngineError, Result};
+use crate::value::{decode_struct, JsonRow};
+
+/// One record read from a stream.
+#[derive(Debug, Clone)]
+pub struct SourceRecord {
+    /// Publish time of its batch, milliseconds since the epoch.
+    pub time_ms: i64,
+    /// The record as a JSON object.
+    pub row: JsonRow,
+}
+
+/// Where a new cursor starts.
+#[derive(Debug, Clone)]
+pub enum Start {
+    /// At the first readable record of every shard.
+    Earliest,
+    /// After the last record of every shard.
+    Latest,
+    /// At saved positions `(shard, next sequence number)`; shards not listed start at their
+    /// earliest record.
+    At(Vec<(u64, u64)>),
+}
+
+/// A cursor over every shard of one stream.
+pub struct StreamCursor {
+    /// The stream read.
+    pub stream: String,
+    log: Arc<dyn ShardLog>,
+    /// `(shard, next sequence number to read)`, in key-range order.
+    positions: Vec<(u64, u64)>,
+    /// Round-robin start, so one busy shard does not starve the others.
+    turn: usize,
+    /// Records skipped because they are not JSON objects.
+    pub skipped: u64,
+}
+
+impl StreamCursor {
+    /// Opens a cursor on `stream`.
+    pub fn open(
+        catalog: &dyn Catalog,
+        log: Arc<dyn ShardLog>,
+        stream: &str,
+        start: &Start,
+    ) -> Result<Self> {
+        let meta = catalog
+            .get_stream(stream)?
+            .ok_or_else(|| EngineError::NotFound(format!("stream {stream:?} does not exist")))?;
+        let mut positions = Vec::with_capacity(meta.shards.len());
+        for &shard in &meta.shards {
+            let bounds = log.bounds(shard)?;
+            let next = match start {
+                Start::Earliest => bounds.start_seq,
+                Start::Latest => bounds.next_seq,
+                Start::At(saved) => saved
+                    .iter()
+                    .find(|(s, _)| *s == shard)
+                    .map_or(bounds.start_seq, |(_, n)| *n),
+            };
+            positions.push((shard, next));
+        }
+        Ok(StreamCursor {
+            stream: stream.to_string(),
+            log,
+            positions,
+            turn: 0,
+            skipped: 0,
+        })
+    }
+
+    /// The cursor's positions `(shard, next sequence number)`.
+    pub fn positions(&self) -> &[(u64, u64)] {
+        &self.positions
+    }
+
+    /// Reads whole batches, from each shard in turn, until at least `max_records` records
+    /// (or everything available) are in `out`. Returns how many records were added.
+    /// Blocking file I/O.
+    pub fn poll(&mut self, max_records: usize, out: &mut Vec<SourceRecord>) -> Result<usize> {
+        let before = out.len();
+        let n = self.positions.len();
+        let mut idle = 0;
+        while out.len() - before < max_records && idle < n {
+            let i = self.turn % n;
+            self.turn = self.turn.wrapping_add(1);
+            let (shard, next) = self.positions[i];
+            let batches = self.log.read(shard, next, ReadLimits::batches(64))?;
+            if batches.is_empty() {
+                idle += 1;
+                continue;
+            }
+            idle = 0;
+            for b in &batches {
+                self.decode_into(b, out)?;
+                self.positions[i].1 = b.seq + 1;
+            }
+        }
+        Ok(out.len() - before)
+    }
+
+    fn decode_into(
+        &mut self,
+        b: &streamcell_store::StoredBatch,
+        out: &mut Vec<SourceRecord>,
+    ) -> Result<()> {
+        let compression = CompressionType::try_from(i32::from(b.flags)).map_err(|_| {
+            EngineError::internal(format!(
+                "stream {}: batch {} has unknown compression {}",
+                self.stream, b.seq, b.flags
+            ))
+        })?;
+        let records = decode_payload(&b.payload, compression).map_err(|e| {
+            EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
+        })?;
+        for r in records {
+            let flag = r.header.as_ref().map_or(Flag::Raw, |h| h.flag());
+            let row = match flag {
+                Flag::Json => decode_struct(&r.payload),
+                Flag::Raw => match serde_json::from_slice::<serde_json::Value>(&r.payload) {
+                    Ok(serde_json::Value::Object(m)) => Some(m),
+                    _ => None,
+                },
+            };
+            match row {
+                Some(row) => out.push(SourceRecord {
+                    time_ms: b.timestamp_ms,
+                    row,
+                }),
+                None => self.skipped += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// True when every shard has been read up to its current tail.
+    pub fn caught_up(&self) -> Result<bool> {
+        for &(shard, next) in &self.positions {
+            if self.log.bounds(shard)?.next_seq > next {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Watches on each shard's tail, to wait for new records.
+    pub fn watchers(&self) -> Result<Vec<watch::Receiver<u64>>> {
+        self.positions
+            .iter()
+            .map(|&(shard, _)| Ok(self.log.watch_tail(shard)?))
+            .collect()
+    }
+}
+
+/// Waits until any of `watchers` changes or `timeout` passes.
+pub async fn wait_any(watchers: &mut [watch::Receiver<u64>], timeout: Duration) {
+    if watchers.is_empty() {
+        tokio::time::sleep(timeout).await;
+        return;
+    }
+    let changed = watchers.iter_mut().map(|w| Box::pin(w.changed()));
+    let any = futures_select_all(changed);
+    let _ = tokio::time::timeout(timeout, any).await;
+}
+
+/// Resolves when the first of the futures does.
+async fn futures_select_all<F: std::future::Future + Unpin>(futs: impl Iterator<Item = F>) {
+    let mut futs: Vec<F> = futs.collect();
+    std::future::poll_fn(|cx| {
+        for f in futs.iter_mut() {
+            if std::pin::Pin::new(f).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Reads a sample of a stream (up to `max` records from the start of every shard) for schema
+/// inference.
+pub fn sample(
+    catalog: &dyn Catalog,
+    log: Arc<dyn ShardLog>,
+    stream: &str,
+    max: usize,
+) -> Result<Vec<SourceRecord>> {
+    let mut c = StreamCursor::open(catalog, log, stream, &Start::Earliest)?;
+    let mut out = Vec::new();
+    c.poll(max, &mut out)?;
+    Ok(out)
+}

@@ -1,0 +1,326 @@
+//! The SQL front door: StreamCell's own `streamcell.sql.StreamCellSql` service (what
+//! `streamcell sql` speaks: every statement, push queries streamed until the client cancels),
+//! HStreamDB's `ExecuteQuery`, and the adapter through which the engine creates, deletes and
+//! appends to streams using the same code paths as the gRPC API.
+
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+
+use streamcell_engine::{Engine, EngineError, HostFuture, Output, StreamHost, StreamSpec};
+use streamcell_proto::api::{self, h_stream_record_header::Flag};
+use streamcell_proto::records::encode_batch;
+use streamcell_proto::sqlapi::{
+    self, execute_response::Item, stream_cell_sql_server::StreamCellSql, ExecuteRequest,
+    ExecuteResponse,
+};
+use streamcell_proto::HStreamApi;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Code, Request, Response, Status};
+
+use crate::keys;
+use crate::service::StreamApi;
+
+/// Rows per `rows` message at most (each message also stays well under 4 MiB).
+const ROWS_PER_MESSAGE: usize = 1000;
+const BYTES_PER_MESSAGE: usize = 1 << 20;
+
+/// The engine's access to streams, through the gRPC service's own handlers.
+pub struct Host(pub Weak<StreamApi>);
+
+impl Host {
+    fn api(&self) -> Result<Arc<StreamApi>, EngineError> {
+        self.0
+            .upgrade()
+            .ok_or_else(|| EngineError::Internal("the server is shutting down".into()))
+    }
+}
+
+/// The message of a status whose body is HStreamDB's JSON `{"error": …, "message": …}`.
+fn status_message(s: &Status) -> String {
+    serde_json::from_str::<serde_json::Value>(s.message())
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+        .unwrap_or_else(|| s.message().to_string())
+}
+
+fn engine_error(s: Status) -> EngineError {
+    let m = status_message(&s);
+    match s.code() {
+        Code::NotFound => EngineError::NotFound(m),
+        Code::AlreadyExists => EngineError::AlreadyExists(m),
+        Code::InvalidArgument | Code::OutOfRange => EngineError::Invalid(m),
+        Code::FailedPrecondition => EngineError::Precondition(m),
+        _ => EngineError::Internal(m),
+    }
+}
+
+impl StreamHost for Host {
+    fn create_stream(&self, spec: StreamSpec) -> HostFuture<'_, ()> {
+        Box::pin(async move {
+            let api = self.api()?;
+            HStreamApi::create_stream(
+                api.as_ref(),
+                Request::new(api::Stream {
+                    stream_name: spec.name,
+                    replication_factor: spec.replication_factor,
+                    backlog_duration: spec.backlog_secs,
+                    shard_count: spec.shard_count,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(engine_error)?;
+            Ok(())
+        })
+    }
+
+    fn delete_stream<'a>(&'a self, name: &'a str) -> HostFuture<'a, bool> {
+        Box::pin(async move {
+            let api = self.api()?;
+            match HStreamApi::delete_stream(
+                api.as_ref(),
+                Request::new(api::DeleteStreamRequest {
+                    stream_name: name.to_string(),
+                    ignore_non_exist: false,
+                    force: false,
+                }),
+            )
+            .await
+            {
+                Ok(_) => Ok(true),
+                Err(s) if s.code() == Code::NotFound => Ok(false),
+                Err(s) => Err(engine_error(s)),
+            }
+        })
+    }
+
+    fn append_json<'a>(
+        &'a self,
+        stream: &'a str,
+        rows: Vec<streamcell_engine::value::JsonRow>,
+    ) -> HostFuture<'a, ()> {
+        Box::pin(async move {
+            let api = self.api()?;
+            let (_, shards) = api.store().catalog.stream_shards(stream)?.ok_or_else(|| {
+                EngineError::NotFound(format!("stream {stream:?} does not exist"))
+            })?;
+            let hash = keys::key_hash("");
+            let shard = shards
+                .iter()
+                .find(|s| keys::in_range(hash, &s.start_key, &s.end_key))
+                .ok_or_else(|| {
+                    EngineError::Internal(format!("stream {stream:?} has no shard for key \"\""))
+                })?;
+            let records: Vec<api::HStreamRecord> = rows
+                .iter()
+                .map(|r| api::HStreamRecord {
+                    header: Some(api::HStreamRecordHeader {
+                        flag: Flag::Json as i32,
+                        attributes: Default::default(),
+                        key: String::new(),
+                    }),
+                    payload: streamcell_engine::value::encode_struct(r).into(),
+                })
+                .collect();
+            HStreamApi::append(
+                api.as_ref(),
+                Request::new(api::AppendRequest {
+                    stream_name: stream.to_string(),
+                    shard_id: shard.id,
+                    records: Some(encode_batch(&records)),
+                }),
+            )
+            .await
+            .map_err(engine_error)?;
+            Ok(())
+        })
+    }
+}
+
+/// An engine error as a gRPC status with a plain message.
+pub fn status(e: &EngineError) -> Status {
+    let code = match e {
+        EngineError::Syntax(_) | EngineError::Invalid(_) => Code::InvalidArgument,
+        EngineError::NotFound(_) => Code::NotFound,
+        EngineError::AlreadyExists(_) => Code::AlreadyExists,
+        EngineError::Precondition(_) => Code::FailedPrecondition,
+        EngineError::Store(_) | EngineError::Internal(_) => Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// The `streamcell.sql.StreamCellSql` service.
+pub struct SqlService {
+    engine: Arc<Engine>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl SqlService {
+    /// The service over `engine`; calls end when `stopping` turns true.
+    pub fn new(engine: Arc<Engine>, stopping: watch::Receiver<bool>) -> Self {
+        SqlService { engine, stopping }
+    }
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn item(i: Item) -> Result<ExecuteResponse, Status> {
+    Ok(ExecuteResponse { item: Some(i) })
+}
+
+/// Splits rows into messages of bounded size.
+fn row_messages(rows: Vec<String>) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for r in rows {
+        if !cur.is_empty() && (cur.len() >= ROWS_PER_MESSAGE || bytes + r.len() > BYTES_PER_MESSAGE)
+        {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += r.len();
+        cur.push(r);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[tonic::async_trait]
+impl StreamCellSql for SqlService {
+    type ExecuteStream = BoxStream<ExecuteResponse>;
+
+    async fn execute(
+        &self,
+        request: Request<ExecuteRequest>,
+    ) -> Result<Response<Self::ExecuteStream>, Status> {
+        let sql = request.into_inner().sql;
+        let statements = self.engine.parse(&sql).map_err(|e| status(&e))?;
+        let (tx, rx) = mpsc::channel::<Result<ExecuteResponse, Status>>(8);
+        let engine = self.engine.clone();
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            for stmt in statements {
+                let out = match engine.execute(stmt).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        if !e.is_user_error() {
+                            tracing::warn!(error = %e, "SQL statement failed");
+                        }
+                        let _ = tx.send(Err(status(&e))).await;
+                        return;
+                    }
+                };
+                match out {
+                    Output::Done(message) => {
+                        if tx
+                            .send(item(Item::Done(sqlapi::Done { message })))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Output::Rows { columns, rows } => {
+                        if tx
+                            .send(item(Item::Columns(sqlapi::Columns { names: columns })))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        for json in row_messages(rows) {
+                            if tx
+                                .send(item(Item::Rows(sqlapi::Rows { json })))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                        if tx
+                            .send(item(Item::Done(sqlapi::Done {
+                                message: String::new(),
+                            })))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Output::Push {
+                        columns,
+                        mut rx,
+                        guard,
+                    } => {
+                        let _guard = guard;
+                        if tx
+                            .send(item(Item::Columns(sqlapi::Columns { names: columns })))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        loop {
+                            tokio::select! {
+                                next = rx.recv() => match next {
+                                    Some(Ok(rows)) => {
+                                        for json in row_messages(rows) {
+                                            if tx.send(item(Item::Rows(sqlapi::Rows { json }))).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                    }
+                                    Some(Err(e)) => {
+                                        let _ = tx.send(Err(status(&e))).await;
+                                        return;
+                                    }
+                                    None => return,
+                                },
+                                () = tx.closed() => return,
+                                _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                                    let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// HStreamDB's `ExecuteQuery`: one statement, rows as `Struct`s. Push queries are refused
+/// (they stream on `StreamCellSql.Execute`).
+pub async fn execute_query(
+    engine: &Arc<Engine>,
+    sql: &str,
+) -> Result<api::CommandQueryResponse, EngineError> {
+    let statements = engine.parse(sql)?;
+    let mut result_set = Vec::new();
+    for stmt in statements {
+        if matches!(&stmt, streamcell_sql::Statement::Select(s) if s.emit_changes) {
+            return Err(EngineError::Invalid(
+                "push queries (EMIT CHANGES) stream over streamcell.sql.StreamCellSql/Execute \
+                 (`streamcell sql`), not ExecuteQuery"
+                    .into(),
+            ));
+        }
+        if let Output::Rows { rows, .. } = engine.execute(stmt).await? {
+            for r in rows {
+                let v: serde_json::Value = serde_json::from_str(&r)
+                    .map_err(|e| EngineError::Internal(format!("row is not JSON: {e}")))?;
+                if let serde_json::Value::Object(m) = v {
+                    result_set.push(streamcell_engine::value::to_proto_struct(&m));
+                }
+            }
+        }
+    }
+    Ok(api::CommandQueryResponse { result_set })
+}

@@ -169,3 +169,23 @@ async fn bad_statements_get_clear_errors_and_the_server_keeps_serving() {
     let rows = server.sql_ok("SELECT a, b FROM s;").await;
     assert_eq!(rows, vec![r#"{"a": 1.0, "b": "x"}"#]);
 }
+
+#[tokio::test]
+async fn hstream_function_names_work_in_pull_and_push_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    server.sql_ok("CREATE STREAM s;").await;
+    server
+        .sql_ok(r#"INSERT INTO s VALUES '{"name": "  Robot ", "x": -2.5, "n": null}';"#)
+        .await;
+    let q = "SELECT TO_UPPER(TRIM(name)) AS up, STRLEN(name) AS len, ABS(x) AS a, SIGN(x) AS sg, \
+             IFNULL(n, 7) AS d, TO_STR(x) AS t, ROUND(LOG(EXP(1.0))) AS one FROM s";
+    // `n` is only ever null, so it is a STRING column (docs/sql.md): IFNULL gives "7".
+    let want =
+        r#"{"up": "ROBOT", "len": 8, "a": 2.5, "sg": -1.0, "d": "7", "t": "-2.5", "one": 1.0}"#;
+    assert_eq!(server.sql_ok(&format!("{q};")).await, vec![want]);
+    assert_eq!(
+        server.push_rows(&format!("{q} EMIT CHANGES;"), 1, 20).await,
+        vec![want]
+    );
+}

@@ -719,7 +719,9 @@ impl Engine {
         query: &sql::Query,
     ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
         reject_windows(query)?;
-        let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query.clone()))));
+        let mut query = query.clone();
+        plan::hstream_functions(&mut query)?;
+        let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query))));
         let (tables, _) = datafusion::sql::resolve::resolve_table_references(&stmt, false)?;
         for t in tables {
             let name = t.table().to_string();

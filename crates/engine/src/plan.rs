@@ -84,6 +84,7 @@ pub fn session() -> SessionContext {
 /// Finds the source of a continuous query and rewrites its `FROM`.
 pub fn prepare(query: &sql::Query) -> Result<Prepared> {
     let mut query = query.clone();
+    hstream_functions(&mut query)?;
     if query.with.is_some() {
         return Err(EngineError::invalid(
             "WITH (common table expressions) is not supported in continuous queries",
@@ -348,7 +349,13 @@ pub async fn logical_plan(
     let analyzed = state
         .analyzer()
         .execute_and_check(plan, state.config_options(), |_, _| {})?;
-    Ok(analyzed)
+    // Expression simplification only (some functions, such as coalesce, exist only in a
+    // simplified form at execution); no other rewrite, so the plan keeps its shape.
+    use datafusion::common::tree_node::TreeNode;
+    use datafusion::optimizer::OptimizerRule;
+    let rule = datafusion::optimizer::simplify_expressions::SimplifyExpressions::new();
+    let simplified = analyzed.transform_up(|p| rule.rewrite(p, &state))?.data;
+    Ok(simplified)
 }
 
 /// Compiles an analyzed logical plan into continuous stages. `per_row`: an aggregate emits
@@ -460,5 +467,70 @@ fn compile_node(
             "{} is not supported in a continuous query",
             other.display()
         ))),
+    }
+}
+
+/// HStream SQL's function names that DataFusion spells differently (same arguments).
+const RENAMED_FUNCTIONS: [(&str, &str); 13] = [
+    ("to_lower", "lower"),
+    ("to_upper", "upper"),
+    ("left_trim", "ltrim"),
+    ("right_trim", "rtrim"),
+    ("strlen", "character_length"),
+    ("sign", "signum"),
+    ("log", "ln"),
+    ("array_contain", "array_has"),
+    ("array_remove", "array_remove_all"),
+    ("array_join", "array_to_string"),
+    ("split", "string_to_array"),
+    ("datetostring", "to_char"),
+    ("stringtodate", "to_timestamp"),
+];
+
+/// Rewrites HStream SQL's functions into DataFusion's: renamed functions (`TO_UPPER` →
+/// `upper`, `STRLEN` → `character_length`, `LOG` → `ln` (natural, as in HStream), …) and
+/// `TO_STR(x)` → `CAST(x AS VARCHAR)`.
+pub fn hstream_functions(query: &mut sql::Query) -> Result<()> {
+    use std::ops::ControlFlow;
+    let mut unsupported: Option<String> = None;
+    let _ = sqlparser::ast::visit_expressions_mut(query, |e| {
+        if let Expr::Function(f) = e {
+            let [part] = f.name.0.as_slice() else {
+                return ControlFlow::<()>::Continue(());
+            };
+            let Some(ident) = part.as_ident() else {
+                return ControlFlow::Continue(());
+            };
+            if ident.quote_style.is_some() {
+                return ControlFlow::Continue(());
+            }
+            let lower = ident.value.to_ascii_lowercase();
+            if lower == "to_str" {
+                if let sql::FunctionArguments::List(list) = &f.args {
+                    if let [sql::FunctionArg::Unnamed(sql::FunctionArgExpr::Expr(arg))] =
+                        list.args.as_slice()
+                    {
+                        *e = Expr::Cast {
+                            kind: sql::CastKind::Cast,
+                            expr: Box::new(arg.clone()),
+                            data_type: sql::DataType::Varchar(None),
+                            array: false,
+                            format: None,
+                        };
+                        return ControlFlow::Continue(());
+                    }
+                }
+                unsupported = Some("TO_STR takes one argument".into());
+                return ControlFlow::Break(());
+            }
+            if let Some((_, to)) = RENAMED_FUNCTIONS.iter().find(|(from, _)| *from == lower) {
+                f.name = ObjectName::from(vec![Ident::new(*to)]);
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match unsupported {
+        Some(m) => Err(EngineError::invalid(m)),
+        None => Ok(()),
     }
 }

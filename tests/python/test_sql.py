@@ -93,3 +93,40 @@ def test_client_dicts_feed_a_view_and_a_query_whose_output_the_client_reads_as_d
     queries = {r["query_id"]: r["status"] for r in sql(stub, "SHOW QUERIES;")}
     assert queries.get(hot) == "RUNNING"
     assert queries.get("temps") == "RUNNING"
+
+
+def test_query_and_view_management_rpcs(server):
+    stub = server.stub()
+    src = uid("src")
+    create_stream_raw(stub, src)
+    sql(stub, f"INSERT INTO {src} (k, v) VALUES ('a', 1), ('b', 2), ('a', 3);")
+    q = stub.CreateQuery(pb.CreateQueryRequest(sql=f"CREATE STREAM big_{src} AS SELECT k, v FROM {src} WHERE v > 1;",
+                                               queryName=f"q_{src}"), timeout=30)
+    assert q.id == f"q_{src}" and q.resultName == f"big_{src}" and list(q.sources) == [src]
+    assert q.type == pb.CreateStreamAs
+    v = stub.CreateQuery(pb.CreateQueryRequest(sql=f"CREATE VIEW sums AS SELECT k, SUM(v) AS total FROM {src} GROUP BY k;"),
+                         timeout=30)
+    assert v.id == "sums" and v.type == pb.CreateViewAs
+    sql(stub, "FLUSH;")
+    ids = {x.id for x in stub.ListQueries(pb.ListQueriesRequest(), timeout=30).queries}
+    assert {f"q_{src}", "sums"} <= ids
+    assert stub.GetQuery(pb.GetQueryRequest(id=f"q_{src}"), timeout=30).status == pb.TASK_RUNNING
+    views = stub.ListViews(pb.ListViewsRequest(), timeout=30).views
+    assert [x.viewId for x in views] == ["sums"] and list(views[0].schema) == ["k", "total"]
+    res = stub.ExecuteViewQuery(pb.ExecuteViewQueryRequest(sql="SELECT * FROM sums WHERE k = 'a';"), timeout=30)
+    assert [json_format.MessageToDict(s) for s in res.results] == [{"k": "a", "total": 4.0}]
+
+    stub.PauseQuery(pb.PauseQueryRequest(id=f"q_{src}"), timeout=30)
+    assert stub.GetQuery(pb.GetQueryRequest(id=f"q_{src}"), timeout=30).status == pb.TASK_PAUSED
+    stub.ResumeQuery(pb.ResumeQueryRequest(id=f"q_{src}"), timeout=30)
+    stub.TerminateQuery(pb.TerminateQueryRequest(queryId=f"q_{src}"), timeout=30)
+    assert stub.GetQuery(pb.GetQueryRequest(id=f"q_{src}"), timeout=30).status == pb.TASK_TERMINATED
+    stub.DeleteQuery(pb.DeleteQueryRequest(id=f"q_{src}"), timeout=30)
+    err = rpc_error(stub.GetQuery, pb.GetQueryRequest(id=f"q_{src}"), timeout=30)
+    assert_rpc_error(err, grpc.StatusCode.NOT_FOUND, 400)
+    err = rpc_error(stub.DeleteQuery, pb.DeleteQueryRequest(id="sums"), timeout=30)
+    assert_rpc_error(err, grpc.StatusCode.FAILED_PRECONDITION)
+    stub.DeleteView(pb.DeleteViewRequest(viewId="sums"), timeout=30)
+    stub.DeleteView(pb.DeleteViewRequest(viewId="sums", ignoreNonExist=True), timeout=30)
+    err = rpc_error(stub.GetView, pb.GetViewRequest(viewId="sums"), timeout=30)
+    assert_rpc_error(err, grpc.StatusCode.NOT_FOUND, 500)

@@ -68,6 +68,27 @@ impl Drop for PushGuard {
     }
 }
 
+/// A persistent query or view as the management RPCs show it.
+#[derive(Debug, Clone)]
+pub struct QueryInfo {
+    /// Query name (a view's is the view's name).
+    pub name: String,
+    /// Stream query or view.
+    pub kind: QueryKind,
+    /// Status.
+    pub status: QueryStatus,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    /// SQL text.
+    pub sql: String,
+    /// The stream it reads.
+    pub source: String,
+    /// The stream it writes (stream queries) or the view's name.
+    pub result: String,
+    /// A view's columns (empty until it binds).
+    pub columns: Vec<String>,
+}
+
 /// A persistent query or view as the catalog keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SavedQuery {
@@ -206,6 +227,74 @@ impl Engine {
         }
     }
 
+    /// Every persistent query and view.
+    pub fn list(&self) -> Vec<QueryInfo> {
+        lock(&self.queries)
+            .values()
+            .map(|e| {
+                let s = &e.shared;
+                QueryInfo {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    status: s.status(),
+                    created_ms: s.created_ms,
+                    sql: s.sql.clone(),
+                    source: s.source.clone(),
+                    result: s.target.clone().unwrap_or_else(|| s.name.clone()),
+                    columns: s.output_columns(),
+                }
+            })
+            .collect()
+    }
+
+    /// One persistent query or view.
+    pub fn get(&self, name: &str) -> Result<QueryInfo> {
+        self.list()
+            .into_iter()
+            .find(|q| q.name == name)
+            .ok_or_else(|| EngineError::NotFound(format!("query {name:?} does not exist")))
+    }
+
+    /// `CreateQuery`: a `CREATE STREAM … AS SELECT` or `CREATE VIEW` statement; `name` names
+    /// a stream query (empty: the stream's name); a view's query is named after the view.
+    pub async fn create_query(self: &Arc<Self>, sql_text: &str, name: &str) -> Result<QueryInfo> {
+        let mut stmts = self.parse(sql_text)?;
+        if stmts.len() != 1 {
+            return Err(EngineError::invalid("CreateQuery takes one statement"));
+        }
+        let (query_name, result) = match stmts.remove(0) {
+            Statement::CreateStream(cs) if cs.as_select.is_some() => {
+                let stream = single_name(&cs.name)?;
+                let query_name = if name.is_empty() {
+                    stream.clone()
+                } else {
+                    name.to_string()
+                };
+                let select = cs
+                    .as_select
+                    .clone()
+                    .ok_or_else(|| EngineError::internal("checked"))?;
+                let spec = self.stream_spec(&cs)?;
+                self.create_persistent(query_name.clone(), select, QueryKind::Stream, Some(spec))
+                    .await?;
+                (query_name, stream)
+            }
+            Statement::CreateView { name: v, query } => {
+                let v = single_name(&v)?;
+                self.create_persistent(v.clone(), query, QueryKind::View, None)
+                    .await?;
+                (v.clone(), v)
+            }
+            _ => {
+                return Err(EngineError::invalid(
+                    "CreateQuery takes CREATE STREAM … AS SELECT or CREATE VIEW … AS SELECT",
+                ))
+            }
+        };
+        let _ = result;
+        self.get(&query_name)
+    }
+
     /// Parses `sql` into statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         Ok(streamcell_sql::parse(sql)?)
@@ -216,35 +305,7 @@ impl Engine {
         match stmt {
             Statement::CreateStream(cs) => {
                 let name = single_name(&cs.name)?;
-                let replication_factor = match cs.replicate {
-                    None => 1,
-                    Some(n) => u32::try_from(n)
-                        .ok()
-                        .filter(|n| (1..=15).contains(n))
-                        .ok_or_else(|| {
-                            EngineError::invalid("REPLICATE must be between 1 and 15")
-                        })?,
-                };
-                let backlog_secs = match &cs.duration {
-                    None => DEFAULT_DURATION_SECS,
-                    Some(e) => {
-                        let ms = plan::interval_ms(e)?;
-                        u32::try_from(ms / 1000)
-                            .ok()
-                            .filter(|s| *s >= 1)
-                            .ok_or_else(|| {
-                                EngineError::invalid(
-                                    "DURATION must be between 1 second and about 136 years",
-                                )
-                            })?
-                    }
-                };
-                let spec = StreamSpec {
-                    name: name.clone(),
-                    replication_factor,
-                    backlog_secs,
-                    shard_count: 1,
-                };
+                let spec = self.stream_spec(&cs)?;
                 match cs.as_select {
                     None => {
                         let columns = cs
@@ -371,6 +432,37 @@ impl Engine {
             Statement::Flush => self.flush().await,
             Statement::Sql(stmt) => self.standard(*stmt).await,
         }
+    }
+
+    /// The stream a `CREATE STREAM` asks for.
+    fn stream_spec(&self, cs: &streamcell_sql::CreateStream) -> Result<StreamSpec> {
+        let replication_factor = match cs.replicate {
+            None => 1,
+            Some(n) => u32::try_from(n)
+                .ok()
+                .filter(|n| (1..=15).contains(n))
+                .ok_or_else(|| EngineError::invalid("REPLICATE must be between 1 and 15"))?,
+        };
+        let backlog_secs = match &cs.duration {
+            None => DEFAULT_DURATION_SECS,
+            Some(e) => {
+                let ms = plan::interval_ms(e)?;
+                u32::try_from(ms / 1000)
+                    .ok()
+                    .filter(|s| *s >= 1)
+                    .ok_or_else(|| {
+                        EngineError::invalid(
+                            "DURATION must be between 1 second and about 136 years",
+                        )
+                    })?
+            }
+        };
+        Ok(StreamSpec {
+            name: single_name(&cs.name)?,
+            replication_factor,
+            backlog_secs,
+            shard_count: 1,
+        })
     }
 
     /// A query that exists and has not been terminated.

@@ -14,6 +14,7 @@ pub mod query;
 pub mod source;
 pub mod value;
 
-pub use engine::{Engine, Output, PushGuard};
+pub use engine::{Engine, Output, PushGuard, QueryInfo};
 pub use error::{EngineError, Result};
 pub use host::{HostFuture, StreamHost, StreamSpec};
+pub use query::{QueryKind, QueryStatus};

@@ -199,6 +199,20 @@ impl QueryShared {
         }
     }
 
+    /// The output columns once bound (empty before).
+    pub fn output_columns(&self) -> Vec<String> {
+        lock(&self.pipeline)
+            .as_ref()
+            .map(|p| {
+                p.output_schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// For a view: its current rows (`None` while it waits for its first records).
     pub fn view_rows(&self) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
         let mut guard = lock(&self.pipeline);

@@ -1283,9 +1283,15 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
 
     async fn create_query(
         &self,
-        _request: Request<api::CreateQueryRequest>,
+        request: Request<api::CreateQueryRequest>,
     ) -> Result<Response<api::Query>, Status> {
-        Err(unimplemented("CreateQuery"))
+        let req = request.into_inner();
+        let engine = self.engine()?.clone();
+        let q = engine
+            .create_query(&req.sql, &req.query_name)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::StreamNotFound))?;
+        Ok(Response::new(crate::sql::query_pb(&q, self.node.id)))
     }
 
     async fn create_query_with_namespace(
@@ -1299,42 +1305,70 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         &self,
         _request: Request<api::ListQueriesRequest>,
     ) -> Result<Response<api::ListQueriesResponse>, Status> {
-        Err(unimplemented("ListQueries"))
+        let engine = self.engine()?;
+        Ok(Response::new(api::ListQueriesResponse {
+            queries: engine
+                .list()
+                .iter()
+                .map(|q| crate::sql::query_pb(q, self.node.id))
+                .collect(),
+        }))
     }
 
     async fn get_query(
         &self,
-        _request: Request<api::GetQueryRequest>,
+        request: Request<api::GetQueryRequest>,
     ) -> Result<Response<api::Query>, Status> {
-        Err(unimplemented("GetQuery"))
+        let id = request.into_inner().id;
+        let q = self
+            .engine()?
+            .get(&id)
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::QueryNotFound))?;
+        Ok(Response::new(crate::sql::query_pb(&q, self.node.id)))
     }
 
     async fn terminate_query(
         &self,
-        _request: Request<api::TerminateQueryRequest>,
+        request: Request<api::TerminateQueryRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("TerminateQuery"))
+        let id = request.into_inner().query_id;
+        crate::sql::manage::terminate(self.engine()?, &id)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::QueryNotFound))?;
+        Ok(Response::new(()))
     }
 
     async fn delete_query(
         &self,
-        _request: Request<api::DeleteQueryRequest>,
+        request: Request<api::DeleteQueryRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("DeleteQuery"))
+        let id = request.into_inner().id;
+        crate::sql::manage::delete(self.engine()?, &id, false, false)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::QueryNotFound))?;
+        Ok(Response::new(()))
     }
 
     async fn resume_query(
         &self,
-        _request: Request<api::ResumeQueryRequest>,
+        request: Request<api::ResumeQueryRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("ResumeQuery"))
+        let id = request.into_inner().id;
+        crate::sql::manage::pause(self.engine()?, &id, false)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::QueryNotFound))?;
+        Ok(Response::new(()))
     }
 
     async fn pause_query(
         &self,
-        _request: Request<api::PauseQueryRequest>,
+        request: Request<api::PauseQueryRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("PauseQuery"))
+        let id = request.into_inner().id;
+        crate::sql::manage::pause(self.engine()?, &id, true)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::QueryNotFound))?;
+        Ok(Response::new(()))
     }
 
     async fn parse_sql(
@@ -1425,28 +1459,54 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         &self,
         _request: Request<api::ListViewsRequest>,
     ) -> Result<Response<api::ListViewsResponse>, Status> {
-        Err(unimplemented("ListViews"))
+        let engine = self.engine()?;
+        Ok(Response::new(api::ListViewsResponse {
+            views: engine
+                .list()
+                .iter()
+                .filter(|q| q.kind == streamcell_engine::QueryKind::View)
+                .map(crate::sql::view_pb)
+                .collect(),
+        }))
     }
 
     async fn get_view(
         &self,
-        _request: Request<api::GetViewRequest>,
+        request: Request<api::GetViewRequest>,
     ) -> Result<Response<api::View>, Status> {
-        Err(unimplemented("GetView"))
+        let id = request.into_inner().view_id;
+        match self.engine()?.get(&id) {
+            Ok(q) if q.kind == streamcell_engine::QueryKind::View => {
+                Ok(Response::new(crate::sql::view_pb(&q)))
+            }
+            _ => Err(ApiError::not_found(
+                ErrorCode::ViewNotFound,
+                format!("view {id:?} does not exist"),
+            )
+            .into()),
+        }
     }
 
     async fn delete_view(
         &self,
-        _request: Request<api::DeleteViewRequest>,
+        request: Request<api::DeleteViewRequest>,
     ) -> Result<Response<()>, Status> {
-        Err(unimplemented("DeleteView"))
+        let req = request.into_inner();
+        crate::sql::manage::delete(self.engine()?, &req.view_id, true, req.ignore_non_exist)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::ViewNotFound))?;
+        Ok(Response::new(()))
     }
 
     async fn execute_view_query(
         &self,
-        _request: Request<api::ExecuteViewQueryRequest>,
+        request: Request<api::ExecuteViewQueryRequest>,
     ) -> Result<Response<api::ExecuteViewQueryResponse>, Status> {
-        Err(unimplemented("ExecuteViewQuery"))
+        let sql = request.into_inner().sql;
+        let results = crate::sql::manage::view_query(self.engine()?, &sql)
+            .await
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::ViewNotFound))?;
+        Ok(Response::new(api::ExecuteViewQueryResponse { results }))
     }
 
     async fn execute_view_query_with_namespace(

@@ -324,3 +324,122 @@ pub async fn execute_query(
     }
     Ok(api::CommandQueryResponse { result_set })
 }
+
+/// A name quoted as a SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Runs one statement built by the management RPCs.
+async fn run_one(engine: &Arc<Engine>, text: &str) -> Result<Output, EngineError> {
+    let mut stmts = engine.parse(text)?;
+    match stmts.pop() {
+        Some(s) if stmts.is_empty() => engine.execute(s).await,
+        _ => Err(EngineError::Invalid(format!("not one statement: {text}"))),
+    }
+}
+
+/// An engine error as a status with HStreamDB's JSON body; `not_found` is the code for a
+/// missing object of the RPC's kind.
+pub fn api_status(e: &EngineError, not_found: api::ErrorCode) -> Status {
+    let s = status(e);
+    let code = match s.code() {
+        Code::NotFound => not_found,
+        Code::AlreadyExists => api::ErrorCode::QueryExists,
+        Code::FailedPrecondition => api::ErrorCode::QueryNotRunning,
+        Code::Internal => api::ErrorCode::InternalError,
+        _ => api::ErrorCode::QueryInvalidSql,
+    };
+    Status::new(s.code(), crate::error::body(code, &e.to_string()))
+}
+
+fn task_status(s: &streamcell_engine::QueryStatus) -> api::TaskStatusPb {
+    use streamcell_engine::QueryStatus as S;
+    match s {
+        S::Waiting => api::TaskStatusPb::TaskCreating,
+        S::Running => api::TaskStatusPb::TaskRunning,
+        S::Paused => api::TaskStatusPb::TaskPaused,
+        S::Terminated => api::TaskStatusPb::TaskTerminated,
+        S::Failed(_) => api::TaskStatusPb::TaskAborted,
+    }
+}
+
+/// A query as HStreamDB's `Query` message.
+pub fn query_pb(q: &streamcell_engine::QueryInfo, node_id: u32) -> api::Query {
+    api::Query {
+        id: q.name.clone(),
+        status: task_status(&q.status) as i32,
+        created_time: q.created_ms,
+        query_text: q.sql.clone(),
+        sources: vec![q.source.clone()],
+        result_name: q.result.clone(),
+        r#type: match q.kind {
+            streamcell_engine::QueryKind::View => api::QueryType::CreateViewAs as i32,
+            _ => api::QueryType::CreateStreamAs as i32,
+        },
+        node_id,
+    }
+}
+
+/// A view as HStreamDB's `View` message.
+pub fn view_pb(q: &streamcell_engine::QueryInfo) -> api::View {
+    api::View {
+        view_id: q.name.clone(),
+        status: task_status(&q.status) as i32,
+        created_time: q.created_ms,
+        sql: q.sql.clone(),
+        schema: q.columns.clone(),
+        query_name: q.name.clone(),
+    }
+}
+
+/// The management RPCs' operations.
+pub mod manage {
+    use super::*;
+
+    /// `TerminateQuery`.
+    pub async fn terminate(engine: &Arc<Engine>, id: &str) -> Result<(), EngineError> {
+        run_one(engine, &format!("TERMINATE QUERY {}", ident(id)))
+            .await
+            .map(|_| ())
+    }
+
+    /// `PauseQuery` / `ResumeQuery`.
+    pub async fn pause(engine: &Arc<Engine>, id: &str, pause: bool) -> Result<(), EngineError> {
+        let verb = if pause { "PAUSE" } else { "RESUME" };
+        run_one(engine, &format!("{verb} QUERY {}", ident(id)))
+            .await
+            .map(|_| ())
+    }
+
+    /// `DeleteQuery` / `DeleteView`.
+    pub async fn delete(
+        engine: &Arc<Engine>,
+        id: &str,
+        view: bool,
+        if_exists: bool,
+    ) -> Result<(), EngineError> {
+        let kind = if view { "VIEW" } else { "QUERY" };
+        let tail = if if_exists { " IF EXISTS" } else { "" };
+        if !view {
+            if let Ok(q) = engine.get(id) {
+                if q.kind == streamcell_engine::QueryKind::View {
+                    return Err(EngineError::Precondition(format!(
+                        "{id:?} is the query of a view: delete the view"
+                    )));
+                }
+            }
+        }
+        run_one(engine, &format!("DROP {kind} {}{tail}", ident(id)))
+            .await
+            .map(|_| ())
+    }
+
+    /// `ExecuteViewQuery`: a pull query, rows as `Struct`s.
+    pub async fn view_query(
+        engine: &Arc<Engine>,
+        sql: &str,
+    ) -> Result<Vec<prost_types::Struct>, EngineError> {
+        Ok(execute_query(engine, sql).await?.result_set)
+    }
+}

@@ -2,6 +2,7 @@
 //! subcommands (the SQL shell, the DataCell sensor and actuator) live here too.
 
 mod config;
+mod shell;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// Run the database server (gRPC HStreamDB API on --port)
     Server(config::ServerFlags),
+    /// SQL shell: interactive, or runs statements from -e, -f or stdin
+    Sql(shell::SqlFlags),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Server(flags) => server(flags),
+        Command::Sql(flags) => shell::run(flags),
     }
 }
 

@@ -189,3 +189,93 @@ async fn hstream_function_names_work_in_pull_and_push_queries() {
         vec![want]
     );
 }
+
+#[tokio::test]
+async fn stream_stream_joins_match_within_the_bound_and_emit_outer_rows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    server
+        .sql_ok("CREATE STREAM orders; CREATE STREAM payments;")
+        .await;
+    server
+        .sql_ok(
+            "INSERT INTO orders (id, item) VALUES (1, 'bolt'), (2, 'nut'), (3, 'gear');
+             INSERT INTO payments (order_id, amount) VALUES (1, 10), (3, 30), (4, 40);",
+        )
+        .await;
+    server
+        .sql_ok(
+            "CREATE STREAM paid AS SELECT o.id, o.item, p.amount FROM orders AS o \
+             JOIN payments AS p ON o.id = p.order_id WITHIN (INTERVAL 1 MINUTE);",
+        )
+        .await;
+    server.sql_ok("FLUSH;").await;
+    assert_eq!(
+        server.sql_ok("SELECT * FROM paid ORDER BY id;").await,
+        vec![
+            r#"{"id": 1.0, "item": "bolt", "amount": 10.0}"#,
+            r#"{"id": 3.0, "item": "gear", "amount": 30.0}"#,
+        ]
+    );
+    // The saved query keeps its WITHIN.
+    let shown = server.sql_ok("SHOW QUERIES;").await.join("\n");
+    assert!(shown.contains("WITHIN (INTERVAL 1 MINUTE)"), "{shown}");
+
+    // A push query sees matches as their second side arrives.
+    let mut q = server
+        .push(
+            "SELECT o.item, p.amount FROM orders AS o JOIN payments AS p \
+             ON o.id = p.order_id WITHIN (INTERVAL 1 MINUTE) EMIT CHANGES;",
+        )
+        .await;
+    let mut first = q.next_rows(2, 20).await;
+    first.sort();
+    assert_eq!(
+        first,
+        vec![
+            r#"{"item": "bolt", "amount": 10.0}"#,
+            r#"{"item": "gear", "amount": 30.0}"#,
+        ]
+    );
+    server
+        .sql_ok("INSERT INTO orders (id, item) VALUES (5, 'cog');")
+        .await;
+    server
+        .sql_ok("INSERT INTO payments (order_id, amount) VALUES (5, 50);")
+        .await;
+    assert_eq!(
+        q.next_rows(1, 20).await,
+        vec![r#"{"item": "cog", "amount": 50.0}"#]
+    );
+}
+
+#[tokio::test]
+async fn a_left_join_emits_unmatched_rows_once_they_leave_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    server.sql_ok("CREATE STREAM a; CREATE STREAM b;").await;
+    server
+        .sql_ok("INSERT INTO a (k, x) VALUES (1, 'one'), (2, 'two'); INSERT INTO b (k, y) VALUES (1, 'uno');")
+        .await;
+    let mut q = server
+        .push(
+            "SELECT a.k, a.x, b.y FROM a LEFT JOIN b ON a.k = b.k WITHIN (INTERVAL 1 SECOND) \
+             EMIT CHANGES;",
+        )
+        .await;
+    assert_eq!(
+        q.next_rows(1, 20).await,
+        vec![r#"{"k": 1.0, "x": "one", "y": "uno"}"#]
+    );
+    // Publish times move on by more than the bound (plus the 1 s lateness): the next record
+    // pushes the watermark past row 2, which never matched.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    server
+        .sql_ok("INSERT INTO b (k, y) VALUES (2, 'dos (too late)');")
+        .await;
+    assert_eq!(
+        q.next_rows(1, 20).await,
+        vec![r#"{"k": 2.0, "x": "two", "y": null}"#]
+    );
+    assert!(q.next_rows(1, 1).await.is_empty());
+}

@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use crate::error::{EngineError, Result};
 use crate::host::{StreamHost, StreamSpec};
 use crate::plan;
-use crate::query::{self, Control, QueryKind, QueryRun, QueryShared, QueryStatus, Sink};
+use crate::query::{
+    self, streams_of, Control, QueryKind, QueryRun, QueryShared, QueryStatus, Sink,
+};
 use crate::source::{Start, StreamCursor};
 use crate::value::{self, render_rows, rows_to_batch, JsonRow};
 
@@ -352,14 +354,8 @@ impl Engine {
                     .await
             }
             Statement::Select(select) if select.emit_changes => {
-                let prepared = plan::prepare(&select.query)?;
-                if self.catalog.get_stream(&prepared.source.stream)?.is_none() {
-                    return Err(EngineError::NotFound(format!(
-                        "stream {:?} does not exist",
-                        prepared.source.stream
-                    )));
-                }
-                let declared = self.declared_schema(&prepared.source.stream)?;
+                let prepared = plan::prepare_with(&select.query, &select.within)?;
+                let declared = self.sources_of(&prepared)?;
                 self.try_bind(&prepared, declared, QueryKind::Push).await?;
                 self.push(select)
             }
@@ -561,14 +557,10 @@ impl Engine {
         kind: QueryKind,
         target: Option<StreamSpec>,
     ) -> Result<Output> {
-        let prepared = plan::prepare(&select.query)?;
+        let prepared = plan::prepare_with(&select.query, &select.within)?;
         let source = prepared.source.stream.clone();
         let _ddl = self.ddl.lock().await;
-        if self.catalog.get_stream(&source)?.is_none() {
-            return Err(EngineError::NotFound(format!(
-                "stream {source:?} does not exist"
-            )));
-        }
+        self.sources_of(&prepared)?;
         if lock(&self.queries).contains_key(&name) {
             return Err(EngineError::AlreadyExists(format!(
                 "a query or view named {name:?} exists already"
@@ -580,17 +572,17 @@ impl Engine {
             )));
         }
         if let Some(spec) = &target {
-            if spec.name == source {
+            if streams_of(&prepared).contains(&spec.name) {
                 return Err(EngineError::invalid(
                     "a query cannot write into the stream it reads",
                 ));
             }
         }
-        let declared = self.declared_schema(&source)?;
+        let declared = self.sources_of(&prepared)?;
         self.try_bind(&prepared, declared, kind).await?;
         let sql_text = match (&target, kind) {
-            (Some(t), _) => format!("CREATE STREAM {} AS {}", t.name, select.query),
-            (None, _) => format!("CREATE VIEW {name} AS {}", select.query),
+            (Some(t), _) => format!("CREATE STREAM {} AS {}", t.name, select_text(&select)),
+            (None, _) => format!("CREATE VIEW {name} AS {}", select_text(&select)),
         };
         let saved = SavedQuery {
             sql: sql_text.clone(),
@@ -650,8 +642,8 @@ impl Engine {
             Some(Statement::CreateView { query, .. }) => query,
             _ => return Err(EngineError::internal("saved query is not a CREATE")),
         };
-        let prepared = plan::prepare(&select.query)?;
-        let declared = self.declared_schema(&prepared.source.stream)?;
+        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let declared = self.sources_of(&prepared)?;
         let sink = match shared.kind {
             QueryKind::Stream => Sink::Stream(
                 shared
@@ -682,46 +674,47 @@ impl Engine {
     async fn try_bind(
         &self,
         prepared: &plan::Prepared,
-        declared: Option<SchemaRef>,
+        declared: Vec<Option<SchemaRef>>,
         kind: QueryKind,
     ) -> Result<()> {
-        let stream = prepared.source.stream.clone();
-        let schema = match declared {
-            Some(s) => s.as_ref().clone(),
-            None => {
-                let catalog = self.catalog.clone();
-                let log = self.log.clone();
-                let st = stream.clone();
-                let sample = tokio::task::spawn_blocking(move || {
-                    crate::source::sample(catalog.as_ref(), log, &st, 1000)
-                })
-                .await
-                .map_err(|e| EngineError::internal(e.to_string()))??;
-                if sample.is_empty() {
-                    return Ok(());
-                }
-                value::infer_schema(sample.iter().map(|r| &r.row))
+        let mut schemas = Vec::new();
+        for (i, stream) in streams_of(prepared).into_iter().enumerate() {
+            let catalog = self.catalog.clone();
+            let log = self.log.clone();
+            let d = declared.get(i).cloned().flatten();
+            let schema = tokio::task::spawn_blocking(move || {
+                query::stream_schema(catalog.as_ref(), log, &stream, d.as_ref())
+            })
+            .await
+            .map_err(|e| EngineError::internal(e.to_string()))??;
+            match schema {
+                Some(s) => schemas.push(s),
+                None => return Ok(()),
             }
-        };
-        let input = plan::input_schema(&schema, prepared.source.window.as_ref())?;
-        let ctx = plan::session();
-        let logical = plan::logical_plan(&ctx, &stream, input.clone(), &prepared.query).await?;
-        let pipeline = plan::compile(&ctx, &logical, input, kind != QueryKind::View)?;
-        if kind == QueryKind::View && !pipeline.aggregates {
-            return Err(EngineError::invalid(query::VIEW_NEEDS_AGGREGATE));
         }
+        query::build(prepared, &schemas, kind).await?;
         Ok(())
     }
 
+    /// The declared schemas of the streams a query reads, checking they exist.
+    fn sources_of(&self, prepared: &plan::Prepared) -> Result<Vec<Option<SchemaRef>>> {
+        streams_of(prepared)
+            .iter()
+            .map(|s| {
+                if self.catalog.get_stream(s)?.is_none() {
+                    return Err(EngineError::NotFound(format!(
+                        "stream {s:?} does not exist"
+                    )));
+                }
+                self.declared_schema(s)
+            })
+            .collect()
+    }
+
     fn push(self: &Arc<Self>, select: Select) -> Result<Output> {
-        let prepared = plan::prepare(&select.query)?;
+        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let declared = self.sources_of(&prepared)?;
         let stream = prepared.source.stream.clone();
-        if self.catalog.get_stream(&stream)?.is_none() {
-            return Err(EngineError::NotFound(format!(
-                "stream {stream:?} does not exist"
-            )));
-        }
-        let declared = self.declared_schema(&stream)?;
         let id = self
             .push_seq
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -997,17 +990,22 @@ impl Engine {
             }
         };
         let ctx = plan::session();
-        let prepared = plan::prepare(&select.query)?;
-        let stream = &prepared.source.stream;
-        let schema = match self.declared_schema(stream)? {
-            Some(s) => s,
-            None => {
-                let (s, _) = self.history(stream).await?;
-                s
-            }
-        };
-        let input = plan::input_schema(&schema, prepared.source.window.as_ref())?;
-        let logical = plan::logical_plan(&ctx, stream, input, &prepared.query).await?;
+        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let declared = self.sources_of(&prepared)?;
+        let mut tables = Vec::new();
+        for (i, stream) in streams_of(&prepared).into_iter().enumerate() {
+            let schema = match declared.get(i).cloned().flatten() {
+                Some(s) => s,
+                None => self.history(&stream).await?.0,
+            };
+            let window = if i == 0 {
+                prepared.source.window.as_ref()
+            } else {
+                None
+            };
+            tables.push((stream, plan::input_schema(&schema, window)?));
+        }
+        let logical = plan::logical_plan_over(&ctx, &tables, &prepared.query).await?;
         let mut text = format!("{}", logical.display_indent());
         if let Some(w) = &prepared.source.window {
             text = format!(
@@ -1039,14 +1037,16 @@ impl Engine {
             .map(|e| e.shared.clone())
             .collect();
         for s in shareds {
-            let Some(meta) = self.catalog.get_stream(&s.source)? else {
-                continue;
-            };
             let mut targets = Vec::new();
-            for shard in meta.shards {
-                let b = self.log.bounds(shard)?;
-                if b.tail_seq >= b.start_seq && b.tail_seq > 0 {
-                    targets.push((shard, b.next_seq));
+            for stream in s.sources() {
+                let Some(meta) = self.catalog.get_stream(&stream)? else {
+                    continue;
+                };
+                for shard in meta.shards {
+                    let b = self.log.bounds(shard)?;
+                    if b.tail_seq >= b.start_seq && b.tail_seq > 0 {
+                        targets.push((shard, b.next_seq));
+                    }
                 }
             }
             if !s.wait_progress(&targets, FLUSH_TIMEOUT).await {
@@ -1234,4 +1234,22 @@ fn literal(e: &Expr) -> Result<Value> {
             "VALUES takes literals (numbers, 'strings', TRUE, FALSE, NULL), not {other}"
         ))),
     }
+}
+
+/// A SELECT as text that parses back to itself, `WITHIN (…)` included after its join.
+fn select_text(select: &Select) -> String {
+    let text = select.query.to_string();
+    let Some(bound) = select.within.first() else {
+        return text;
+    };
+    if let SetExpr::Select(sel) = select.query.body.as_ref() {
+        if let Some(join) = sel.from.first().and_then(|f| f.joins.first()) {
+            let join_text = join.to_string();
+            if let Some(at) = text.find(&join_text) {
+                let end = at + join_text.len();
+                return format!("{} WITHIN ({bound}){}", &text[..end], &text[end..]);
+            }
+        }
+    }
+    text
 }

@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod engine;
 pub mod error;
 pub mod host;
+pub mod join;
 pub mod operator;
 pub mod plan;
 pub mod query;

@@ -42,10 +42,21 @@ pub struct WindowSpec {
 /// What the `FROM` of a continuous query reads.
 #[derive(Debug, Clone)]
 pub struct SourceRef {
-    /// The stream.
+    /// The stream (the left side of a join).
     pub stream: String,
     /// Its window, if any.
     pub window: Option<WindowSpec>,
+    /// A stream-stream join's right side and time bound.
+    pub join: Option<JoinRef>,
+}
+
+/// The right side of a stream-stream join.
+#[derive(Debug, Clone)]
+pub struct JoinRef {
+    /// The right stream.
+    pub stream: String,
+    /// `WITHIN (INTERVAL …)`, ms.
+    pub within_ms: i64,
 }
 
 /// A `SELECT` with its source and window taken out, ready to plan once the source's schema
@@ -63,6 +74,8 @@ pub struct Prepared {
 pub struct Pipeline {
     /// Schema of the rows the source feeds in (the stream's columns, then the window columns).
     pub input_schema: SchemaRef,
+    /// A stream-stream join the sources feed first (side 0: `input_schema`'s stream).
+    pub join: Option<crate::join::JoinStage>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
     /// Schema of the rows that come out.
@@ -81,8 +94,14 @@ pub fn session() -> SessionContext {
     SessionContext::new_with_config(config)
 }
 
-/// Finds the source of a continuous query and rewrites its `FROM`.
+/// Finds the source of a continuous query and rewrites its `FROM`. `within` holds the
+/// `WITHIN (…)` bound of each join, in order.
 pub fn prepare(query: &sql::Query) -> Result<Prepared> {
+    prepare_with(query, &[])
+}
+
+/// [`prepare`] with the joins' time bounds.
+pub fn prepare_with(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
     let mut query = query.clone();
     hstream_functions(&mut query)?;
     if query.with.is_some() {
@@ -111,10 +130,53 @@ pub fn prepare(query: &sql::Query) -> Result<Prepared> {
         }));
     }
     let from = &mut select.from[0];
-    if !from.joins.is_empty() {
-        return Err(EngineError::invalid(
-            "stream-stream joins (JOIN … WITHIN) are not supported yet",
-        ));
+    let join = match from.joins.as_slice() {
+        [] => None,
+        [j] => {
+            let TableFactor::Table {
+                name, args: None, ..
+            } = &j.relation
+            else {
+                return Err(EngineError::invalid(
+                    "a stream-stream join joins two streams (no windows or subqueries)",
+                ));
+            };
+            let bound = within.first().ok_or_else(|| {
+                EngineError::invalid(
+                    "a stream-stream join needs a time bound: … JOIN b ON … WITHIN (INTERVAL 1 \
+                     MINUTE)",
+                )
+            })?;
+            use sql::JoinOperator as J;
+            match &j.join_operator {
+                J::Join(_)
+                | J::Inner(_)
+                | J::Left(_)
+                | J::LeftOuter(_)
+                | J::Right(_)
+                | J::RightOuter(_)
+                | J::FullOuter(_) => {}
+                other => {
+                    return Err(EngineError::invalid(format!(
+                        "{} is not supported in continuous queries (INNER, LEFT, RIGHT and FULL \
+                         joins are)",
+                        other_join_name(other)
+                    )))
+                }
+            }
+            Some(JoinRef {
+                stream: object_name(name)?,
+                within_ms: interval_ms(bound)?,
+            })
+        }
+        _ => {
+            return Err(EngineError::invalid(
+                "a continuous query joins at most two streams",
+            ))
+        }
+    };
+    if join.is_none() && !within.is_empty() {
+        return Err(EngineError::invalid("WITHIN (…) only follows a JOIN"));
     }
     let (stream, window) = match &mut from.relation {
         TableFactor::Table { name, args, .. } => match args.take() {
@@ -133,6 +195,11 @@ pub fn prepare(query: &sql::Query) -> Result<Prepared> {
             ))
         }
     };
+    if window.is_some() && join.is_some() {
+        return Err(EngineError::invalid(
+            "windows over a join are not supported yet",
+        ));
+    }
     if window.is_some() {
         // The window is part of every group: add window_start/window_end to GROUP BY.
         let has_aggregate = !matches!(&select.group_by, GroupByExpr::Expressions(e, _) if e.is_empty())
@@ -154,7 +221,11 @@ pub fn prepare(query: &sql::Query) -> Result<Prepared> {
     }
     Ok(Prepared {
         query,
-        source: SourceRef { stream, window },
+        source: SourceRef {
+            stream,
+            window,
+            join,
+        },
     })
 }
 
@@ -177,6 +248,16 @@ fn select_has_aggregate(select: &sql::Select) -> bool {
             before_ok && after.starts_with('(')
         })
     })
+}
+
+fn other_join_name(op: &sql::JoinOperator) -> &'static str {
+    use sql::JoinOperator as J;
+    match op {
+        J::CrossJoin(_) => "CROSS JOIN",
+        J::Semi(_) | J::LeftSemi(_) | J::RightSemi(_) => "a SEMI join",
+        J::Anti(_) | J::LeftAnti(_) | J::RightAnti(_) => "an ANTI join",
+        _ => "this join",
+    }
 }
 
 fn object_name(name: &ObjectName) -> Result<String> {
@@ -341,8 +422,22 @@ pub async fn logical_plan(
     input_schema: SchemaRef,
     query: &sql::Query,
 ) -> Result<LogicalPlan> {
-    let empty = datafusion::datasource::MemTable::try_new(input_schema, vec![vec![]])?;
-    ctx.register_table(table, Arc::new(empty))?;
+    logical_plan_over(ctx, &[(table.to_string(), input_schema)], query).await
+}
+
+/// [`logical_plan`] over several source tables (a join's two streams).
+pub async fn logical_plan_over(
+    ctx: &SessionContext,
+    tables: &[(String, SchemaRef)],
+    query: &sql::Query,
+) -> Result<LogicalPlan> {
+    for (table, schema) in tables {
+        if ctx.table_exist(table.as_str())? {
+            continue;
+        }
+        let empty = datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]])?;
+        ctx.register_table(table.as_str(), Arc::new(empty))?;
+    }
     let state = ctx.state();
     let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query.clone()))));
     let plan = state.statement_to_plan(stmt).await?;
@@ -355,7 +450,11 @@ pub async fn logical_plan(
     use datafusion::optimizer::OptimizerRule;
     let rule = datafusion::optimizer::simplify_expressions::SimplifyExpressions::new();
     let simplified = analyzed.transform_up(|p| rule.rewrite(p, &state))?.data;
-    Ok(simplified)
+    // A join's `a.k = b.k` conjuncts become its equi-join keys (the join operator indexes
+    // its buffers by them).
+    let equi = datafusion::optimizer::extract_equijoin_predicate::ExtractEquijoinPredicate::new();
+    let plan = simplified.transform_up(|p| equi.rewrite(p, &state))?.data;
+    Ok(plan)
 }
 
 /// Compiles an analyzed logical plan into continuous stages. `per_row`: an aggregate emits
@@ -366,11 +465,39 @@ pub fn compile(
     input_schema: SchemaRef,
     per_row: bool,
 ) -> Result<Pipeline> {
+    compile_join(ctx, plan, input_schema, per_row, None)
+}
+
+/// [`compile`] for a query whose `FROM` is a stream-stream join bounded by `within_ms`.
+pub fn compile_join(
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    input_schema: SchemaRef,
+    per_row: bool,
+    within_ms: Option<i64>,
+) -> Result<Pipeline> {
     let state = ctx.state();
     let mut stages = Vec::new();
     let mut aggregates = false;
-    compile_node(&state, plan, per_row, &mut stages, &mut aggregates)?;
+    let mut join = None;
+    compile_node(
+        &state,
+        plan,
+        per_row,
+        &mut stages,
+        &mut aggregates,
+        within_ms,
+        &mut join,
+    )?;
+    if within_ms.is_some() && join.is_none() {
+        return Err(EngineError::internal("the join was not planned as a join"));
+    }
+    let input_schema = match &join {
+        Some(j) => j.side_schema(0),
+        None => input_schema,
+    };
     Ok(Pipeline {
+        join,
         input_schema,
         stages,
         output_schema: nullable(plan.schema().as_arrow()),
@@ -392,8 +519,36 @@ fn compile_node(
     per_row: bool,
     stages: &mut Vec<Stage>,
     aggregates: &mut bool,
+    within_ms: Option<i64>,
+    join: &mut Option<crate::join::JoinStage>,
 ) -> Result<()> {
     match plan {
+        LogicalPlan::Join(j) => {
+            let Some(within) = within_ms else {
+                return Err(EngineError::invalid(
+                    "joins are not supported in continuous queries without WITHIN (…)",
+                ));
+            };
+            if join.is_some() || !stages.is_empty() {
+                return Err(EngineError::invalid("a continuous query joins once"));
+            }
+            for side in [&j.left, &j.right] {
+                let mut node = side.as_ref();
+                while let LogicalPlan::SubqueryAlias(a) = node {
+                    node = a.input.as_ref();
+                }
+                match node {
+                    LogicalPlan::TableScan(scan) if scan.projection.is_none() => {}
+                    _ => {
+                        return Err(EngineError::invalid(
+                            "each side of a stream-stream join must be a stream",
+                        ))
+                    }
+                }
+            }
+            *join = Some(crate::join::JoinStage::new(state, j, within)?);
+            Ok(())
+        }
         LogicalPlan::TableScan(scan) => {
             if !scan.filters.is_empty() || scan.fetch.is_some() {
                 return Err(EngineError::internal("unexpected pushed-down scan"));
@@ -415,9 +570,13 @@ fn compile_node(
             }
             Ok(())
         }
-        LogicalPlan::SubqueryAlias(a) => compile_node(state, &a.input, per_row, stages, aggregates),
+        LogicalPlan::SubqueryAlias(a) => compile_node(
+            state, &a.input, per_row, stages, aggregates, within_ms, join,
+        ),
         LogicalPlan::Projection(p) => {
-            compile_node(state, &p.input, per_row, stages, aggregates)?;
+            compile_node(
+                state, &p.input, per_row, stages, aggregates, within_ms, join,
+            )?;
             let exprs = p
                 .expr
                 .iter()
@@ -430,7 +589,9 @@ fn compile_node(
             Ok(())
         }
         LogicalPlan::Filter(f) => {
-            compile_node(state, &f.input, per_row, stages, aggregates)?;
+            compile_node(
+                state, &f.input, per_row, stages, aggregates, within_ms, join,
+            )?;
             stages.push(Stage::Filter(physical(
                 state,
                 &f.predicate,
@@ -439,7 +600,9 @@ fn compile_node(
             Ok(())
         }
         LogicalPlan::Aggregate(a) => {
-            compile_node(state, &a.input, per_row, stages, aggregates)?;
+            compile_node(
+                state, &a.input, per_row, stages, aggregates, within_ms, join,
+            )?;
             if *aggregates {
                 return Err(EngineError::invalid(
                     "an aggregate over an aggregate is not supported in a continuous query",
@@ -452,9 +615,6 @@ fn compile_node(
         }
         LogicalPlan::Sort(_) | LogicalPlan::Limit(_) => Err(EngineError::invalid(
             "ORDER BY and LIMIT are not supported in continuous queries",
-        )),
-        LogicalPlan::Join(_) => Err(EngineError::invalid(
-            "joins are not supported in continuous queries yet",
         )),
         LogicalPlan::Distinct(_) => Err(EngineError::invalid(
             "SELECT DISTINCT is not supported in continuous queries (use GROUP BY)",

@@ -115,6 +115,8 @@ pub struct QueryShared {
     pipeline: Mutex<Option<Pipeline>>,
     /// Rows processed in and out, for `SHOW QUERIES`.
     counters: Mutex<(u64, u64)>,
+    /// Every stream it reads (a join reads two), once running.
+    sources: Mutex<Vec<String>>,
 }
 
 impl QueryShared {
@@ -140,6 +142,7 @@ impl QueryShared {
             progress_tick: watch::channel(0).0,
             pipeline: Mutex::new(None),
             counters: Mutex::new((0, 0)),
+            sources: Mutex::new(Vec::new()),
         })
     }
 
@@ -161,6 +164,16 @@ impl QueryShared {
     /// The control currently asked.
     pub fn wanted(&self) -> Control {
         *self.control.borrow()
+    }
+
+    /// Every stream it reads (just its source until it runs).
+    pub fn sources(&self) -> Vec<String> {
+        let s = lock(&self.sources).clone();
+        if s.is_empty() {
+            vec![self.source.clone()]
+        } else {
+            s
+        }
     }
 
     /// Records in and rows out so far.
@@ -249,6 +262,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct CheckpointHeader {
     positions: Vec<(u64, u64)>,
+    /// A join's right side.
+    #[serde(default)]
+    right_positions: Vec<(u64, u64)>,
     watermark_ms: Option<i64>,
     rows_out: u64,
     has_state: bool,
@@ -302,8 +318,8 @@ pub struct QueryRun {
     pub runtime: tokio::runtime::Handle,
     /// The catalog kind under which the query is saved (`None`: not saved, a push query).
     pub saved_as: Option<&'static str>,
-    /// Declared schema of the source, if any.
-    pub declared: Option<SchemaRef>,
+    /// Declared schema of each stream read (the source, then a join's right side), if any.
+    pub declared: Vec<Option<SchemaRef>>,
     /// Where a query without a checkpoint starts.
     pub start: Start,
 }
@@ -348,41 +364,95 @@ pub fn spawn(run: QueryRun) -> Result<std::thread::JoinHandle<()>> {
         .map_err(|e| EngineError::internal(format!("cannot start a query thread: {e}")))
 }
 
-/// Binds the query to its source's schema: `Ok(None)` while the source has no records to
-/// infer one from.
-fn bind(run: &QueryRun) -> Result<Option<Pipeline>> {
-    let stream = &run.prepared.source.stream;
-    let stream_schema = match &run.declared {
-        Some(s) => s.as_ref().clone(),
+/// The streams a query reads: its source, then a join's right side.
+pub fn streams_of(p: &Prepared) -> Vec<String> {
+    let mut v = vec![p.source.stream.clone()];
+    if let Some(j) = &p.source.join {
+        v.push(j.stream.clone());
+    }
+    v
+}
+
+/// The schema of a stream for planning: declared, or inferred from a sample of its records
+/// (`None` while it has none).
+pub fn stream_schema(
+    catalog: &dyn Catalog,
+    log: Arc<dyn ShardLog>,
+    stream: &str,
+    declared: Option<&SchemaRef>,
+) -> Result<Option<arrow::datatypes::Schema>> {
+    match declared {
+        Some(s) => Ok(Some(s.as_ref().clone())),
         None => {
-            let sample = source::sample(run.catalog.as_ref(), run.log.clone(), stream, SAMPLE)?;
+            let sample = source::sample(catalog, log, stream, SAMPLE)?;
             if sample.is_empty() {
                 return Ok(None);
             }
-            value::infer_schema(sample.iter().map(|r| &r.row))
+            Ok(Some(value::infer_schema(sample.iter().map(|r| &r.row))))
         }
-    };
-    let input = plan::input_schema(&stream_schema, run.prepared.source.window.as_ref())?;
+    }
+}
+
+/// Plans and compiles a prepared query over the schemas of its streams (in
+/// [`streams_of`] order).
+pub async fn build(
+    prepared: &Prepared,
+    schemas: &[arrow::datatypes::Schema],
+    kind: QueryKind,
+) -> Result<Pipeline> {
+    let streams = streams_of(prepared);
+    let mut tables = Vec::new();
+    for (i, (name, schema)) in streams.iter().zip(schemas).enumerate() {
+        let window = if i == 0 {
+            prepared.source.window.as_ref()
+        } else {
+            None
+        };
+        tables.push((name.clone(), plan::input_schema(schema, window)?));
+    }
     let ctx = plan::session();
-    let query = run.prepared.query.clone();
-    let stream_name = stream.clone();
-    let input2 = input.clone();
-    let logical = run.runtime.block_on(async move {
-        plan::logical_plan(&ctx, &stream_name, input2, &query)
-            .await
-            .map(|p| (ctx, p))
-    })?;
-    let (ctx, logical) = logical;
-    let pipeline = plan::compile(&ctx, &logical, input, run.per_row)?;
-    if run.shared.kind == QueryKind::View && !pipeline.aggregates {
+    let logical = plan::logical_plan_over(&ctx, &tables, &prepared.query).await?;
+    let pipeline = plan::compile_join(
+        &ctx,
+        &logical,
+        tables[0].1.clone(),
+        kind != QueryKind::View,
+        prepared.source.join.as_ref().map(|j| j.within_ms),
+    )?;
+    if kind == QueryKind::View && !pipeline.aggregates {
         return Err(EngineError::invalid(VIEW_NEEDS_AGGREGATE));
     }
+    Ok(pipeline)
+}
+
+/// Binds the query to its sources' schemas: `Ok(None)` while a source has no records to
+/// infer one from.
+fn bind(run: &QueryRun) -> Result<Option<Pipeline>> {
+    let mut schemas = Vec::new();
+    for (i, stream) in streams_of(&run.prepared).iter().enumerate() {
+        match stream_schema(
+            run.catalog.as_ref(),
+            run.log.clone(),
+            stream,
+            run.declared.get(i).and_then(|d| d.as_ref()),
+        )? {
+            Some(s) => schemas.push(s),
+            None => return Ok(None),
+        }
+    }
+    let prepared = run.prepared.clone();
+    let kind = run.shared.kind;
+    let pipeline = run
+        .runtime
+        .block_on(async move { build(&prepared, &schemas, kind).await })?;
     Ok(Some(pipeline))
 }
 
 fn run_query(run: QueryRun) -> Result<()> {
     let shared = run.shared.clone();
     let mut control = shared.control.subscribe();
+    let streams = streams_of(&run.prepared);
+    *lock(&shared.sources) = streams.clone();
     // Bind, waiting for records if the schema must be inferred.
     let mut pipeline = loop {
         if *control.borrow() == Control::Stop {
@@ -391,13 +461,13 @@ fn run_query(run: QueryRun) -> Result<()> {
         if let Some(p) = bind(&run)? {
             break p;
         }
-        let mut watchers = StreamCursor::open(
-            run.catalog.as_ref(),
-            run.log.clone(),
-            &run.prepared.source.stream,
-            &Start::Earliest,
-        )?
-        .watchers()?;
+        let mut watchers = Vec::new();
+        for s in &streams {
+            watchers.extend(
+                StreamCursor::open(run.catalog.as_ref(), run.log.clone(), s, &Start::Earliest)?
+                    .watchers()?,
+            );
+        }
         run.runtime.block_on(async {
             tokio::select! {
                 _ = source::wait_any(&mut watchers, Duration::from_secs(1)) => {}
@@ -422,18 +492,29 @@ fn run_query(run: QueryRun) -> Result<()> {
             header = h;
         }
     }
-    let start = if header.positions.is_empty() {
-        run.start.clone()
-    } else {
-        Start::At(header.positions.clone())
-    };
-    let mut cursor = StreamCursor::open(
-        run.catalog.as_ref(),
-        run.log.clone(),
-        &run.prepared.source.stream,
-        &start,
-    )?;
-    let mut watchers = cursor.watchers()?;
+    let mut cursors = Vec::new();
+    for (i, s) in streams.iter().enumerate() {
+        let saved = if i == 0 {
+            &header.positions
+        } else {
+            &header.right_positions
+        };
+        let start = if saved.is_empty() {
+            run.start.clone()
+        } else {
+            Start::At(saved.clone())
+        };
+        cursors.push(StreamCursor::open(
+            run.catalog.as_ref(),
+            run.log.clone(),
+            s,
+            &start,
+        )?);
+    }
+    let mut watchers = Vec::new();
+    for c in &cursors {
+        watchers.extend(c.watchers()?);
+    }
     let input_schema = pipeline.input_schema.clone();
     let stream_fields = input_schema.fields().len()
         - if run.prepared.source.window.is_some() {
@@ -441,16 +522,17 @@ fn run_query(run: QueryRun) -> Result<()> {
         } else {
             0
         };
-    let stream_schema = Arc::new(arrow::datatypes::Schema::new(
+    let mut side_schemas = vec![Arc::new(arrow::datatypes::Schema::new(
         input_schema.fields()[..stream_fields].to_vec(),
-    ));
+    ))];
+    if let Some(j) = &pipeline.join {
+        side_schemas.push(j.side_schema(1));
+    }
     let window = run.prepared.source.window.clone();
     let mut watermark = header.watermark_ms;
     let mut rows_out = header.rows_out;
     *lock(&shared.pipeline) = Some(pipeline);
-    {
-        *lock(&shared.progress) = cursor.positions().to_vec();
-    }
+    publish_progress(&shared, &cursors);
     shared.set_status(QueryStatus::Running);
     let mut last_checkpoint = Instant::now();
     let mut dirty = false;
@@ -476,15 +558,60 @@ fn run_query(run: QueryRun) -> Result<()> {
                 break;
             }
         }
-        records.clear();
-        cursor.poll(MICRO_BATCH, &mut records)?;
-        if records.is_empty() {
+        let mut n_in = 0u64;
+        let mut n_out = 0u64;
+        for side in 0..cursors.len() {
+            records.clear();
+            cursors[side].poll(MICRO_BATCH, &mut records)?;
+            if records.is_empty() {
+                continue;
+            }
+            n_in += records.len() as u64;
+            let chunks = {
+                let mut guard = lock(&shared.pipeline);
+                let p = guard
+                    .as_mut()
+                    .ok_or_else(|| EngineError::internal("pipeline missing"))?;
+                let mut chunks = Vec::new();
+                match p.join.as_mut() {
+                    Some(join) => {
+                        let rows: Vec<&JsonRow> = records.iter().map(|r| &r.row).collect();
+                        let batch = rows_to_batch(&side_schemas[side], &rows)?;
+                        let times: Vec<i64> = records.iter().map(|r| r.time_ms).collect();
+                        for joined in join.push(side, batch, &times)? {
+                            chunks.push(run_stages(&mut p.stages, joined)?);
+                        }
+                        watermark = join.watermark();
+                    }
+                    None => {
+                        let batch = input_batch(
+                            &side_schemas[0],
+                            &input_schema,
+                            &records,
+                            window.as_ref(),
+                            &mut watermark,
+                        )?;
+                        chunks.push(run_stages(&mut p.stages, batch)?);
+                        if let (Some(w), Some(wm), QueryKind::Push | QueryKind::Stream) =
+                            (&window, watermark, shared.kind)
+                        {
+                            evict_closed(p, w, wm)?;
+                        }
+                    }
+                }
+                chunks
+            };
+            for chunk in chunks {
+                n_out += deliver(&run, &shared, chunk, &mut rows_out)?;
+            }
+        }
+        if n_in == 0 {
             if dirty && run.saved_as.is_some() {
-                checkpoint(&run, &shared, &cursor, watermark, rows_out)?;
+                checkpoint(&run, &shared, &cursors, watermark, rows_out)?;
                 dirty = false;
                 last_checkpoint = Instant::now();
             }
-            publish_progress(&shared, &cursor);
+            publish_progress(&shared, &cursors);
             let push_closed = match &run.sink {
                 Sink::Push(tx) => Some(tx.clone()),
                 _ => None,
@@ -503,61 +630,50 @@ fn run_query(run: QueryRun) -> Result<()> {
             });
             continue;
         }
-        let n_in = records.len() as u64;
-        let batch = input_batch(
-            &stream_schema,
-            &input_schema,
-            &records,
-            window.as_ref(),
-            &mut watermark,
-        )?;
-        let chunk = {
-            let mut guard = lock(&shared.pipeline);
-            let p = guard
-                .as_mut()
-                .ok_or_else(|| EngineError::internal("pipeline missing"))?;
-            let chunk = run_stages(&mut p.stages, batch)?;
-            if let (Some(w), Some(wm), QueryKind::Push | QueryKind::Stream) =
-                (&window, watermark, shared.kind)
-            {
-                evict_closed(p, w, wm)?;
-            }
-            chunk
-        };
-        let n_out = deliver(&run, &shared, chunk, &mut rows_out)?;
         {
             let mut c = lock(&shared.counters);
             c.0 += n_in;
             c.1 += n_out;
         }
         dirty = true;
-        if let Some(_kind) = run.saved_as {
+        if run.saved_as.is_some() {
             let due = shared.kind == QueryKind::Stream && n_out > 0
                 || last_checkpoint.elapsed() >= VIEW_CHECKPOINT_EVERY;
             if due {
-                checkpoint(&run, &shared, &cursor, watermark, rows_out)?;
+                checkpoint(&run, &shared, &cursors, watermark, rows_out)?;
                 dirty = false;
                 last_checkpoint = Instant::now();
             }
         }
-        publish_progress(&shared, &cursor);
+        publish_progress(&shared, &cursors);
     }
     if dirty && run.saved_as.is_some() {
         // Best effort: a query being dropped may have lost its catalog entry already.
-        let _ = checkpoint(&run, &shared, &cursor, watermark, rows_out);
+        let _ = checkpoint(&run, &shared, &cursors, watermark, rows_out);
     }
     Ok(())
 }
 
-fn publish_progress(shared: &QueryShared, cursor: &StreamCursor) {
-    *lock(&shared.progress) = cursor.positions().to_vec();
+/// Publishes the positions every cursor has processed (the lowest per shard, for a stream
+/// read twice by a self-join).
+fn publish_progress(shared: &QueryShared, cursors: &[StreamCursor]) {
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for c in cursors {
+        for &(shard, next) in c.positions() {
+            match merged.iter_mut().find(|(s, _)| *s == shard) {
+                Some(e) => e.1 = e.1.min(next),
+                None => merged.push((shard, next)),
+            }
+        }
+    }
+    *lock(&shared.progress) = merged;
     shared.progress_tick.send_modify(|t| *t += 1);
 }
 
 fn checkpoint(
     run: &QueryRun,
     shared: &QueryShared,
-    cursor: &StreamCursor,
+    cursors: &[StreamCursor],
     watermark: Option<i64>,
     rows_out: u64,
 ) -> Result<()> {
@@ -580,7 +696,11 @@ fn checkpoint(
         }
     }
     let header = CheckpointHeader {
-        positions: cursor.positions().to_vec(),
+        positions: cursors[0].positions().to_vec(),
+        right_positions: cursors
+            .get(1)
+            .map(|c| c.positions().to_vec())
+            .unwrap_or_default(),
         watermark_ms: watermark,
         rows_out,
         has_state,

@@ -279,3 +279,24 @@ async fn a_left_join_emits_unmatched_rows_once_they_leave_the_bound() {
     );
     assert!(q.next_rows(1, 1).await.is_empty());
 }
+
+#[tokio::test]
+async fn json_operators_reach_into_nested_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    server.sql_ok("CREATE STREAM robots;").await;
+    server
+        .sql_ok(
+            r#"INSERT INTO robots VALUES '{"id": "r1", "pose": {"x": 1.5, "tags": ["arm", "cam"]}, "meta": {"fw": "2.1"}}';"#,
+        )
+        .await;
+    let q = "SELECT pose -> 'x' AS x, pose -> 'tags' -> 1 AS tag, meta ->> 'fw' AS fw, \
+             meta -> 'fw' AS fw_json, pose #>> '{tags,0}' AS first, pose ->> 'nope' AS missing, \
+             CAST(pose ->> 'x' AS DOUBLE) * 2 AS x2 FROM robots";
+    let want = r#"{"x": "1.5", "tag": "\"cam\"", "fw": "2.1", "fw_json": "\"2.1\"", "first": "arm", "missing": null, "x2": 3.0}"#;
+    assert_eq!(server.sql_ok(&format!("{q};")).await, vec![want]);
+    assert_eq!(
+        server.push_rows(&format!("{q} EMIT CHANGES;"), 1, 20).await,
+        vec![want]
+    );
+}

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod error;
 pub mod host;
 pub mod join;
+pub mod json;
 pub mod operator;
 pub mod plan;
 pub mod query;

@@ -91,7 +91,11 @@ pub fn session() -> SessionContext {
         .set_bool("datafusion.execution.coalesce_batches", false)
         .with_target_partitions(1)
         .with_information_schema(false);
-    SessionContext::new_with_config(config)
+    let ctx = SessionContext::new_with_config(config);
+    for udf in crate::json::udfs() {
+        ctx.register_udf(udf);
+    }
+    ctx
 }
 
 /// Finds the source of a continuous query and rewrites its `FROM`. `within` holds the
@@ -652,6 +656,7 @@ const RENAMED_FUNCTIONS: [(&str, &str); 13] = [
 /// `TO_STR(x)` → `CAST(x AS VARCHAR)`.
 pub fn hstream_functions(query: &mut sql::Query) -> Result<()> {
     use std::ops::ControlFlow;
+    crate::json::rewrite_operators(query);
     let mut unsupported: Option<String> = None;
     let _ = sqlparser::ast::visit_expressions_mut(query, |e| {
         if let Expr::Function(f) = e {

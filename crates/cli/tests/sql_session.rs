@@ -300,3 +300,45 @@ async fn json_operators_reach_into_nested_fields() {
         vec![want]
     );
 }
+
+#[tokio::test]
+async fn topk_and_topkdistinct_in_views_and_push_queries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &[]).await;
+    server.sql_ok("CREATE STREAM m;").await;
+    server
+        .sql_ok("INSERT INTO m (k, v) VALUES ('a', 3), ('a', 9), ('a', 3), ('a', 7), ('b', 1);")
+        .await;
+    server
+        .sql_ok("CREATE VIEW tops AS SELECT k, TOPK(v, 3) AS top, TOPKDISTINCT(v, 2) AS topd FROM m GROUP BY k;")
+        .await;
+    server.sql_ok("FLUSH;").await;
+    assert_eq!(
+        server.sql_ok("SELECT * FROM tops ORDER BY k;").await,
+        vec![
+            r#"{"k": "a", "top": [9.0, 7.0, 3.0], "topd": [9.0, 7.0]}"#,
+            r#"{"k": "b", "top": [1.0], "topd": [1.0]}"#,
+        ]
+    );
+    let rows = server
+        .push_rows(
+            "SELECT TOPK(v, 2) AS t FROM m WHERE k = 'a' EMIT CHANGES;",
+            4,
+            20,
+        )
+        .await;
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"t": [3.0]}"#,
+            r#"{"t": [9.0, 3.0]}"#,
+            r#"{"t": [9.0, 3.0]}"#,
+            r#"{"t": [9.0, 7.0]}"#,
+        ]
+    );
+    let e = server
+        .sql("SELECT TOPK(v, 0) FROM m;")
+        .await
+        .expect_err("k 0");
+    assert!(e.message().contains("k must be"), "{}", e.message());
+}

@@ -14,6 +14,7 @@ pub mod operator;
 pub mod plan;
 pub mod query;
 pub mod source;
+pub mod topk;
 pub mod value;
 
 pub use engine::{Engine, Output, PushGuard, QueryInfo};

@@ -95,6 +95,9 @@ pub fn session() -> SessionContext {
     for udf in crate::json::udfs() {
         ctx.register_udf(udf);
     }
+    for udaf in crate::topk::udafs() {
+        ctx.register_udaf(udaf);
+    }
     ctx
 }
 

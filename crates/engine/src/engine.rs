@@ -319,6 +319,7 @@ impl Engine {
                             })
                             .collect::<Result<Vec<_>>>()?;
                         let _ddl = self.ddl.lock().await;
+                        self.check_no_view(&name)?;
                         self.host.create_stream(spec).await?;
                         if !columns.is_empty() {
                             let created =
@@ -461,6 +462,19 @@ impl Engine {
         })
     }
 
+    /// Streams and views share one namespace (both are read by name in FROM).
+    fn check_no_view(&self, name: &str) -> Result<()> {
+        if lock(&self.queries)
+            .get(name)
+            .is_some_and(|e| e.shared.kind == QueryKind::View)
+        {
+            return Err(EngineError::AlreadyExists(format!(
+                "a view named {name:?} exists already"
+            )));
+        }
+        Ok(())
+    }
+
     /// A query that exists and has not been terminated.
     fn running(&self, name: &str) -> Result<Arc<QueryShared>> {
         let q = lock(&self.queries);
@@ -578,8 +592,20 @@ impl Engine {
                 ));
             }
         }
+        if kind == QueryKind::View {
+            let aggregates = match select.query.body.as_ref() {
+                SetExpr::Select(sel) => {
+                    !matches!(&sel.group_by, sql::GroupByExpr::Expressions(e, _) if e.is_empty())
+                        || plan::select_has_aggregate(sel)
+                }
+                _ => false,
+            };
+            if !aggregates {
+                return Err(EngineError::invalid(query::VIEW_NEEDS_AGGREGATE));
+            }
+        }
         let declared = self.sources_of(&prepared)?;
-        self.try_bind(&prepared, declared, kind).await?;
+        let prebound = self.try_bind(&prepared, declared, kind).await?;
         let sql_text = match (&target, kind) {
             (Some(t), _) => format!("CREATE STREAM {} AS {}", t.name, select_text(&select)),
             (None, _) => format!("CREATE VIEW {name} AS {}", select_text(&select)),
@@ -603,6 +629,7 @@ impl Engine {
             saved.created_ms,
         );
         if let Some(spec) = target {
+            self.check_no_view(&spec.name)?;
             self.host.create_stream(spec).await?;
         }
         let doc =
@@ -612,6 +639,9 @@ impl Engine {
                 "a query or view named {name:?} exists already"
             )));
         }
+        // A query bound now answers at once (a view's SELECT right after CREATE); its thread
+        // takes the pipeline from here.
+        shared.set_pipeline(prebound);
         let thread = match self.launch(&shared, &sql_text) {
             Ok(t) => t,
             Err(e) => {
@@ -676,7 +706,7 @@ impl Engine {
         prepared: &plan::Prepared,
         declared: Vec<Option<SchemaRef>>,
         kind: QueryKind,
-    ) -> Result<()> {
+    ) -> Result<Option<crate::plan::Pipeline>> {
         let mut schemas = Vec::new();
         for (i, stream) in streams_of(prepared).into_iter().enumerate() {
             let catalog = self.catalog.clone();
@@ -689,11 +719,10 @@ impl Engine {
             .map_err(|e| EngineError::internal(e.to_string()))??;
             match schema {
                 Some(s) => schemas.push(s),
-                None => return Ok(()),
+                None => return Ok(None),
             }
         }
-        query::build(prepared, &schemas, kind).await?;
-        Ok(())
+        Ok(Some(query::build(prepared, &schemas, kind).await?))
     }
 
     /// The declared schemas of the streams a query reads, checking they exist.
@@ -820,8 +849,16 @@ impl Engine {
                 .filter(|e| e.shared.kind == QueryKind::View)
                 .map(|e| e.shared.clone());
             let (schema, batches) = if let Some(v) = view {
-                v.view_rows()?
-                    .unwrap_or_else(|| (Arc::new(Schema::empty()), Vec::new()))
+                match v.view_rows()? {
+                    Some(rows) => rows,
+                    None => {
+                        return Err(EngineError::Precondition(format!(
+                            "view {name:?} has no columns yet: its stream {:?} has no records to \
+                             learn them from (declare the stream's columns to know them at once)",
+                            v.source
+                        )))
+                    }
+                }
             } else if self.catalog.get_stream(&name)?.is_some() {
                 self.history(&name).await?
             } else {
@@ -830,7 +867,10 @@ impl Engine {
                 )));
             };
             let table = MemTable::try_new(schema, vec![batches])?;
-            ctx.register_table(name.as_str(), Arc::new(table))?;
+            ctx.register_table(
+                datafusion::common::TableReference::bare(name.as_str()),
+                Arc::new(table),
+            )?;
         }
         let state = ctx.state();
         let plan = state.statement_to_plan(stmt).await?;
@@ -850,13 +890,15 @@ impl Engine {
                 let users: Vec<String> = lock(&self.queries)
                     .values()
                     .filter(|e| {
-                        e.shared.source == name && e.shared.status() != QueryStatus::Terminated
+                        (e.shared.sources().iter().any(|s| s == name)
+                            || e.shared.target.as_deref() == Some(name))
+                            && e.shared.status() != QueryStatus::Terminated
                     })
                     .map(|e| e.shared.name.clone())
                     .collect();
                 if !users.is_empty() {
                     return Err(EngineError::Precondition(format!(
-                        "stream {name:?} is read by {} (drop or terminate them first)",
+                        "stream {name:?} is used by {} (drop or terminate them first)",
                         users.join(", ")
                     )));
                 }
@@ -942,6 +984,7 @@ impl Engine {
                         "sql",
                         "records_in",
                         "rows_out",
+                        "error",
                     ]
                 };
                 for e in lock(&self.queries).values() {
@@ -962,9 +1005,13 @@ impl Engine {
                     if !views {
                         m.insert("records_in".into(), Value::from(rin));
                         m.insert("rows_out".into(), Value::from(rout));
-                        if let QueryStatus::Failed(msg) = status {
-                            m.insert("error".into(), Value::from(msg));
-                        }
+                        m.insert(
+                            "error".into(),
+                            match status {
+                                QueryStatus::Failed(msg) => Value::from(msg),
+                                _ => Value::Null,
+                            },
+                        );
                     }
                     push(Value::Object(m));
                 }
@@ -1079,6 +1126,11 @@ impl Engine {
                     return Err(EngineError::invalid("INSERT needs VALUES or a SELECT"));
                 };
                 let columns: Vec<String> = insert.columns.iter().map(|c| c.to_string()).collect();
+                for (i, c) in columns.iter().enumerate() {
+                    if columns[..i].contains(c) {
+                        return Err(EngineError::invalid(format!("column {c:?} is given twice")));
+                    }
+                }
                 let rows = match source.body.as_ref() {
                     SetExpr::Values(values) => {
                         let columns = if columns.is_empty() {
@@ -1133,6 +1185,7 @@ impl Engine {
                                         .map(|(c, (_, v))| (c.clone(), v))
                                         .collect();
                                 }
+                                self.check_declared(&stream, &obj)?;
                                 rows.push(obj);
                             }
                         }

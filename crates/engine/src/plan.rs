@@ -238,7 +238,7 @@ pub fn prepare_with(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
 
 /// A rough test for aggregate calls in a SELECT list (the planner decides for real; this only
 /// decides whether the window columns join the grouping key).
-fn select_has_aggregate(select: &sql::Select) -> bool {
+pub fn select_has_aggregate(select: &sql::Select) -> bool {
     const AGGS: [&str; 7] = ["count", "sum", "avg", "min", "max", "topk", "topkdistinct"];
     let text = select
         .projection
@@ -439,11 +439,12 @@ pub async fn logical_plan_over(
     query: &sql::Query,
 ) -> Result<LogicalPlan> {
     for (table, schema) in tables {
-        if ctx.table_exist(table.as_str())? {
+        let reference = datafusion::common::TableReference::bare(table.as_str());
+        if ctx.table_exist(reference.clone())? {
             continue;
         }
         let empty = datafusion::datasource::MemTable::try_new(schema.clone(), vec![vec![]])?;
-        ctx.register_table(table.as_str(), Arc::new(empty))?;
+        ctx.register_table(reference, Arc::new(empty))?;
     }
     let state = ctx.state();
     let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query.clone()))));

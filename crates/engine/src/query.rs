@@ -212,6 +212,11 @@ impl QueryShared {
         }
     }
 
+    /// Installs a pipeline bound by the creating statement (before the thread starts).
+    pub fn set_pipeline(&self, p: Option<Pipeline>) {
+        *lock(&self.pipeline) = p;
+    }
+
     /// The output columns once bound (empty before).
     pub fn output_columns(&self) -> Vec<String> {
         lock(&self.pipeline)
@@ -401,6 +406,31 @@ pub async fn build(
     kind: QueryKind,
 ) -> Result<Pipeline> {
     let streams = streams_of(prepared);
+    if let (Some(col), Some(schema)) = (
+        prepared
+            .source
+            .window
+            .as_ref()
+            .and_then(|w| w.time_column.as_ref()),
+        schemas.first(),
+    ) {
+        let field = schema.field_with_name(col).map_err(|_| {
+            EngineError::invalid(format!("the window's time column {col:?} does not exist"))
+        })?;
+        match field.data_type() {
+            DataType::Timestamp(_, _)
+            | DataType::Date32
+            | DataType::Date64
+            | DataType::Float64
+            | DataType::Int64 => {}
+            other => {
+                return Err(EngineError::invalid(format!(
+                    "the window's time column {col:?} is {other}; it must be a TIMESTAMP or a \
+                     number of epoch milliseconds"
+                )))
+            }
+        }
+    }
     let mut tables = Vec::new();
     for (i, (name, schema)) in streams.iter().zip(schemas).enumerate() {
         let window = if i == 0 {
@@ -453,28 +483,38 @@ fn run_query(run: QueryRun) -> Result<()> {
     let mut control = shared.control.subscribe();
     let streams = streams_of(&run.prepared);
     *lock(&shared.sources) = streams.clone();
-    // Bind, waiting for records if the schema must be inferred.
-    let mut pipeline = loop {
-        if *control.borrow() == Control::Stop {
-            return Ok(());
-        }
-        if let Some(p) = bind(&run)? {
-            break p;
-        }
-        let mut watchers = Vec::new();
-        for s in &streams {
-            watchers.extend(
-                StreamCursor::open(run.catalog.as_ref(), run.log.clone(), s, &Start::Earliest)?
-                    .watchers()?,
-            );
-        }
-        run.runtime.block_on(async {
-            tokio::select! {
-                _ = source::wait_any(&mut watchers, Duration::from_secs(1)) => {}
-                _ = control.changed() => {}
+    // Bind (unless the creating statement did), waiting for records if the schema must
+    // be inferred.
+    let prebound = lock(&shared.pipeline).is_some();
+    if !prebound {
+        loop {
+            if *control.borrow() == Control::Stop {
+                return Ok(());
             }
-        });
-    };
+            if let Some(p) = bind(&run)? {
+                shared.set_pipeline(Some(p));
+                break;
+            }
+            let mut watchers = Vec::new();
+            for s in &streams {
+                watchers.extend(
+                    StreamCursor::open(run.catalog.as_ref(), run.log.clone(), s, &Start::Earliest)?
+                        .watchers()?,
+                );
+            }
+            run.runtime.block_on(async {
+                tokio::select! {
+                    _ = source::wait_any(&mut watchers, Duration::from_secs(1)) => {}
+                    _ = control.changed() => {}
+                }
+            });
+        }
+    }
+    // From here on the pipeline lives in `shared` (a view answers SELECT from it).
+    let mut guard = lock(&shared.pipeline);
+    let pipeline = guard
+        .as_mut()
+        .ok_or_else(|| EngineError::internal("pipeline missing"))?;
     // Restore the checkpoint, if any.
     let mut header = CheckpointHeader::default();
     if let Some(kind) = run.saved_as {
@@ -531,7 +571,7 @@ fn run_query(run: QueryRun) -> Result<()> {
     let window = run.prepared.source.window.clone();
     let mut watermark = header.watermark_ms;
     let mut rows_out = header.rows_out;
-    *lock(&shared.pipeline) = Some(pipeline);
+    drop(guard);
     publish_progress(&shared, &cursors);
     shared.set_status(QueryStatus::Running);
     let mut last_checkpoint = Instant::now();
@@ -798,20 +838,18 @@ fn input_batch(
                 }
             };
             let ms = ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
+            // A record without an event time has no window: it is dropped (NULL marks it).
             (0..records.len())
-                .map(|i| {
-                    if ms.is_null(i) {
-                        records[i].time_ms
-                    } else {
-                        ms.value(i)
-                    }
-                })
+                .map(|i| if ms.is_null(i) { i64::MIN } else { ms.value(i) })
                 .collect()
         }
     };
     let mut take_idx: Vec<u32> = Vec::with_capacity(records.len());
     let mut starts: Vec<i64> = Vec::with_capacity(records.len());
     for (i, &t) in times.iter().enumerate() {
+        if t == i64::MIN {
+            continue;
+        }
         let wm = watermark.unwrap_or(i64::MIN);
         let first = t.div_euclid(w.hop_ms) * w.hop_ms;
         let mut start = first;

@@ -174,7 +174,13 @@ pub fn cell_value(array: &dyn Array, row: usize) -> Result<Value> {
     if array.is_null(row) {
         return Ok(Value::Null);
     }
-    let float = |f: f64| Number::from_f64(f).map_or(Value::Null, Value::Number);
+    // JSON has no infinities or NaN: they are shown as text, as PostgreSQL prints them.
+    let float = |f: f64| match Number::from_f64(f) {
+        Some(n) => Value::Number(n),
+        None if f.is_nan() => Value::String("NaN".into()),
+        None if f > 0.0 => Value::String("Infinity".into()),
+        None => Value::String("-Infinity".into()),
+    };
     Ok(match array.data_type() {
         DataType::Null => Value::Null,
         DataType::Boolean => Value::Bool(array.as_boolean().value(row)),

@@ -342,3 +342,41 @@ async fn topk_and_topkdistinct_in_views_and_push_queries() {
         .expect_err("k 0");
     assert!(e.message().contains("k must be"), "{}", e.message());
 }
+
+#[tokio::test]
+async fn a_join_keeps_its_buffered_records_across_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("data"), &[]).await;
+    // Declared columns: the query binds at once, before any payment exists.
+    server
+        .sql_ok(
+            "CREATE STREAM orders (id INTEGER); \
+             CREATE STREAM payments (order_id INTEGER, amount INTEGER);",
+        )
+        .await;
+    server
+        .sql_ok(
+            "CREATE STREAM paid AS SELECT o.id, p.amount FROM orders AS o \
+             JOIN payments AS p ON o.id = p.order_id WITHIN (INTERVAL 10 MINUTE);",
+        )
+        .await;
+    server
+        .sql_ok("INSERT INTO orders (id) VALUES (1), (2);")
+        .await;
+    server.sql_ok("FLUSH;").await;
+    // Let the idle query checkpoint its positions (past the orders) with its buffers.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    server.kill9();
+    server.restart().await;
+    server
+        .sql_ok("INSERT INTO payments (order_id, amount) VALUES (2, 20), (1, 10);")
+        .await;
+    server.sql_ok("FLUSH;").await;
+    assert_eq!(
+        server.sql_ok("SELECT * FROM paid ORDER BY id;").await,
+        vec![
+            r#"{"id": 1.0, "amount": 10.0}"#,
+            r#"{"id": 2.0, "amount": 20.0}"#
+        ]
+    );
+}

@@ -1084,6 +1084,29 @@ impl Engine {
             .map(|e| e.shared.clone())
             .collect();
         for s in shareds {
+            // A query still waiting for a source to have records (to learn its columns)
+            // cannot process anything yet: nothing to wait for.
+            if s.status() == QueryStatus::Waiting {
+                let mut bindable = true;
+                for stream in s.sources() {
+                    if self.declared_schema(&stream)?.is_some() {
+                        continue;
+                    }
+                    let Some(meta) = self.catalog.get_stream(&stream)? else {
+                        bindable = false;
+                        break;
+                    };
+                    let mut any = false;
+                    for shard in meta.shards {
+                        let b = self.log.bounds(shard)?;
+                        any |= b.tail_seq >= b.start_seq && b.tail_seq > 0;
+                    }
+                    bindable &= any;
+                }
+                if !bindable {
+                    continue;
+                }
+            }
             let mut targets = Vec::new();
             for stream in s.sources() {
                 let Some(meta) = self.catalog.get_stream(&stream)? else {

@@ -10,7 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions,
 };
 use arrow::compute::{filter_record_batch, interleave};
 use arrow::datatypes::SchemaRef;
@@ -344,6 +344,141 @@ impl JoinStage {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(refs.len())),
         )?)
+    }
+
+    /// The buffered rows of both sides, with their times and whether they matched, as two
+    /// length-prefixed Arrow IPC streams (for a checkpoint).
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for side in 0..2 {
+            let s = &self.sides[side];
+            let mut refs = Vec::new();
+            let mut times = Vec::new();
+            let mut matched = Vec::new();
+            for b in 0..s.batches.len() {
+                if s.batches[b].is_none() {
+                    continue;
+                }
+                for r in 0..s.live[b].len() {
+                    if s.live[b][r] {
+                        refs.push((b, r));
+                        times.push(s.times[b][r]);
+                        matched.push(s.matched.contains(&(b as u32, r as u32)));
+                    }
+                }
+            }
+            let mut columns = if refs.is_empty() {
+                self.schemas[side]
+                    .fields()
+                    .iter()
+                    .map(|f| arrow::array::new_empty_array(f.data_type()))
+                    .collect()
+            } else {
+                self.gather(side, &refs)?
+            };
+            let mut fields: Vec<arrow::datatypes::Field> = self.schemas[side]
+                .fields()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| f.as_ref().clone().with_name(format!("c{i}")))
+                .collect();
+            fields.push(arrow::datatypes::Field::new(
+                "__time",
+                arrow::datatypes::DataType::Int64,
+                false,
+            ));
+            fields.push(arrow::datatypes::Field::new(
+                "__matched",
+                arrow::datatypes::DataType::Boolean,
+                false,
+            ));
+            columns.push(Arc::new(arrow::array::Int64Array::from(times)));
+            columns.push(Arc::new(BooleanArray::from(matched)));
+            let schema = Arc::new(arrow::datatypes::Schema::new(fields));
+            let batch = RecordBatch::try_new_with_options(
+                schema.clone(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(refs.len())),
+            )?;
+            let mut bytes = Vec::new();
+            {
+                let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema)?;
+                w.write(&batch)?;
+                w.finish()?;
+            }
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend(bytes);
+        }
+        Ok(out)
+    }
+
+    /// Restores buffers saved by [`snapshot`](Self::snapshot) into an empty operator.
+    pub fn restore(&mut self, mut bytes: &[u8]) -> Result<()> {
+        for side in 0..2 {
+            if bytes.len() < 8 {
+                return Err(EngineError::internal("join checkpoint is truncated"));
+            }
+            let mut len = [0u8; 8];
+            len.copy_from_slice(&bytes[..8]);
+            let len = u64::from_le_bytes(len) as usize;
+            let body = bytes
+                .get(8..8 + len)
+                .ok_or_else(|| EngineError::internal("join checkpoint is truncated"))?;
+            bytes = &bytes[8 + len..];
+            let reader = arrow::ipc::reader::StreamReader::try_new(body, None)?;
+            for batch in reader {
+                let batch = batch?;
+                let n = batch.num_rows();
+                let ncols = self.schemas[side].fields().len();
+                if batch.num_columns() != ncols + 2 || n == 0 {
+                    if batch.num_columns() != ncols + 2 {
+                        return Err(EngineError::internal(
+                            "join checkpoint does not match the query",
+                        ));
+                    }
+                    continue;
+                }
+                let times: Vec<i64> = batch
+                    .column(ncols)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec();
+                let matched = batch.column(ncols + 1).as_boolean().clone();
+                let rows = RecordBatch::try_new_with_options(
+                    self.schemas[side].clone(),
+                    batch.columns()[..ncols].to_vec(),
+                    &RecordBatchOptions::new().with_row_count(Some(n)),
+                )?;
+                let key_cols = self.keys[side]
+                    .iter()
+                    .map(|e| Ok(e.evaluate(&rows)?.into_array(n)?))
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                let conv = self.converter.convert_columns(&key_cols)?;
+                let b = self.sides[side].batches.len() as u32;
+                let s = &mut self.sides[side];
+                let mut keys = Vec::with_capacity(n);
+                for i in 0..n {
+                    if key_cols.iter().any(|c| c.is_null(i)) {
+                        keys.push(None);
+                        continue;
+                    }
+                    let k = conv.row(i).owned();
+                    s.index.entry(k.clone()).or_default().push((b, i as u32));
+                    keys.push(Some(k));
+                    if matched.value(i) {
+                        s.matched.insert((b, i as u32));
+                    }
+                }
+                s.batches.push(Some(rows));
+                s.times.push(times.clone());
+                s.live.push(vec![true; n]);
+                s.keys.push(keys);
+                if let Some(&t) = times.iter().max() {
+                    self.watermark = self.watermark.max(t);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Rows buffered on each side (for `SHOW QUERIES` and tests).

@@ -273,6 +273,9 @@ struct CheckpointHeader {
     watermark_ms: Option<i64>,
     rows_out: u64,
     has_state: bool,
+    /// Bytes of the aggregate snapshot at the start of the state; a join's buffers follow.
+    #[serde(default)]
+    agg_len: Option<usize>,
 }
 
 /// Encodes a checkpoint: a JSON header line, then the aggregate snapshot.
@@ -520,14 +523,21 @@ fn run_query(run: QueryRun) -> Result<()> {
     if let Some(kind) = run.saved_as {
         if let Some(bytes) = run.catalog.load_object_state(kind, &shared.name)? {
             let (h, state) = decode_checkpoint(&bytes)?;
-            if h.has_state {
+            let (agg_state, join_state) = match h.agg_len {
+                Some(n) if n <= state.len() => state.split_at(n),
+                _ => (state, &[][..]),
+            };
+            if h.has_state && !agg_state.is_empty() {
                 if let Some(Stage::Aggregate(agg)) = pipeline
                     .stages
                     .iter_mut()
                     .find(|s| matches!(s, Stage::Aggregate(_)))
                 {
-                    agg.restore(state)?;
+                    agg.restore(agg_state)?;
                 }
+            }
+            if let (Some(join), false) = (pipeline.join.as_mut(), join_state.is_empty()) {
+                join.restore(join_state)?;
             }
             header = h;
         }
@@ -722,6 +732,7 @@ fn checkpoint(
     };
     let mut state = Vec::new();
     let mut has_state = false;
+    let mut agg_len = 0;
     {
         let mut guard = lock(&shared.pipeline);
         if let Some(p) = guard.as_mut() {
@@ -732,6 +743,10 @@ fn checkpoint(
             {
                 state = agg.snapshot()?;
                 has_state = true;
+            }
+            agg_len = state.len();
+            if let Some(join) = p.join.as_ref() {
+                state.extend(join.snapshot()?);
             }
         }
     }
@@ -744,6 +759,7 @@ fn checkpoint(
         watermark_ms: watermark,
         rows_out,
         has_state,
+        agg_len: Some(agg_len),
     };
     let bytes = encode_checkpoint(&header, &state)?;
     match run.catalog.save_object_state(kind, &shared.name, &bytes) {

@@ -373,7 +373,9 @@ impl Engine {
                     Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
                 };
                 self.check_declared(&stream, &row)?;
-                self.host.append_json(&stream, vec![row]).await?;
+                self.host
+                    .append_json(&stream, vec![row], Vec::new())
+                    .await?;
                 Ok(done())
             }
             Statement::Drop {
@@ -1216,7 +1218,9 @@ impl Engine {
                     }
                 };
                 for chunk in rows.chunks(10_000) {
-                    self.host.append_json(&stream, chunk.to_vec()).await?;
+                    self.host
+                        .append_json(&stream, chunk.to_vec(), Vec::new())
+                        .await?;
                 }
                 Ok(done())
             }

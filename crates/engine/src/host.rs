@@ -30,6 +30,12 @@ pub trait StreamHost: Send + Sync {
     fn create_stream(&self, spec: StreamSpec) -> HostFuture<'_, ()>;
     /// Deletes a stream; `Ok(false)` if it did not exist.
     fn delete_stream<'a>(&'a self, name: &'a str) -> HostFuture<'a, bool>;
-    /// Appends JSON records (key `""`) to a stream as one batch, durably.
-    fn append_json<'a>(&'a self, stream: &'a str, rows: Vec<JsonRow>) -> HostFuture<'a, ()>;
+    /// Appends JSON records (key `""`) to a stream as one batch, durably, each with the given
+    /// header attributes.
+    fn append_json<'a>(
+        &'a self,
+        stream: &'a str,
+        rows: Vec<JsonRow>,
+        attributes: Vec<(String, String)>,
+    ) -> HostFuture<'a, ()>;
 }

@@ -273,6 +273,10 @@ struct CheckpointHeader {
     watermark_ms: Option<i64>,
     rows_out: u64,
     has_state: bool,
+    /// A persistent query's output stream: each shard's next sequence number when the
+    /// checkpoint was taken (output after it may repeat what replay produces).
+    #[serde(default)]
+    sink_positions: Vec<(u64, u64)>,
     /// Bytes of the aggregate snapshot at the start of the state; a join's buffers follow.
     #[serde(default)]
     agg_len: Option<usize>,
@@ -581,6 +585,12 @@ fn run_query(run: QueryRun) -> Result<()> {
     let window = run.prepared.source.window.clone();
     let mut watermark = header.watermark_ms;
     let mut rows_out = header.rows_out;
+    let written = match &run.sink {
+        Sink::Stream(_) if !header.sink_positions.is_empty() => {
+            rows_written_after(&run, &shared.name, &header.sink_positions)?
+        }
+        _ => 0,
+    };
     drop(guard);
     publish_progress(&shared, &cursors);
     shared.set_status(QueryStatus::Running);
@@ -652,7 +662,7 @@ fn run_query(run: QueryRun) -> Result<()> {
                 chunks
             };
             for chunk in chunks {
-                n_out += deliver(&run, &shared, chunk, &mut rows_out)?;
+                n_out += deliver(&run, &shared, chunk, &mut rows_out, written)?;
             }
         }
         if n_in == 0 {
@@ -760,6 +770,10 @@ fn checkpoint(
         rows_out,
         has_state,
         agg_len: Some(agg_len),
+        sink_positions: match &run.sink {
+            Sink::Stream(target) => sink_positions(run, target)?,
+            _ => Vec::new(),
+        },
     };
     let bytes = encode_checkpoint(&header, &state)?;
     match run.catalog.save_object_state(kind, &shared.name, &bytes) {
@@ -787,11 +801,20 @@ fn evict_closed(p: &mut Pipeline, _w: &WindowSpec, watermark: i64) -> Result<()>
 }
 
 /// Sends a chunk's rows to the sink; returns how many.
-fn deliver(run: &QueryRun, shared: &QueryShared, chunk: Chunk, rows_out: &mut u64) -> Result<u64> {
+fn deliver(
+    run: &QueryRun,
+    shared: &QueryShared,
+    chunk: Chunk,
+    rows_out: &mut u64,
+    written: u64,
+) -> Result<u64> {
     let n = chunk.batch.num_rows();
     if n == 0 {
         return Ok(0);
     }
+    // After a restart, rows the query had written before the crash (but after its
+    // checkpoint) are produced again by the replay: skip them.
+    let skip = written.saturating_sub(*rows_out).min(n as u64) as usize;
     match &run.sink {
         Sink::Push(tx) => {
             let rows = render_rows(&chunk.batch)?;
@@ -799,20 +822,88 @@ fn deliver(run: &QueryRun, shared: &QueryShared, chunk: Chunk, rows_out: &mut u6
             let _ = tx.blocking_send(Ok(rows));
         }
         Sink::Stream(target) => {
-            let mut objects: Vec<JsonRow> = Vec::with_capacity(n);
-            for row in 0..n {
-                objects.push(value::row_object(&chunk.batch, row)?);
+            if skip < n {
+                let mut objects: Vec<JsonRow> = Vec::with_capacity(n - skip);
+                for row in skip..n {
+                    objects.push(value::row_object(&chunk.batch, row)?);
+                }
+                let host = run.host.clone();
+                let target = target.clone();
+                // Each record says which query wrote it and how many rows it had written
+                // with this batch: a restart reads that back to skip what it replays.
+                let attributes = vec![
+                    (QUERY_ATTR.to_string(), shared.name.clone()),
+                    (ROWS_ATTR.to_string(), (*rows_out + n as u64).to_string()),
+                ];
+                run.runtime.block_on(async move {
+                    host.append_json(&target, objects, attributes).await
+                })?;
             }
-            let host = run.host.clone();
-            let target = target.clone();
-            run.runtime
-                .block_on(async move { host.append_json(&target, objects).await })?;
         }
         Sink::View => {}
     }
-    let _ = shared;
     *rows_out += n as u64;
-    Ok(n as u64)
+    Ok((n - skip) as u64)
+}
+
+/// Header attribute naming the persistent query that wrote a record.
+pub const QUERY_ATTR: &str = "streamcell.query";
+/// Header attribute: the rows the query had written once this record's batch was.
+pub const ROWS_ATTR: &str = "streamcell.rows";
+
+/// Each shard of a query's output stream and its next sequence number.
+fn sink_positions(run: &QueryRun, target: &str) -> Result<Vec<(u64, u64)>> {
+    let Some(meta) = run.catalog.get_stream(target)? else {
+        return Ok(Vec::new());
+    };
+    meta.shards
+        .iter()
+        .map(|&s| Ok((s, run.log.bounds(s)?.next_seq)))
+        .collect()
+}
+
+/// How many rows the query had written in all, read from its output stream after the
+/// checkpoint's positions (0 if none of its records are there).
+fn rows_written_after(run: &QueryRun, name: &str, positions: &[(u64, u64)]) -> Result<u64> {
+    use streamcell_proto::api::CompressionType;
+    let mut most = 0;
+    for &(shard, from) in positions {
+        let mut next = from;
+        loop {
+            let batches =
+                match run
+                    .log
+                    .read(shard, next, streamcell_store::ReadLimits::batches(256))
+                {
+                    Ok(b) => b,
+                    // The output stream was deleted or trimmed: nothing to skip.
+                    Err(_) => break,
+                };
+            if batches.is_empty() {
+                break;
+            }
+            for b in &batches {
+                next = b.seq + 1;
+                let Ok(compression) = CompressionType::try_from(i32::from(b.flags)) else {
+                    continue;
+                };
+                let Ok(records) =
+                    streamcell_proto::records::decode_payload(&b.payload, compression)
+                else {
+                    continue;
+                };
+                for r in records {
+                    let Some(h) = r.header else { continue };
+                    if h.attributes.get(QUERY_ATTR).map(String::as_str) == Some(name) {
+                        if let Some(n) = h.attributes.get(ROWS_ATTR).and_then(|v| v.parse().ok()) {
+                            most = most.max(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(most)
 }
 
 /// The input batch of a micro-batch: the records as rows of the stream's schema, then, for

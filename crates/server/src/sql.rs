@@ -100,6 +100,7 @@ impl StreamHost for Host {
         &'a self,
         stream: &'a str,
         rows: Vec<streamcell_engine::value::JsonRow>,
+        attributes: Vec<(String, String)>,
     ) -> HostFuture<'a, ()> {
         Box::pin(async move {
             let api = self.api()?;
@@ -118,7 +119,7 @@ impl StreamHost for Host {
                 .map(|r| api::HStreamRecord {
                     header: Some(api::HStreamRecordHeader {
                         flag: Flag::Json as i32,
-                        attributes: Default::default(),
+                        attributes: attributes.iter().cloned().collect(),
                         key: String::new(),
                     }),
                     payload: streamcell_engine::value::encode_struct(r).into(),

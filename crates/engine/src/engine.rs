@@ -145,15 +145,7 @@ fn done() -> Output {
 }
 
 fn single_name(name: &sql::ObjectName) -> Result<String> {
-    match name.0.as_slice() {
-        [part] => part
-            .as_ident()
-            .map(|i| i.value.clone())
-            .ok_or_else(|| EngineError::invalid(format!("{name} is not a valid name"))),
-        _ => Err(EngineError::invalid(format!(
-            "{name}: qualified names are not supported here"
-        ))),
-    }
+    plan::object_name(name)
 }
 
 impl Engine {

@@ -267,12 +267,13 @@ fn other_join_name(op: &sql::JoinOperator) -> &'static str {
     }
 }
 
-fn object_name(name: &ObjectName) -> Result<String> {
+/// The one-part name of a stream, view or query.
+pub fn object_name(name: &ObjectName) -> Result<String> {
     match name.0.as_slice() {
         [part] => part
             .as_ident()
             .map(|i| i.value.clone())
-            .ok_or_else(|| EngineError::invalid(format!("{name} is not a stream name"))),
+            .ok_or_else(|| EngineError::invalid(format!("{name} is not a valid name"))),
         _ => Err(EngineError::invalid(format!(
             "{name}: qualified names are not supported here"
         ))),

@@ -35,7 +35,7 @@ const SCHEMA_KIND: &str = "sql.stream_schema";
 const DEFAULT_DURATION_SECS: u32 = 7 * 86_400;
 /// A pull query over a stream reads at most this many records of its history.
 const MAX_PULL_RECORDS: usize = 2_000_000;
-/// `FLUSH` gives up after this long.
+/// `FLUSH` gives up on a query that makes no progress for this long.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What one statement produced.
@@ -1113,12 +1113,20 @@ impl Engine {
                     }
                 }
             }
-            if !s.wait_progress(&targets, FLUSH_TIMEOUT).await {
-                return Err(EngineError::internal(format!(
-                    "FLUSH timed out after {}s waiting for query {:?}",
-                    FLUSH_TIMEOUT.as_secs(),
-                    s.name
-                )));
+            // A query working through a long backlog may take a while: give up only when it
+            // makes no progress for FLUSH_TIMEOUT.
+            loop {
+                let before = s.progress();
+                if s.wait_progress(&targets, FLUSH_TIMEOUT).await {
+                    break;
+                }
+                if s.progress() == before {
+                    return Err(EngineError::internal(format!(
+                        "FLUSH gave up: query {:?} made no progress in {}s",
+                        s.name,
+                        FLUSH_TIMEOUT.as_secs()
+                    )));
+                }
             }
         }
         Ok(done())

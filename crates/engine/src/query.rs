@@ -176,6 +176,11 @@ impl QueryShared {
         }
     }
 
+    /// The positions processed so far `(shard, next sequence number)`.
+    pub fn progress(&self) -> Vec<(u64, u64)> {
+        lock(&self.progress).clone()
+    }
+
     /// Records in and rows out so far.
     pub fn counters(&self) -> (u64, u64) {
         *lock(&self.counters)

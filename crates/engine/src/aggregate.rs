@@ -103,11 +103,6 @@ impl AggregateStage {
         })
     }
 
-    /// Number of groups held.
-    pub fn group_count(&self) -> usize {
-        self.accumulators.len()
-    }
-
     fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
         self.calls
             .iter()

@@ -256,7 +256,7 @@ impl Engine {
         if stmts.len() != 1 {
             return Err(EngineError::invalid("CreateQuery takes one statement"));
         }
-        let (query_name, result) = match stmts.remove(0) {
+        let query_name = match stmts.remove(0) {
             Statement::CreateStream(cs) if cs.as_select.is_some() => {
                 let stream = single_name(&cs.name)?;
                 let query_name = if name.is_empty() {
@@ -271,13 +271,13 @@ impl Engine {
                 let spec = self.stream_spec(&cs)?;
                 self.create_persistent(query_name.clone(), select, QueryKind::Stream, Some(spec))
                     .await?;
-                (query_name, stream)
+                query_name
             }
             Statement::CreateView { name: v, query } => {
                 let v = single_name(&v)?;
                 self.create_persistent(v.clone(), query, QueryKind::View, None)
                     .await?;
-                (v.clone(), v)
+                v
             }
             _ => {
                 return Err(EngineError::invalid(
@@ -285,7 +285,6 @@ impl Engine {
                 ))
             }
         };
-        let _ = result;
         self.get(&query_name)
     }
 
@@ -347,7 +346,7 @@ impl Engine {
                     .await
             }
             Statement::Select(select) if select.emit_changes => {
-                let prepared = plan::prepare_with(&select.query, &select.within)?;
+                let prepared = plan::prepare(&select.query, &select.within)?;
                 let declared = self.sources_of(&prepared)?;
                 self.try_bind(&prepared, declared, QueryKind::Push).await?;
                 self.push(select)
@@ -565,7 +564,7 @@ impl Engine {
         kind: QueryKind,
         target: Option<StreamSpec>,
     ) -> Result<Output> {
-        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let prepared = plan::prepare(&select.query, &select.within)?;
         let source = prepared.source.stream.clone();
         let _ddl = self.ddl.lock().await;
         self.sources_of(&prepared)?;
@@ -666,7 +665,7 @@ impl Engine {
             Some(Statement::CreateView { query, .. }) => query,
             _ => return Err(EngineError::internal("saved query is not a CREATE")),
         };
-        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let prepared = plan::prepare(&select.query, &select.within)?;
         let declared = self.sources_of(&prepared)?;
         let sink = match shared.kind {
             QueryKind::Stream => Sink::Stream(
@@ -735,7 +734,7 @@ impl Engine {
     }
 
     fn push(self: &Arc<Self>, select: Select) -> Result<Output> {
-        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let prepared = plan::prepare(&select.query, &select.within)?;
         let declared = self.sources_of(&prepared)?;
         let stream = prepared.source.stream.clone();
         let id = self
@@ -1031,7 +1030,7 @@ impl Engine {
             }
         };
         let ctx = plan::session();
-        let prepared = plan::prepare_with(&select.query, &select.within)?;
+        let prepared = plan::prepare(&select.query, &select.within)?;
         let declared = self.sources_of(&prepared)?;
         let mut tables = Vec::new();
         for (i, stream) in streams_of(&prepared).into_iter().enumerate() {
@@ -1046,7 +1045,7 @@ impl Engine {
             };
             tables.push((stream, plan::input_schema(&schema, window)?));
         }
-        let logical = plan::logical_plan_over(&ctx, &tables, &prepared.query).await?;
+        let logical = plan::logical_plan(&ctx, &tables, &prepared.query).await?;
         let mut text = format!("{}", logical.display_indent());
         if let Some(w) = &prepared.source.window {
             text = format!(

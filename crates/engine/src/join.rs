@@ -480,15 +480,4 @@ impl JoinStage {
         }
         Ok(())
     }
-
-    /// Rows buffered on each side (for `SHOW QUERIES` and tests).
-    pub fn buffered(&self) -> [usize; 2] {
-        let count = |s: &Side| {
-            s.live
-                .iter()
-                .map(|l| l.iter().filter(|x| **x).count())
-                .sum()
-        };
-        [count(&self.sides[0]), count(&self.sides[1])]
-    }
 }

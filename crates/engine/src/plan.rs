@@ -103,12 +103,7 @@ pub fn session() -> SessionContext {
 
 /// Finds the source of a continuous query and rewrites its `FROM`. `within` holds the
 /// `WITHIN (…)` bound of each join, in order.
-pub fn prepare(query: &sql::Query) -> Result<Prepared> {
-    prepare_with(query, &[])
-}
-
-/// [`prepare`] with the joins' time bounds.
-pub fn prepare_with(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
+pub fn prepare(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
     let mut query = query.clone();
     hstream_functions(&mut query)?;
     if query.with.is_some() {
@@ -422,19 +417,9 @@ pub fn input_schema(stream_schema: &Schema, window: Option<&WindowSpec>) -> Resu
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// Plans `query` (already [`prepare`]d) over a source of `input_schema` named `table`, with
-/// DataFusion, and returns the analyzed logical plan.
+/// Plans `query` (already [`prepare`]d) with DataFusion over empty tables of the source
+/// schemas (a join has two), and returns the analyzed logical plan.
 pub async fn logical_plan(
-    ctx: &SessionContext,
-    table: &str,
-    input_schema: SchemaRef,
-    query: &sql::Query,
-) -> Result<LogicalPlan> {
-    logical_plan_over(ctx, &[(table.to_string(), input_schema)], query).await
-}
-
-/// [`logical_plan`] over several source tables (a join's two streams).
-pub async fn logical_plan_over(
     ctx: &SessionContext,
     tables: &[(String, SchemaRef)],
     query: &sql::Query,
@@ -467,18 +452,9 @@ pub async fn logical_plan_over(
 }
 
 /// Compiles an analyzed logical plan into continuous stages. `per_row`: an aggregate emits
-/// one updated row per input row (`EMIT CHANGES`) rather than one per changed group.
+/// one updated row per input row (`EMIT CHANGES`) rather than one per changed group;
+/// `within_ms`: the bound of the stream-stream join in `FROM`, if any.
 pub fn compile(
-    ctx: &SessionContext,
-    plan: &LogicalPlan,
-    input_schema: SchemaRef,
-    per_row: bool,
-) -> Result<Pipeline> {
-    compile_join(ctx, plan, input_schema, per_row, None)
-}
-
-/// [`compile`] for a query whose `FROM` is a stream-stream join bounded by `within_ms`.
-pub fn compile_join(
     ctx: &SessionContext,
     plan: &LogicalPlan,
     input_schema: SchemaRef,

@@ -453,8 +453,8 @@ pub async fn build(
         tables.push((name.clone(), plan::input_schema(schema, window)?));
     }
     let ctx = plan::session();
-    let logical = plan::logical_plan_over(&ctx, &tables, &prepared.query).await?;
-    let pipeline = plan::compile_join(
+    let logical = plan::logical_plan(&ctx, &tables, &prepared.query).await?;
+    let pipeline = plan::compile(
         &ctx,
         &logical,
         tables[0].1.clone(),
@@ -657,10 +657,10 @@ fn run_query(run: QueryRun) -> Result<()> {
                             &mut watermark,
                         )?;
                         chunks.push(run_stages(&mut p.stages, batch)?);
-                        if let (Some(w), Some(wm), QueryKind::Push | QueryKind::Stream) =
+                        if let (Some(_), Some(wm), QueryKind::Push | QueryKind::Stream) =
                             (&window, watermark, shared.kind)
                         {
-                            evict_closed(p, w, wm)?;
+                            evict_closed(p, wm)?;
                         }
                     }
                 }
@@ -790,7 +790,7 @@ fn checkpoint(
 }
 
 /// Drops the groups of windows that closed (end + lateness at or before the watermark).
-fn evict_closed(p: &mut Pipeline, _w: &WindowSpec, watermark: i64) -> Result<()> {
+fn evict_closed(p: &mut Pipeline, watermark: i64) -> Result<()> {
     for stage in p.stages.iter_mut() {
         if let Stage::Aggregate(agg) = stage {
             if let Some(end_col) = agg.key_index(plan::WINDOW_END) {

@@ -700,6 +700,19 @@ impl Engine {
         declared: Vec<Option<SchemaRef>>,
         kind: QueryKind,
     ) -> Result<Option<crate::plan::Pipeline>> {
+        match self.source_schemas(prepared, declared).await? {
+            Some(schemas) => Ok(Some(query::build(prepared, &schemas, kind).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The schema of each stream a query reads, as its thread would bind to them (declared,
+    /// or inferred from a sample); `None` while one has neither.
+    async fn source_schemas(
+        &self,
+        prepared: &plan::Prepared,
+        declared: Vec<Option<SchemaRef>>,
+    ) -> Result<Option<Vec<Schema>>> {
         let mut schemas = Vec::new();
         for (i, stream) in streams_of(prepared).into_iter().enumerate() {
             let catalog = self.catalog.clone();
@@ -715,7 +728,7 @@ impl Engine {
                 None => return Ok(None),
             }
         }
-        Ok(Some(query::build(prepared, &schemas, kind).await?))
+        Ok(Some(schemas))
     }
 
     /// The declared schemas of the streams a query reads, checking they exist.
@@ -1032,12 +1045,13 @@ impl Engine {
         let ctx = plan::session();
         let prepared = plan::prepare(&select.query, &select.within)?;
         let declared = self.sources_of(&prepared)?;
+        // A source with neither declared columns nor records has no columns yet.
+        let schemas = self
+            .source_schemas(&prepared, declared)
+            .await?
+            .unwrap_or_else(|| vec![Schema::empty(); streams_of(&prepared).len()]);
         let mut tables = Vec::new();
-        for (i, stream) in streams_of(&prepared).into_iter().enumerate() {
-            let schema = match declared.get(i).cloned().flatten() {
-                Some(s) => s,
-                None => self.history(&stream).await?.0,
-            };
+        for (i, (stream, schema)) in streams_of(&prepared).into_iter().zip(schemas).enumerate() {
             let window = if i == 0 {
                 prepared.source.window.as_ref()
             } else {

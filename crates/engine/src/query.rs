@@ -25,8 +25,9 @@ use crate::error::{EngineError, Result};
 use crate::host::StreamHost;
 use crate::operator::{run_stages, Chunk, Stage};
 use crate::plan::{self, Pipeline, Prepared, WindowSpec};
-use crate::source::{self, SourceRecord, Start, StreamCursor};
-use crate::value::{self, render_rows, rows_to_batch, JsonRow};
+use crate::decode::BatchDecoder;
+use crate::source::{self, Start, StreamCursor};
+use crate::value::{self, render_rows, JsonRow};
 
 /// Records read per micro-batch at most.
 const MICRO_BATCH: usize = 8192;
@@ -601,7 +602,7 @@ fn run_query(run: QueryRun) -> Result<()> {
     shared.set_status(QueryStatus::Running);
     let mut last_checkpoint = Instant::now();
     let mut dirty = false;
-    let mut records: Vec<SourceRecord> = Vec::with_capacity(MICRO_BATCH);
+    let mut decoders: Vec<BatchDecoder> = side_schemas.iter().map(BatchDecoder::new).collect();
     loop {
         let wanted = *control.borrow_and_update();
         match wanted {
@@ -626,12 +627,12 @@ fn run_query(run: QueryRun) -> Result<()> {
         let mut n_in = 0u64;
         let mut n_out = 0u64;
         for side in 0..cursors.len() {
-            records.clear();
-            cursors[side].poll(MICRO_BATCH, &mut records)?;
-            if records.is_empty() {
+            cursors[side].poll_into(MICRO_BATCH, &mut decoders[side])?;
+            if decoders[side].is_empty() {
                 continue;
             }
-            n_in += records.len() as u64;
+            let (batch, times) = decoders[side].finish()?;
+            n_in += times.len() as u64;
             let chunks = {
                 let mut guard = lock(&shared.pipeline);
                 let p = guard
@@ -640,9 +641,6 @@ fn run_query(run: QueryRun) -> Result<()> {
                 let mut chunks = Vec::new();
                 match p.join.as_mut() {
                     Some(join) => {
-                        let rows: Vec<&JsonRow> = records.iter().map(|r| &r.row).collect();
-                        let batch = rows_to_batch(&side_schemas[side], &rows)?;
-                        let times: Vec<i64> = records.iter().map(|r| r.time_ms).collect();
                         for joined in join.push(side, batch, &times)? {
                             chunks.push(run_stages(&mut p.stages, joined)?);
                         }
@@ -650,9 +648,9 @@ fn run_query(run: QueryRun) -> Result<()> {
                     }
                     None => {
                         let batch = input_batch(
-                            &side_schemas[0],
+                            batch,
+                            &times,
                             &input_schema,
-                            &records,
                             window.as_ref(),
                             &mut watermark,
                         )?;
@@ -915,22 +913,20 @@ fn rows_written_after(run: &QueryRun, name: &str, positions: &[(u64, u64)]) -> R
 /// a windowed query, one copy of each record per window it falls in, with `window_start` and
 /// `window_end`. Records whose windows have all closed are dropped as late.
 fn input_batch(
-    stream_schema: &SchemaRef,
+    base: RecordBatch,
+    publish_ms: &[i64],
     input_schema: &SchemaRef,
-    records: &[SourceRecord],
     window: Option<&WindowSpec>,
     watermark: &mut Option<i64>,
 ) -> Result<RecordBatch> {
-    let rows: Vec<&JsonRow> = records.iter().map(|r| &r.row).collect();
-    let base = rows_to_batch(stream_schema, &rows)?;
     let Some(w) = window else {
         return Ok(base);
     };
     // Event time of each record.
     let times: Vec<i64> = match &w.time_column {
-        None => records.iter().map(|r| r.time_ms).collect(),
+        None => publish_ms.to_vec(),
         Some(col) => {
-            let idx = stream_schema.index_of(col).map_err(|_| {
+            let idx = base.schema().index_of(col).map_err(|_| {
                 EngineError::invalid(format!("the window's time column {col:?} does not exist"))
             })?;
             let a = base.column(idx);
@@ -951,13 +947,13 @@ fn input_batch(
             };
             let ms = ms.as_primitive::<arrow::datatypes::TimestampMillisecondType>();
             // A record without an event time has no window: it is dropped (NULL marks it).
-            (0..records.len())
+            (0..base.num_rows())
                 .map(|i| if ms.is_null(i) { i64::MIN } else { ms.value(i) })
                 .collect()
         }
     };
-    let mut take_idx: Vec<u32> = Vec::with_capacity(records.len());
-    let mut starts: Vec<i64> = Vec::with_capacity(records.len());
+    let mut take_idx: Vec<u32> = Vec::with_capacity(base.num_rows());
+    let mut starts: Vec<i64> = Vec::with_capacity(base.num_rows());
     for (i, &t) in times.iter().enumerate() {
         if t == i64::MIN {
             continue;

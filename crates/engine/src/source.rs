@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamcell_proto::api::{h_stream_record_header::Flag, CompressionType};
-use streamcell_proto::records::decode_payload;
+use streamcell_proto::records::{decompress, visit_records, MAX_DECOMPRESSED};
 use streamcell_store::{Catalog, ReadLimits, ShardLog};
 use tokio::sync::watch;
 
+use crate::decode::BatchDecoder;
 use crate::error::{EngineError, Result};
 use crate::value::{decode_struct, JsonRow};
 
@@ -89,10 +90,42 @@ impl StreamCursor {
     /// (or everything available) are in `out`. Returns how many records were added.
     /// Blocking file I/O.
     pub fn poll(&mut self, max_records: usize, out: &mut Vec<SourceRecord>) -> Result<usize> {
-        let before = out.len();
+        self.read(max_records, |time_ms, flag, payload| {
+            match json_object(flag, payload) {
+                Some(row) => {
+                    out.push(SourceRecord { time_ms, row });
+                    true
+                }
+                None => false,
+            }
+        })
+    }
+
+    /// Like [`poll`](Self::poll), decoding the records straight into `decoder`'s columns.
+    pub fn poll_into(&mut self, max_records: usize, decoder: &mut BatchDecoder) -> Result<usize> {
+        self.read(max_records, |time_ms, flag, payload| match flag {
+            Flag::Json => decoder.push_struct(payload, time_ms),
+            Flag::Raw => match json_object(flag, payload) {
+                Some(row) => {
+                    decoder.push_row(&row, time_ms);
+                    true
+                }
+                None => false,
+            },
+        })
+    }
+
+    /// The loop of `poll`: `take` gets each record (publish time, flag, payload) and says
+    /// whether it was a JSON object; the others are counted in `skipped`.
+    fn read(
+        &mut self,
+        max_records: usize,
+        mut take: impl FnMut(i64, Flag, &[u8]) -> bool,
+    ) -> Result<usize> {
         let n = self.positions.len();
+        let mut added = 0;
         let mut idle = 0;
-        while out.len() - before < max_records && idle < n {
+        while added < max_records && idle < n {
             let i = self.turn % n;
             self.turn = self.turn.wrapping_add(1);
             let (shard, next) = self.positions[i];
@@ -103,45 +136,31 @@ impl StreamCursor {
             }
             idle = 0;
             for b in &batches {
-                self.decode_into(b, out)?;
+                let compression = CompressionType::try_from(i32::from(b.flags)).map_err(|_| {
+                    EngineError::internal(format!(
+                        "stream {}: batch {} has unknown compression {}",
+                        self.stream, b.seq, b.flags
+                    ))
+                })?;
+                let plain = decompress(&b.payload, compression, MAX_DECOMPRESSED).map_err(|e| {
+                    EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
+                })?;
+                let mut skipped = 0;
+                visit_records(&plain, |flag, payload| {
+                    if take(b.timestamp_ms, flag, payload) {
+                        added += 1;
+                    } else {
+                        skipped += 1;
+                    }
+                })
+                .map_err(|e| {
+                    EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
+                })?;
+                self.skipped += skipped;
                 self.positions[i].1 = b.seq + 1;
             }
         }
-        Ok(out.len() - before)
-    }
-
-    fn decode_into(
-        &mut self,
-        b: &streamcell_store::StoredBatch,
-        out: &mut Vec<SourceRecord>,
-    ) -> Result<()> {
-        let compression = CompressionType::try_from(i32::from(b.flags)).map_err(|_| {
-            EngineError::internal(format!(
-                "stream {}: batch {} has unknown compression {}",
-                self.stream, b.seq, b.flags
-            ))
-        })?;
-        let records = decode_payload(&b.payload, compression).map_err(|e| {
-            EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
-        })?;
-        for r in records {
-            let flag = r.header.as_ref().map_or(Flag::Raw, |h| h.flag());
-            let row = match flag {
-                Flag::Json => decode_struct(&r.payload),
-                Flag::Raw => match serde_json::from_slice::<serde_json::Value>(&r.payload) {
-                    Ok(serde_json::Value::Object(m)) => Some(m),
-                    _ => None,
-                },
-            };
-            match row {
-                Some(row) => out.push(SourceRecord {
-                    time_ms: b.timestamp_ms,
-                    row,
-                }),
-                None => self.skipped += 1,
-            }
-        }
-        Ok(())
+        Ok(added)
     }
 
     /// True when every shard has been read up to its current tail.
@@ -160,6 +179,18 @@ impl StreamCursor {
             .iter()
             .map(|&(shard, _)| Ok(self.log.watch_tail(shard)?))
             .collect()
+    }
+}
+
+/// A record as a JSON object, if it is one: a JSON record's `Struct`, or a RAW record holding
+/// a JSON object's text.
+fn json_object(flag: Flag, payload: &[u8]) -> Option<JsonRow> {
+    match flag {
+        Flag::Json => decode_struct(payload),
+        Flag::Raw => match serde_json::from_slice::<serde_json::Value>(payload) {
+            Ok(serde_json::Value::Object(m)) => Some(m),
+            _ => None,
+        },
     }
 }
 

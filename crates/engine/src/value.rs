@@ -13,11 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, RecordBatch, RecordBatchOptions,
-    StringBuilder,
-};
-use arrow::compute::{cast_with_options, CastOptions};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
     DataType, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema,
     SchemaRef, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
@@ -95,78 +91,13 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
 }
 
 /// Builds a record batch of `schema` from JSON rows. Missing fields and values that do not
-/// fit their column are NULL.
+/// fit their column are NULL (see [`crate::decode::BatchDecoder`]).
 pub fn rows_to_batch(schema: &SchemaRef, rows: &[&JsonRow]) -> Result<RecordBatch> {
-    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
-    for field in schema.fields() {
-        let name = field.name();
-        let column: ArrayRef = match field.data_type() {
-            DataType::Float64 => {
-                let mut b = Float64Builder::with_capacity(rows.len());
-                for row in rows {
-                    b.append_option(row.get(name).and_then(|v| match v {
-                        Value::Number(n) => n.as_f64(),
-                        _ => None,
-                    }));
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Boolean => {
-                let mut b = BooleanBuilder::with_capacity(rows.len());
-                for row in rows {
-                    b.append_option(row.get(name).and_then(Value::as_bool));
-                }
-                Arc::new(b.finish())
-            }
-            DataType::Utf8 => Arc::new(string_column(rows, name)),
-            DataType::Int64 => {
-                let mut b = arrow::array::Int64Builder::with_capacity(rows.len());
-                for row in rows {
-                    b.append_option(row.get(name).and_then(|v| match v {
-                        Value::Number(n) => n.as_i64().or_else(|| {
-                            n.as_f64()
-                                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
-                                .map(|f| f as i64)
-                        }),
-                        _ => None,
-                    }));
-                }
-                Arc::new(b.finish())
-            }
-            // Dates, times, timestamps, decimals…: from the value's text, with Arrow's casts
-            // (ISO-8601 text; a number is taken as text too). What does not parse is NULL.
-            other => {
-                let text = string_column(rows, name);
-                cast_with_options(
-                    &text,
-                    other,
-                    &CastOptions {
-                        safe: true,
-                        ..Default::default()
-                    },
-                )?
-            }
-        };
-        columns.push(column);
-    }
-    Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(rows.len())),
-    )?)
-}
-
-/// A column of text: strings as they are, other values as JSON text, missing/null as NULL.
-fn string_column(rows: &[&JsonRow], name: &str) -> arrow::array::StringArray {
-    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * 8);
+    let mut d = crate::decode::BatchDecoder::new(schema);
     for row in rows {
-        match row.get(name) {
-            None | Some(Value::Null) => b.append_null(),
-            Some(Value::String(s)) => b.append_value(s),
-            Some(other) => b.append_value(other.to_string()),
-        }
+        d.push_row(row, 0);
     }
-    b.finish()
+    Ok(d.finish()?.0)
 }
 
 /// The JSON value of one cell.

@@ -5,7 +5,8 @@
 //!   (all 63 RPCs and 125 messages), compiled at build time by `protox` and `tonic-prost-build`
 //!   into prost messages (every `bytes` field is [`bytes::Bytes`]) plus a tonic client and server;
 //! - [`records`], hand-written helpers for the batch encoding that clients put inside
-//!   `AppendRequest.records` (`BatchedRecord` wrapping a serialized `BatchHStreamRecords`).
+//!   `AppendRequest.records` (`BatchedRecord` wrapping a serialized `BatchHStreamRecords`);
+//! - [`wire`], a borrowing protobuf wire reader for the paths that must not allocate per record.
 //!
 //! Generated items live under [`hstream::server`] (mirroring the protobuf package), also
 //! reachable as [`api`]: e.g. `streamcell_proto::api::h_stream_api_server::HStreamApiServer`.
@@ -36,3 +37,4 @@ pub use streamcell::sql as sqlapi;
 
 pub mod codec;
 pub mod records;
+pub mod wire;

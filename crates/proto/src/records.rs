@@ -173,6 +173,58 @@ pub fn decode_payload(
     Ok(BatchHStreamRecords::decode(plain)?.records)
 }
 
+/// Visits the records of a decompressed `BatchHStreamRecords` in order, giving each record's
+/// flag and payload without decoding it into messages (no allocation per record). A record
+/// without a header is RAW; a flag value outside the enum is JSON (protobuf's default, as
+/// prost's accessor gives). Malformed bytes are an error and nothing after them is visited.
+pub fn visit_records<'a>(
+    plain: &'a [u8],
+    mut visit: impl FnMut(Flag, &'a [u8]),
+) -> Result<(), crate::wire::WireError> {
+    use crate::wire::Reader;
+    let mut batch = Reader::new(plain);
+    while let Some((field, value)) = batch.next()? {
+        if field != 1 {
+            continue;
+        }
+        let mut record = Reader::new(value.bytes()?);
+        let (mut flag, mut payload) = (Flag::Raw, &[][..]);
+        while let Some((field, value)) = record.next()? {
+            match field {
+                1 => {
+                    flag = Flag::Json;
+                    let mut header = Reader::new(value.bytes()?);
+                    while let Some((field, value)) = header.next()? {
+                        match field {
+                            1 => {
+                                flag = i32::try_from(value.varint()?)
+                                    .ok()
+                                    .and_then(|v| Flag::try_from(v).ok())
+                                    .unwrap_or(Flag::Json)
+                            }
+                            // Attributes and key: checked to be strings of the right shape.
+                            2 => {
+                                let mut entry = Reader::new(value.bytes()?);
+                                while let Some((_, v)) = entry.next()? {
+                                    v.str()?;
+                                }
+                            }
+                            3 => {
+                                value.str()?;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                2 => payload = value.bytes()?,
+                _ => {}
+            }
+        }
+        visit(flag, payload);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +268,48 @@ mod tests {
         let again = BatchedRecord::decode(batch.encode_to_vec().as_slice()).expect("decode");
         assert_eq!(again, batch);
         assert_eq!(decode_batch(&again).expect("decode"), records);
+    }
+
+    #[test]
+    fn visit_records_sees_what_decode_batch_sees() {
+        let mut json = raw_record("k", Bytes::from_static(b"{}"));
+        if let Some(h) = json.header.as_mut() {
+            h.flag = Flag::Json as i32;
+            h.attributes.insert("a".into(), "b".into());
+        }
+        let headerless = HStreamRecord {
+            header: None,
+            payload: Bytes::from_static(b"x"),
+        };
+        let records = vec![
+            raw_record("", Bytes::from_static(b"a")),
+            json,
+            headerless,
+            raw_record("key", Bytes::new()),
+        ];
+        let batch = encode_batch(&records);
+        let mut seen = Vec::new();
+        visit_records(&batch.payload, |flag, payload| {
+            seen.push((flag, payload.to_vec()))
+        })
+        .expect("visit");
+        let want: Vec<(Flag, Vec<u8>)> = decode_batch(&batch)
+            .expect("decode")
+            .iter()
+            .map(|r| {
+                let flag = r.header.as_ref().map_or(Flag::Raw, |h| h.flag());
+                (flag, r.payload.to_vec())
+            })
+            .collect();
+        assert_eq!(seen, want);
+        assert_eq!(seen[1].0, Flag::Json);
+        assert_eq!(seen[2].0, Flag::Raw);
+
+        // Cut short anywhere: an error, never a panic.
+        for cut in 1..batch.payload.len() {
+            let _ = visit_records(&batch.payload[..cut], |_, _| {});
+        }
+        assert!(visit_records(&batch.payload[..batch.payload.len() - 1], |_, _| {}).is_err());
     }
 
     #[test]

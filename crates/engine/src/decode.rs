@@ -1,0 +1,405 @@
+//! The batch decoder: stream records straight into the Arrow columns of a schema. A JSON
+//! record (a serialized `google.protobuf.Struct`) is walked on the wire and each field lands
+//! in its column's builder, with no JSON object in between; a RAW record holding a JSON
+//! object, or a row the engine already has, goes through [`BatchDecoder::push_row`]. Both
+//! follow the typing rules of [`crate::value`]: a missing field, or a value that does not fit
+//! its column, is NULL.
+//!
+//! This is the hot path of every continuous query (records in, batches out), so it avoids
+//! allocation per record: field names are matched against the columns by position first (the
+//! previous record's field at the same position), then by a hash lookup.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, RecordBatchOptions,
+    StringBuilder,
+};
+use arrow::compute::{cast_with_options, CastOptions};
+use arrow::datatypes::{DataType, SchemaRef};
+use serde_json::{Number, Value};
+use streamcell_proto::wire::{Reader, WireError, WireValue};
+
+use crate::error::Result;
+use crate::value::{from_proto_value, JsonRow};
+
+/// No column (a field name the schema does not have).
+const NONE: usize = usize::MAX;
+
+/// One field's value while a record is being decoded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cell {
+    /// The record has no such field.
+    Missing,
+    Null,
+    Num(f64),
+    Bool(bool),
+    /// A string: a byte range of the record.
+    Str(u32, u32),
+    /// A list or object: its JSON text, an index into `BatchDecoder::other`.
+    Other(u32),
+}
+
+/// Builds the Arrow columns of one schema from records.
+pub struct BatchDecoder {
+    schema: SchemaRef,
+    columns: Vec<Column>,
+    index: HashMap<String, usize>,
+    /// The column of the field at each position of the previous record.
+    hint: Vec<usize>,
+    /// The current record's value per column.
+    cells: Vec<Cell>,
+    /// JSON text of the current record's list/object values.
+    other: Vec<String>,
+    times: Vec<i64>,
+}
+
+enum Column {
+    Float64(Float64Builder),
+    Boolean(BooleanBuilder),
+    Int64(Int64Builder),
+    /// Text, cast to the column's type (Utf8 itself, dates, timestamps…) when finished.
+    Text(StringBuilder),
+}
+
+impl BatchDecoder {
+    /// A decoder for batches of `schema`.
+    pub fn new(schema: &SchemaRef) -> Self {
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Float64 => Column::Float64(Float64Builder::new()),
+                DataType::Boolean => Column::Boolean(BooleanBuilder::new()),
+                DataType::Int64 => Column::Int64(Int64Builder::new()),
+                _ => Column::Text(StringBuilder::new()),
+            })
+            .collect::<Vec<_>>();
+        let mut index = HashMap::with_capacity(columns.len());
+        for (i, f) in schema.fields().iter().enumerate() {
+            // The first of two same-named columns wins, as a name lookup would.
+            index.entry(f.name().clone()).or_insert(i);
+        }
+        BatchDecoder {
+            schema: schema.clone(),
+            cells: vec![Cell::Missing; columns.len()],
+            columns,
+            index,
+            hint: Vec::new(),
+            other: Vec::new(),
+            times: Vec::new(),
+        }
+    }
+
+    /// Records decoded since the last [`finish`](Self::finish).
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    /// True when no record is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    /// Adds a JSON record (a serialized `Struct`) published at `time_ms`. Returns false, and
+    /// adds nothing, when the bytes are not a valid `Struct`.
+    pub fn push_struct(&mut self, bytes: &[u8], time_ms: i64) -> bool {
+        let ok = self.walk_struct(bytes).is_ok();
+        if ok {
+            self.append_cells(bytes);
+            self.times.push(time_ms);
+        } else {
+            self.cells.fill(Cell::Missing);
+        }
+        self.other.clear();
+        ok
+    }
+
+    /// Adds a record held as a JSON object.
+    pub fn push_row(&mut self, row: &JsonRow, time_ms: i64) {
+        for (i, field) in self.schema.fields().iter().enumerate() {
+            let v = row.get(field.name());
+            match &mut self.columns[i] {
+                Column::Float64(b) => b.append_option(v.and_then(|v| match v {
+                    Value::Number(n) => n.as_f64(),
+                    _ => None,
+                })),
+                Column::Boolean(b) => b.append_option(v.and_then(Value::as_bool)),
+                Column::Int64(b) => b.append_option(v.and_then(|v| match v {
+                    Value::Number(n) => n.as_i64().or_else(|| n.as_f64().and_then(whole)),
+                    _ => None,
+                })),
+                Column::Text(b) => match v {
+                    None | Some(Value::Null) => b.append_null(),
+                    Some(Value::String(s)) => b.append_value(s),
+                    Some(other) => b.append_value(other.to_string()),
+                },
+            }
+        }
+        self.times.push(time_ms);
+    }
+
+    /// The batch of everything added since the last call, and each row's publish time. The
+    /// decoder is empty afterwards and can be reused.
+    pub fn finish(&mut self) -> Result<(RecordBatch, Vec<i64>)> {
+        let rows = self.times.len();
+        let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        for (column, field) in self.columns.iter_mut().zip(self.schema.fields()) {
+            let array: ArrayRef = match column {
+                Column::Float64(b) => Arc::new(b.finish()),
+                Column::Boolean(b) => Arc::new(b.finish()),
+                Column::Int64(b) => Arc::new(b.finish()),
+                Column::Text(b) => {
+                    let text = b.finish();
+                    if field.data_type() == &DataType::Utf8 {
+                        Arc::new(text)
+                    } else {
+                        // Dates, times, timestamps, decimals…: from the value's text, with
+                        // Arrow's casts (ISO-8601 text; a number is taken as text too). What
+                        // does not parse is NULL.
+                        cast_with_options(
+                            &text,
+                            field.data_type(),
+                            &CastOptions {
+                                safe: true,
+                                ..Default::default()
+                            },
+                        )?
+                    }
+                }
+            };
+            arrays.push(array);
+        }
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        Ok((batch, std::mem::take(&mut self.times)))
+    }
+
+    /// Reads a `Struct`'s fields into `cells` (a repeated name keeps its last value, as
+    /// protobuf map semantics say).
+    fn walk_struct(&mut self, bytes: &[u8]) -> std::result::Result<(), WireError> {
+        let base = bytes.as_ptr() as usize;
+        let mut fields = Reader::new(bytes);
+        let mut position = 0usize;
+        while let Some((number, entry)) = fields.next()? {
+            if number != 1 {
+                continue;
+            }
+            let mut entry = Reader::new(entry.bytes()?);
+            let (mut key, mut value) = ("", None);
+            while let Some((number, v)) = entry.next()? {
+                match number {
+                    1 => key = v.str()?,
+                    2 => value = Some(v.bytes()?),
+                    _ => {}
+                }
+            }
+            let column = self.column_of(position, key);
+            position += 1;
+            let cell = match value {
+                None => Cell::Null,
+                Some(v) => self.read_value(v, base)?,
+            };
+            if column != NONE {
+                self.cells[column] = cell;
+            }
+        }
+        Ok(())
+    }
+
+    /// The column named `key`, trying the column seen at this position last time first.
+    fn column_of(&mut self, position: usize, key: &str) -> usize {
+        if let Some(&h) = self.hint.get(position) {
+            if h != NONE && self.schema.field(h).name() == key {
+                return h;
+            }
+        }
+        let found = self.index.get(key).copied().unwrap_or(NONE);
+        if position >= self.hint.len() {
+            self.hint.resize(position + 1, NONE);
+        }
+        self.hint[position] = found;
+        found
+    }
+
+    /// One `google.protobuf.Value` (the last of its oneof fields wins).
+    fn read_value(&mut self, bytes: &[u8], base: usize) -> std::result::Result<Cell, WireError> {
+        let mut r = Reader::new(bytes);
+        let mut cell = Cell::Null;
+        while let Some((number, v)) = r.next()? {
+            cell = match (number, v) {
+                (1, WireValue::Varint(_)) => Cell::Null,
+                (2, WireValue::Fixed64(bits)) => Cell::Num(f64::from_bits(bits)),
+                (3, WireValue::Bytes(s)) => {
+                    std::str::from_utf8(s).map_err(|_| WireError::Malformed)?;
+                    let start = s.as_ptr() as usize - base;
+                    let start = u32::try_from(start).map_err(|_| WireError::Malformed)?;
+                    let len = u32::try_from(s.len()).map_err(|_| WireError::Malformed)?;
+                    Cell::Str(start, start + len)
+                }
+                (4, WireValue::Varint(b)) => Cell::Bool(b != 0),
+                (5 | 6, WireValue::Bytes(_)) => {
+                    // Nested values are rare: decode them fully (which also checks them).
+                    use prost::Message;
+                    let value =
+                        prost_types::Value::decode(bytes).map_err(|_| WireError::Malformed)?;
+                    self.other.push(from_proto_value(&value).to_string());
+                    return Ok(Cell::Other((self.other.len() - 1) as u32));
+                }
+                (1..=6, _) => return Err(WireError::Malformed),
+                _ => cell,
+            };
+        }
+        Ok(cell)
+    }
+
+    /// Appends the current record's cells to the builders and clears them.
+    fn append_cells(&mut self, bytes: &[u8]) {
+        for (column, cell) in self.columns.iter_mut().zip(self.cells.iter_mut()) {
+            let c = std::mem::replace(cell, Cell::Missing);
+            // Non-finite doubles are not JSON numbers: they read as NULL.
+            let c = match c {
+                Cell::Num(f) if !f.is_finite() => Cell::Null,
+                c => c,
+            };
+            match column {
+                Column::Float64(b) => b.append_option(match c {
+                    Cell::Num(f) => Some(f),
+                    _ => None,
+                }),
+                Column::Boolean(b) => b.append_option(match c {
+                    Cell::Bool(v) => Some(v),
+                    _ => None,
+                }),
+                Column::Int64(b) => b.append_option(match c {
+                    Cell::Num(f) => whole(f),
+                    _ => None,
+                }),
+                Column::Text(b) => match c {
+                    Cell::Missing | Cell::Null => b.append_null(),
+                    Cell::Str(s, e) => match std::str::from_utf8(&bytes[s as usize..e as usize]) {
+                        Ok(s) => b.append_value(s),
+                        Err(_) => b.append_null(),
+                    },
+                    Cell::Num(f) => match Number::from_f64(f) {
+                        Some(n) => b.append_value(n.to_string()),
+                        None => b.append_null(),
+                    },
+                    Cell::Bool(v) => b.append_value(if v { "true" } else { "false" }),
+                    Cell::Other(i) => b.append_value(&self.other[i as usize]),
+                },
+            }
+        }
+    }
+}
+
+/// A double as an integer, when it is one (and fits).
+fn whole(f: f64) -> Option<i64> {
+    (f.fract() == 0.0 && f.abs() < 9.0e18).then_some(f as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::value::{decode_struct, encode_struct, rows_to_batch};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
+    use serde_json::json;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Float64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("b", DataType::Boolean, true),
+            Field::new("i", DataType::Int64, true),
+            Field::new("t", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+        ]))
+    }
+
+    fn rows() -> Vec<JsonRow> {
+        let values = [
+            json!({"n": 1.5, "s": "x", "b": true, "i": 3, "t": "2024-01-02T03:04:05Z"}),
+            json!({"s": 2, "n": "no", "extra": [1, {"a": null}], "i": 2.5}),
+            json!({"b": false, "s": {"k": [true, "v"]}, "n": -0.0, "i": 9.5e18}),
+            json!({"s": true, "n": null, "t": 1700000000000.0, "i": -4}),
+            json!({}),
+            json!({"s": "é ✓", "s2": 1, "n": 1e300}),
+        ];
+        values
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => m,
+                _ => unreachable!(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn structs_decode_exactly_as_json_rows_do() {
+        let schema = schema();
+        let rows = rows();
+        let want = rows_to_batch(&schema, &rows.iter().collect::<Vec<_>>()).unwrap();
+        let mut d = BatchDecoder::new(&schema);
+        for (t, row) in rows.iter().enumerate() {
+            // Through the wire (numbers become doubles) and back, as a stored record would.
+            let bytes = encode_struct(row);
+            assert!(d.push_struct(&bytes, t as i64));
+        }
+        let (got, times) = d.finish().unwrap();
+        let via_json: Vec<JsonRow> = rows
+            .iter()
+            .map(|r| decode_struct(&encode_struct(r)).unwrap())
+            .collect();
+        let want_wire = rows_to_batch(&schema, &via_json.iter().collect::<Vec<_>>()).unwrap();
+        assert_eq!(got, want_wire);
+        assert_eq!(times, vec![0, 1, 2, 3, 4, 5]);
+        // Numbers are doubles on the wire: a number in a text column reads `2.0`, not `2`;
+        // double columns are the same either way.
+        assert_eq!(got.column(0), want.column(0));
+    }
+
+    #[test]
+    fn field_order_changes_and_repeats_use_the_right_columns() {
+        let schema = schema();
+        let mut d = BatchDecoder::new(&schema);
+        let a = encode_struct(&rows()[0]);
+        let b = encode_struct(&rows()[1]);
+        for bytes in [&a, &b, &a, &b, &b, &a] {
+            assert!(d.push_struct(bytes, 0));
+        }
+        let (got, _) = d.finish().unwrap();
+        let r0 = decode_struct(&a).unwrap();
+        let r1 = decode_struct(&b).unwrap();
+        let want = rows_to_batch(&schema, &[&r0, &r1, &r0, &r1, &r1, &r0]).unwrap();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn invalid_structs_are_refused_and_leave_nothing_behind() {
+        let schema = schema();
+        let mut d = BatchDecoder::new(&schema);
+        let good = encode_struct(&rows()[0]);
+        for cut in 1..good.len() {
+            let _ = d.push_struct(&good[..cut], 0);
+        }
+        assert!(!d.push_struct(&[0x0a, 0x05, 1], 0));
+        assert!(!d.push_struct(b"not a struct at all \xff\xff", 0));
+        let accepted = d.len();
+        assert!(d.push_struct(&good, 9));
+        let (batch, times) = d.finish().unwrap();
+        assert_eq!(batch.num_rows(), accepted + 1);
+        assert_eq!(times.last(), Some(&9));
+        // Every accepted prefix decodes as prost decodes it.
+        let mut d2 = BatchDecoder::new(&schema);
+        for cut in 1..good.len() {
+            if let Some(row) = decode_struct(&good[..cut]) {
+                d2.push_row(&row, 0);
+            }
+        }
+        d2.push_row(&decode_struct(&good).unwrap(), 9);
+        assert_eq!(d2.finish().unwrap().0, batch);
+    }
+}

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, RecordBatchOptions,
+    new_null_array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, RecordBatchOptions,
     StringBuilder,
 };
 use arrow::compute::{cast_with_options, CastOptions};
@@ -29,14 +29,13 @@ const NONE: usize = usize::MAX;
 
 /// One field's value while a record is being decoded.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Cell {
+enum Cell<'a> {
     /// The record has no such field.
     Missing,
     Null,
     Num(f64),
     Bool(bool),
-    /// A string: a byte range of the record.
-    Str(u32, u32),
+    Str(&'a str),
     /// A list or object: its JSON text, an index into `BatchDecoder::other`.
     Other(u32),
 }
@@ -45,14 +44,18 @@ enum Cell {
 pub struct BatchDecoder {
     schema: SchemaRef,
     columns: Vec<Column>,
-    index: HashMap<String, usize>,
-    /// The column of the field at each position of the previous record.
-    hint: Vec<usize>,
-    /// The current record's value per column.
-    cells: Vec<Cell>,
+    /// Column of each field name read (names of skipped columns are not here).
+    index: HashMap<Box<[u8]>, usize>,
+    /// The field name at each position of the previous record, and its column.
+    hint: Vec<(Box<[u8]>, usize)>,
+    /// Storage for the current record's value per column (all `Missing` between records;
+    /// lent out, with the record's lifetime, while a record is decoded).
+    cells: Vec<Cell<'static>>,
     /// JSON text of the current record's list/object values.
     other: Vec<String>,
     times: Vec<i64>,
+    /// Bytes of text in the last batch, to size the next one's buffers.
+    text_bytes: usize,
 }
 
 enum Column {
@@ -61,25 +64,47 @@ enum Column {
     Int64(Int64Builder),
     /// Text, cast to the column's type (Utf8 itself, dates, timestamps…) when finished.
     Text(StringBuilder),
+    /// A column the reader does not need: all NULL.
+    Skipped,
+}
+
+impl Column {
+    fn new(t: &DataType, rows: usize, text_bytes: usize) -> Self {
+        match t {
+            DataType::Float64 => Column::Float64(Float64Builder::with_capacity(rows)),
+            DataType::Boolean => Column::Boolean(BooleanBuilder::with_capacity(rows)),
+            DataType::Int64 => Column::Int64(Int64Builder::with_capacity(rows)),
+            _ => Column::Text(StringBuilder::with_capacity(rows, text_bytes)),
+        }
+    }
 }
 
 impl BatchDecoder {
     /// A decoder for batches of `schema`.
     pub fn new(schema: &SchemaRef) -> Self {
+        Self::with_columns(schema, |_| true)
+    }
+
+    /// A decoder for batches of `schema` that reads only the columns `read` accepts (by
+    /// name); the others are NULL in every row. The fields of a record that are not read are
+    /// still checked to be well-formed protobuf, but their content is not looked at.
+    pub fn with_columns(schema: &SchemaRef, read: impl Fn(&str) -> bool) -> Self {
         let columns = schema
             .fields()
             .iter()
-            .map(|f| match f.data_type() {
-                DataType::Float64 => Column::Float64(Float64Builder::new()),
-                DataType::Boolean => Column::Boolean(BooleanBuilder::new()),
-                DataType::Int64 => Column::Int64(Int64Builder::new()),
-                _ => Column::Text(StringBuilder::new()),
+            .map(|f| match read(f.name()) {
+                true => Column::new(f.data_type(), 0, 0),
+                false => Column::Skipped,
             })
             .collect::<Vec<_>>();
         let mut index = HashMap::with_capacity(columns.len());
         for (i, f) in schema.fields().iter().enumerate() {
-            // The first of two same-named columns wins, as a name lookup would.
-            index.entry(f.name().clone()).or_insert(i);
+            if !matches!(columns[i], Column::Skipped) {
+                // The first of two same-named columns wins, as a name lookup would.
+                index
+                    .entry(f.name().as_bytes().to_vec().into_boxed_slice())
+                    .or_insert(i);
+            }
         }
         BatchDecoder {
             schema: schema.clone(),
@@ -89,6 +114,7 @@ impl BatchDecoder {
             hint: Vec::new(),
             other: Vec::new(),
             times: Vec::new(),
+            text_bytes: 0,
         }
     }
 
@@ -105,13 +131,18 @@ impl BatchDecoder {
     /// Adds a JSON record (a serialized `Struct`) published at `time_ms`. Returns false, and
     /// adds nothing, when the bytes are not a valid `Struct`.
     pub fn push_struct(&mut self, bytes: &[u8], time_ms: i64) -> bool {
-        let ok = self.walk_struct(bytes).is_ok();
+        // Borrow the cell storage with this record's lifetime (an in-place collect: the
+        // element types have the same layout, so no allocation).
+        let mut cells: Vec<Cell<'_>> = std::mem::take(&mut self.cells)
+            .into_iter()
+            .map(|_| Cell::Missing)
+            .collect();
+        let ok = self.walk_struct(bytes, &mut cells).is_ok();
         if ok {
-            self.append_cells(bytes);
+            self.append_cells(&cells);
             self.times.push(time_ms);
-        } else {
-            self.cells.fill(Cell::Missing);
         }
+        self.cells = cells.into_iter().map(|_| Cell::Missing).collect();
         self.other.clear();
         ok
     }
@@ -135,6 +166,7 @@ impl BatchDecoder {
                     Some(Value::String(s)) => b.append_value(s),
                     Some(other) => b.append_value(other.to_string()),
                 },
+                Column::Skipped => {}
             }
         }
         self.times.push(time_ms);
@@ -145,13 +177,22 @@ impl BatchDecoder {
     pub fn finish(&mut self) -> Result<(RecordBatch, Vec<i64>)> {
         let rows = self.times.len();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
+        let mut text_bytes = 0;
         for (column, field) in self.columns.iter_mut().zip(self.schema.fields()) {
-            let array: ArrayRef = match column {
-                Column::Float64(b) => Arc::new(b.finish()),
-                Column::Boolean(b) => Arc::new(b.finish()),
-                Column::Int64(b) => Arc::new(b.finish()),
-                Column::Text(b) => {
+            if matches!(column, Column::Skipped) {
+                arrays.push(new_null_array(field.data_type(), rows));
+                continue;
+            }
+            // The next batch is likely the size of this one: build it without regrowing.
+            let fresh = Column::new(field.data_type(), rows, self.text_bytes);
+            let array: ArrayRef = match std::mem::replace(column, fresh) {
+                Column::Skipped => unreachable!("skipped columns are handled above"),
+                Column::Float64(mut b) => Arc::new(b.finish()),
+                Column::Boolean(mut b) => Arc::new(b.finish()),
+                Column::Int64(mut b) => Arc::new(b.finish()),
+                Column::Text(mut b) => {
                     let text = b.finish();
+                    text_bytes = text_bytes.max(text.value_data().len());
                     if field.data_type() == &DataType::Utf8 {
                         Arc::new(text)
                     } else {
@@ -171,6 +212,7 @@ impl BatchDecoder {
             };
             arrays.push(array);
         }
+        self.text_bytes = text_bytes;
         let batch = RecordBatch::try_new_with_options(
             self.schema.clone(),
             arrays,
@@ -181,8 +223,11 @@ impl BatchDecoder {
 
     /// Reads a `Struct`'s fields into `cells` (a repeated name keeps its last value, as
     /// protobuf map semantics say).
-    fn walk_struct(&mut self, bytes: &[u8]) -> std::result::Result<(), WireError> {
-        let base = bytes.as_ptr() as usize;
+    fn walk_struct<'a>(
+        &mut self,
+        bytes: &'a [u8],
+        cells: &mut [Cell<'a>],
+    ) -> std::result::Result<(), WireError> {
         let mut fields = Reader::new(bytes);
         let mut position = 0usize;
         while let Some((number, entry)) = fields.next()? {
@@ -190,57 +235,55 @@ impl BatchDecoder {
                 continue;
             }
             let mut entry = Reader::new(entry.bytes()?);
-            let (mut key, mut value) = ("", None);
+            let (mut key, mut value): (&[u8], _) = (&[], None);
             while let Some((number, v)) = entry.next()? {
                 match number {
-                    1 => key = v.str()?,
+                    1 => key = v.bytes()?,
                     2 => value = Some(v.bytes()?),
                     _ => {}
                 }
             }
             let column = self.column_of(position, key);
             position += 1;
-            let cell = match value {
-                None => Cell::Null,
-                Some(v) => self.read_value(v, base)?,
-            };
-            if column != NONE {
-                self.cells[column] = cell;
+            if column == NONE {
+                // Not read: its name need not even be UTF-8-checked (a read column's name
+                // equals the column's, so it is).
+                continue;
             }
+            cells[column] = match value {
+                None => Cell::Null,
+                Some(v) => self.read_value(v)?,
+            };
         }
         Ok(())
     }
 
-    /// The column named `key`, trying the column seen at this position last time first.
-    fn column_of(&mut self, position: usize, key: &str) -> usize {
-        if let Some(&h) = self.hint.get(position) {
-            if h != NONE && self.schema.field(h).name() == key {
-                return h;
+    /// The column named `key`, trying the name seen at this position last time first.
+    fn column_of(&mut self, position: usize, key: &[u8]) -> usize {
+        if let Some((name, column)) = self.hint.get(position) {
+            if name.as_ref() == key {
+                return *column;
             }
         }
         let found = self.index.get(key).copied().unwrap_or(NONE);
-        if position >= self.hint.len() {
-            self.hint.resize(position + 1, NONE);
+        let entry = (key.to_vec().into_boxed_slice(), found);
+        if position < self.hint.len() {
+            self.hint[position] = entry;
+        } else {
+            self.hint.push(entry);
         }
-        self.hint[position] = found;
         found
     }
 
     /// One `google.protobuf.Value` (the last of its oneof fields wins).
-    fn read_value(&mut self, bytes: &[u8], base: usize) -> std::result::Result<Cell, WireError> {
+    fn read_value<'a>(&mut self, bytes: &'a [u8]) -> std::result::Result<Cell<'a>, WireError> {
         let mut r = Reader::new(bytes);
         let mut cell = Cell::Null;
         while let Some((number, v)) = r.next()? {
             cell = match (number, v) {
                 (1, WireValue::Varint(_)) => Cell::Null,
                 (2, WireValue::Fixed64(bits)) => Cell::Num(f64::from_bits(bits)),
-                (3, WireValue::Bytes(s)) => {
-                    std::str::from_utf8(s).map_err(|_| WireError::Malformed)?;
-                    let start = s.as_ptr() as usize - base;
-                    let start = u32::try_from(start).map_err(|_| WireError::Malformed)?;
-                    let len = u32::try_from(s.len()).map_err(|_| WireError::Malformed)?;
-                    Cell::Str(start, start + len)
-                }
+                (3, WireValue::Bytes(_)) => Cell::Str(v.str()?),
                 (4, WireValue::Varint(b)) => Cell::Bool(b != 0),
                 (5 | 6, WireValue::Bytes(_)) => {
                     // Nested values are rare: decode them fully (which also checks them).
@@ -257,12 +300,11 @@ impl BatchDecoder {
         Ok(cell)
     }
 
-    /// Appends the current record's cells to the builders and clears them.
-    fn append_cells(&mut self, bytes: &[u8]) {
-        for (column, cell) in self.columns.iter_mut().zip(self.cells.iter_mut()) {
-            let c = std::mem::replace(cell, Cell::Missing);
+    /// Appends the current record's cells to the builders.
+    fn append_cells(&mut self, cells: &[Cell<'_>]) {
+        for (column, cell) in self.columns.iter_mut().zip(cells.iter()) {
             // Non-finite doubles are not JSON numbers: they read as NULL.
-            let c = match c {
+            let c = match *cell {
                 Cell::Num(f) if !f.is_finite() => Cell::Null,
                 c => c,
             };
@@ -281,10 +323,7 @@ impl BatchDecoder {
                 }),
                 Column::Text(b) => match c {
                     Cell::Missing | Cell::Null => b.append_null(),
-                    Cell::Str(s, e) => match std::str::from_utf8(&bytes[s as usize..e as usize]) {
-                        Ok(s) => b.append_value(s),
-                        Err(_) => b.append_null(),
-                    },
+                    Cell::Str(s) => b.append_value(s),
                     Cell::Num(f) => match Number::from_f64(f) {
                         Some(n) => b.append_value(n.to_string()),
                         None => b.append_null(),
@@ -292,6 +331,7 @@ impl BatchDecoder {
                     Cell::Bool(v) => b.append_value(if v { "true" } else { "false" }),
                     Cell::Other(i) => b.append_value(&self.other[i as usize]),
                 },
+                Column::Skipped => {}
             }
         }
     }
@@ -375,6 +415,33 @@ mod tests {
         let r1 = decode_struct(&b).unwrap();
         let want = rows_to_batch(&schema, &[&r0, &r1, &r0, &r1, &r1, &r0]).unwrap();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn columns_not_read_are_null_and_the_others_unchanged() {
+        let schema = schema();
+        let rows: Vec<JsonRow> = rows()
+            .iter()
+            .map(|r| decode_struct(&encode_struct(r)).unwrap())
+            .collect();
+        let mut d = BatchDecoder::with_columns(&schema, |name| name == "s" || name == "i");
+        for r in &rows {
+            assert!(d.push_struct(&encode_struct(r), 0));
+        }
+        // Twice, so the second batch runs on the resized builders and the learnt positions.
+        for r in &rows {
+            assert!(d.push_struct(&encode_struct(r), 0));
+        }
+        let (got, _) = d.finish().unwrap();
+        let doubled: Vec<&JsonRow> = rows.iter().chain(rows.iter()).collect();
+        let want = rows_to_batch(&schema, &doubled).unwrap();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if f.name() == "s" || f.name() == "i" {
+                assert_eq!(got.column(i), want.column(i), "{}", f.name());
+            } else {
+                assert_eq!(got.column(i).null_count(), got.num_rows(), "{}", f.name());
+            }
+        }
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub struct Pipeline {
     pub output_schema: SchemaRef,
     /// Whether the pipeline aggregates (its output is a changelog keyed by group).
     pub aggregates: bool,
+    /// Names of the columns the plan refers to anywhere (sources need decode no others);
+    /// `None`: every column.
+    pub columns_read: Option<std::collections::HashSet<String>>,
 }
 
 /// A session configured for StreamCell SQL: identifiers are case-sensitive, as in HStream.
@@ -487,7 +490,27 @@ pub fn compile(
         stages,
         output_schema: nullable(plan.schema().as_arrow()),
         aggregates,
+        columns_read: columns_read(plan),
     })
+}
+
+/// The names of every column any expression of the plan (or of its subqueries) refers to,
+/// and of its output. A superset of what the sources must provide (a name is taken whatever
+/// its qualifier), which is what matters: a column left out would read as NULL. `None`: all.
+fn columns_read(plan: &LogicalPlan) -> Option<std::collections::HashSet<String>> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut names: std::collections::HashSet<String> =
+        plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            for c in e.column_refs() {
+                names.insert(c.name.clone());
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .ok()?;
+    Some(names)
 }
 
 fn physical(

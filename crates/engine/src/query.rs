@@ -597,12 +597,21 @@ fn run_query(run: QueryRun) -> Result<()> {
         }
         _ => 0,
     };
+    // Decode only what the plan reads (and the window's time column).
+    let time_column = window.as_ref().and_then(|w| w.time_column.clone());
+    let read = |name: &str| {
+        pipeline.columns_read.as_ref().is_none_or(|c| c.contains(name))
+            || time_column.as_deref() == Some(name)
+    };
+    let mut decoders: Vec<BatchDecoder> = side_schemas
+        .iter()
+        .map(|s| BatchDecoder::with_columns(s, read))
+        .collect();
     drop(guard);
     publish_progress(&shared, &cursors);
     shared.set_status(QueryStatus::Running);
     let mut last_checkpoint = Instant::now();
     let mut dirty = false;
-    let mut decoders: Vec<BatchDecoder> = side_schemas.iter().map(BatchDecoder::new).collect();
     loop {
         let wanted = *control.borrow_and_update();
         match wanted {

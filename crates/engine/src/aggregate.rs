@@ -7,7 +7,6 @@
 //! A snapshot (group keys plus each accumulator's state, as an Arrow IPC stream) is what a
 //! checkpoint saves and what a restart merges back.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
@@ -15,7 +14,7 @@ use arrow::compute::{cast, filter, take};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
-use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{Accumulator, Aggregate};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
@@ -36,9 +35,14 @@ pub struct AggregateStage {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     calls: Vec<AggCall>,
     converter: RowConverter,
-    index: HashMap<OwnedRow, u32>,
+    /// Group id by the group key's row bytes (a fast non-cryptographic hash: the keys are
+    /// not attacker-chosen table sizes, and DataFusion uses the same map).
+    index: datafusion::common::HashMap<Box<[u8]>, u32>,
     keys: Rows,
     accumulators: Vec<Vec<Box<dyn Accumulator>>>,
+    /// Scratch for grouping a micro-batch's rows: per group id, its position among the
+    /// groups the batch touches (`u32::MAX` between batches).
+    slot: Vec<u32>,
     schema: SchemaRef,
     per_row: bool,
 }
@@ -95,7 +99,8 @@ impl AggregateStage {
             group_exprs,
             calls,
             converter,
-            index: HashMap::new(),
+            index: datafusion::common::HashMap::default(),
+            slot: Vec::new(),
             keys,
             accumulators: Vec::new(),
             schema,
@@ -123,7 +128,7 @@ impl AggregateStage {
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
             let row = rows.row(i);
-            let id = match self.index.get(&row.owned()) {
+            let id = match self.index.get(row.as_ref()) {
                 Some(&id) => id,
                 None => {
                     let id = u32::try_from(self.accumulators.len()).map_err(|_| {
@@ -132,7 +137,7 @@ impl AggregateStage {
                     let accs = self.new_accumulators()?;
                     self.accumulators.push(accs);
                     self.keys.push(row);
-                    self.index.insert(row.owned(), id);
+                    self.index.insert(row.as_ref().into(), id);
                     id
                 }
             };
@@ -208,32 +213,60 @@ impl AggregateStage {
                 rejected: Vec::new(),
             })
         } else {
-            // Rows of each touched group, in order of first appearance.
+            // The touched groups in order of first appearance, and the rows sorted by group
+            // (a counting sort), so each argument column is gathered once and every group
+            // updates from a zero-copy slice of it.
             let mut order: Vec<u32> = Vec::new();
-            let mut rows_of: HashMap<u32, Vec<u32>> = HashMap::new();
-            for (row, &id) in ids.iter().enumerate() {
-                rows_of
-                    .entry(id)
-                    .or_insert_with(|| {
-                        order.push(id);
-                        Vec::new()
-                    })
-                    .push(row as u32);
+            let mut local: Vec<u32> = Vec::with_capacity(n);
+            if self.slot.len() < self.accumulators.len() {
+                self.slot.resize(self.accumulators.len(), u32::MAX);
+            }
+            for &id in &ids {
+                let slot = &mut self.slot[id as usize];
+                if *slot == u32::MAX {
+                    *slot = order.len() as u32;
+                    order.push(id);
+                }
+                local.push(*slot);
             }
             for &id in &order {
-                let idx = UInt32Array::from(rows_of[&id].clone());
-                for (c, (args, mask)) in inputs.iter().enumerate() {
-                    let mut sel: Vec<ArrayRef> = args
-                        .iter()
-                        .map(|a| Ok(take(a.as_ref(), &idx, None)?))
-                        .collect::<Result<_>>()?;
-                    if let Some(m) = mask {
-                        let m = take(m, &idx, None)?;
-                        let m = m
+                self.slot[id as usize] = u32::MAX;
+            }
+            let mut starts = vec![0usize; order.len() + 1];
+            for &l in &local {
+                starts[l as usize + 1] += 1;
+            }
+            for g in 0..order.len() {
+                starts[g + 1] += starts[g];
+            }
+            let mut fill = starts.clone();
+            let mut perm = vec![0u32; n];
+            for (row, &l) in local.iter().enumerate() {
+                perm[fill[l as usize]] = row as u32;
+                fill[l as usize] += 1;
+            }
+            let perm = UInt32Array::from(perm);
+            for (c, (args, mask)) in inputs.iter().enumerate() {
+                let sorted: Vec<ArrayRef> = args
+                    .iter()
+                    .map(|a| Ok(take(a.as_ref(), &perm, None)?))
+                    .collect::<Result<_>>()?;
+                let sorted_mask = match mask {
+                    Some(m) => Some(
+                        take(m, &perm, None)?
                             .as_any()
                             .downcast_ref::<BooleanArray>()
                             .ok_or_else(|| EngineError::internal("mask lost its type"))?
-                            .clone();
+                            .clone(),
+                    ),
+                    None => None,
+                };
+                for (g, &id) in order.iter().enumerate() {
+                    let (start, len) = (starts[g], starts[g + 1] - starts[g]);
+                    let mut sel: Vec<ArrayRef> =
+                        sorted.iter().map(|a| a.slice(start, len)).collect();
+                    if let Some(m) = &sorted_mask {
+                        let m = m.slice(start, len);
                         sel = sel
                             .iter()
                             .map(|a| Ok(filter(a.as_ref(), &m)?))
@@ -403,7 +436,7 @@ impl AggregateStage {
         for (new_id, &g) in keep.iter().enumerate() {
             let row = old_keys.row(g);
             self.keys.push(row);
-            self.index.insert(row.owned(), new_id as u32);
+            self.index.insert(row.as_ref().into(), new_id as u32);
             self.accumulators.push(std::mem::take(&mut accs[g]));
         }
         Ok(ngroups - keep.len())

@@ -380,3 +380,46 @@ async fn a_join_keeps_its_buffered_records_across_kill_9() {
         ]
     );
 }
+
+#[tokio::test]
+async fn session_windows_keep_their_sessions_across_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(&dir.path().join("data"), &[]).await;
+    server.sql_ok("CREATE STREAM taps;").await;
+    server
+        .sql_ok(
+            "CREATE VIEW tap_sessions AS SELECT window_start, window_end, user, COUNT(*) AS n \
+             FROM SESSION(taps, INTERVAL 10 SECOND, ts) GROUP BY user;",
+        )
+        .await;
+    server
+        .sql_ok("INSERT INTO taps (user, ts) VALUES ('a', 1000), ('b', 2000), ('a', 5000);\nFLUSH;")
+        .await;
+    let mut rows = server.sql_ok("SELECT * FROM tap_sessions;").await;
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"window_start": "1970-01-01T00:00:01", "window_end": "1970-01-01T00:00:15", "user": "a", "n": 2}"#,
+            r#"{"window_start": "1970-01-01T00:00:02", "window_end": "1970-01-01T00:00:12", "user": "b", "n": 1}"#,
+        ]
+    );
+
+    server.kill9();
+    server.restart().await;
+    // 12 s is within the gap of a's last record (5 s): the restored session grows to
+    // [1 s, 22 s); 40 s starts a new one. b's session is untouched.
+    server
+        .sql_ok("INSERT INTO taps (user, ts) VALUES ('a', 12000), ('a', 40000);\nFLUSH;")
+        .await;
+    let mut rows = server.sql_ok("SELECT * FROM tap_sessions;").await;
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"window_start": "1970-01-01T00:00:01", "window_end": "1970-01-01T00:00:22", "user": "a", "n": 3}"#,
+            r#"{"window_start": "1970-01-01T00:00:02", "window_end": "1970-01-01T00:00:12", "user": "b", "n": 1}"#,
+            r#"{"window_start": "1970-01-01T00:00:40", "window_end": "1970-01-01T00:00:50", "user": "a", "n": 1}"#,
+        ]
+    );
+}

@@ -9,9 +9,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use std::collections::HashMap;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions,
+    TimestampMillisecondArray, UInt32Array,
+};
 use arrow::compute::{cast, filter, take};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::row::{RowConverter, Rows, SortField};
@@ -22,6 +27,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{EngineError, Result};
 use crate::operator::Chunk;
+use crate::session::{Assigned, Sessions};
 use crate::value::nullable;
 
 struct AggCall {
@@ -45,6 +51,27 @@ pub struct AggregateStage {
     slot: Vec<u32>,
     schema: SchemaRef,
     per_row: bool,
+    /// Session windows, when the source is `SESSION(…)`.
+    session: Option<SessionWindows>,
+    /// Groups of sessions merged into others during a batch (dropped at its end).
+    merged_groups: Vec<u32>,
+}
+
+/// A batch put into sessions: the rows kept, their group columns (session ids in the window
+/// columns) and each row's session bounds `(start, end)` as of that row.
+type SessionRows = (RecordBatch, Vec<ArrayRef>, Vec<(i64, i64)>);
+
+/// How an aggregate over `SESSION(…)` keeps its sessions (see [`crate::session`]).
+struct SessionWindows {
+    sessions: Sessions,
+    /// Positions of `window_start` and `window_end` among the group columns.
+    start_col: usize,
+    end_col: usize,
+    /// The other group columns (the session key) and their row encoding.
+    key_cols: Vec<usize>,
+    key_converter: RowConverter,
+    /// Records whose session would already be closed at this watermark are dropped.
+    watermark: i64,
 }
 
 impl AggregateStage {
@@ -105,6 +132,235 @@ impl AggregateStage {
             accumulators: Vec::new(),
             schema,
             per_row,
+            session: None,
+            merged_groups: Vec::new(),
+        })
+    }
+
+    /// Makes this an aggregate over session windows of `gap_ms`: its input's `window_start`
+    /// and `window_end` hold each record's event time, and both must be group columns.
+    pub fn use_sessions(&mut self, gap_ms: i64, lateness_ms: i64) -> Result<()> {
+        let (Some(start_col), Some(end_col)) = (
+            self.key_index(crate::plan::WINDOW_START),
+            self.key_index(crate::plan::WINDOW_END),
+        ) else {
+            return Err(EngineError::invalid(
+                "SESSION windows need GROUP BY window_start, window_end (a session exists only \
+                 as a group of records)",
+            ));
+        };
+        let key_cols: Vec<usize> = (0..self.group_exprs.len())
+            .filter(|&c| c != start_col && c != end_col)
+            .collect();
+        let key_converter = RowConverter::new(
+            key_cols
+                .iter()
+                .map(|&c| SortField::new(self.schema.field(c).data_type().clone()))
+                .collect(),
+        )?;
+        self.session = Some(SessionWindows {
+            sessions: Sessions::new(gap_ms, lateness_ms),
+            start_col,
+            end_col,
+            key_cols,
+            key_converter,
+            watermark: i64::MIN,
+        });
+        Ok(())
+    }
+
+    /// The watermark before the next batch (session windows drop records that are too late).
+    pub fn set_watermark(&mut self, watermark: Option<i64>) {
+        if let (Some(s), Some(wm)) = (self.session.as_mut(), watermark) {
+            s.watermark = wm;
+        }
+    }
+
+    /// Session windows: puts each row in its session. Returns the rows kept (late ones are
+    /// dropped), their group columns with the session id in both window columns, and each
+    /// kept row's session bounds as of that row. Sessions a row bridges are merged, their
+    /// groups folded into the surviving one.
+    fn assign_sessions(
+        &mut self,
+        batch: &RecordBatch,
+        mut keys: Vec<ArrayRef>,
+    ) -> Result<SessionRows> {
+        let n = batch.num_rows();
+        let Some(sw) = self.session.as_mut() else {
+            return Err(EngineError::internal("not a session aggregate"));
+        };
+        let times = cast(
+            &keys[sw.start_col],
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let times = times.as_primitive::<TimestampMillisecondType>();
+        let key_rows = sw.key_converter.convert_columns(
+            &sw.key_cols
+                .iter()
+                .map(|&c| keys[c].clone())
+                .collect::<Vec<_>>(),
+        )?;
+        let mut keep = Vec::with_capacity(n);
+        let mut ids: Vec<i64> = Vec::with_capacity(n);
+        let mut bounds = Vec::with_capacity(n);
+        let mut merges: Vec<(usize, i64, i64)> = Vec::new();
+        let keyed = !sw.key_cols.is_empty();
+        for row in 0..n {
+            if times.is_null(row) {
+                keep.push(false);
+                continue;
+            }
+            // Without other group columns every record has the same (empty) key.
+            let (t, wm) = (times.value(row), sw.watermark);
+            let assigned = match keyed {
+                true => sw.sessions.assign(key_rows.row(row).as_ref(), t, wm),
+                false => sw.sessions.assign(&[], t, wm),
+            };
+            match assigned {
+                Assigned::Late => keep.push(false),
+                Assigned::Session {
+                    id,
+                    bounds: b,
+                    merged,
+                } => {
+                    keep.push(true);
+                    ids.push(id);
+                    bounds.push((b.start, b.end));
+                    merges.extend(merged.into_iter().map(|m| (row, m, id)));
+                }
+            }
+        }
+        let (start_col, end_col) = (sw.start_col, sw.end_col);
+        // A session merged away later in the batch: its earlier rows go to the survivor.
+        let into: HashMap<i64, i64> = merges.iter().map(|&(_, from, to)| (from, to)).collect();
+        let resolve = |mut id: i64| {
+            while let Some(&to) = into.get(&id) {
+                id = to;
+            }
+            id
+        };
+        for id in ids.iter_mut() {
+            *id = resolve(*id);
+        }
+        for &(row, from, to) in &merges {
+            self.fold_session_group(&keys, row, from, resolve(to))?;
+        }
+        let mask = BooleanArray::from(keep);
+        let batch = arrow::compute::filter_record_batch(batch, &mask)?;
+        for (c, k) in keys.iter_mut().enumerate() {
+            *k = if c == start_col || c == end_col {
+                cast(
+                    &TimestampMillisecondArray::from(ids.clone()),
+                    self.schema.field(c).data_type(),
+                )?
+            } else {
+                filter(k.as_ref(), &mask)?
+            };
+        }
+        Ok((batch, keys, bounds))
+    }
+
+    /// Folds the group of session `from` (key of row `row`) into the group of session `to`.
+    fn fold_session_group(
+        &mut self,
+        keys: &[ArrayRef],
+        row: usize,
+        from: i64,
+        to: i64,
+    ) -> Result<()> {
+        let Some(sw) = self.session.as_ref() else {
+            return Ok(());
+        };
+        let (start_col, end_col) = (sw.start_col, sw.end_col);
+        let key_of = |id: i64| -> Result<Vec<ArrayRef>> {
+            keys.iter()
+                .enumerate()
+                .map(|(c, k)| {
+                    Ok(if c == start_col || c == end_col {
+                        cast(
+                            &TimestampMillisecondArray::from(vec![id]),
+                            self.schema.field(c).data_type(),
+                        )?
+                    } else {
+                        k.slice(row, 1)
+                    })
+                })
+                .collect()
+        };
+        let from_key = key_of(from)?;
+        let rows = self.converter.convert_columns(&from_key)?;
+        let Some(&g_from) = self.index.get(rows.row(0).as_ref()) else {
+            // The session had no group yet (it began in this batch).
+            return Ok(());
+        };
+        let g_to = self.group_ids(&key_of(to)?, 1)?[0];
+        for (c, call) in self.calls.iter().enumerate() {
+            let state = self.accumulators[g_from as usize][c].state()?;
+            let arrays = state
+                .iter()
+                .map(|v| v.to_array_of_size(1))
+                .collect::<datafusion::common::Result<Vec<_>>>()?;
+            self.accumulators[g_to as usize][c].merge_batch(&arrays)?;
+            // The folded group is dropped at the end of the batch; keep it valid until then.
+            self.accumulators[g_from as usize][c] = call.func.create_accumulator()?;
+        }
+        self.merged_groups.push(g_from);
+        Ok(())
+    }
+
+    /// Session windows: the window columns of `columns` (group columns holding session ids)
+    /// replaced by the sessions' bounds.
+    fn session_bounds(&self, columns: &mut [ArrayRef]) -> Result<()> {
+        let Some(sw) = self.session.as_ref() else {
+            return Ok(());
+        };
+        if columns.is_empty() {
+            return Ok(());
+        }
+        let ids = cast(
+            &columns[sw.start_col],
+            &DataType::Timestamp(TimeUnit::Millisecond, None),
+        )?;
+        let ids = ids.as_primitive::<TimestampMillisecondType>();
+        let (mut starts, mut ends) = (Vec::with_capacity(ids.len()), Vec::with_capacity(ids.len()));
+        for i in 0..ids.len() {
+            let b = (!ids.is_null(i))
+                .then(|| sw.sessions.bounds(ids.value(i)))
+                .flatten();
+            starts.push(b.map(|b| b.start));
+            ends.push(b.map(|b| b.end));
+        }
+        columns[sw.start_col] = cast(
+            &TimestampMillisecondArray::from(starts),
+            self.schema.field(sw.start_col).data_type(),
+        )?;
+        columns[sw.end_col] = cast(
+            &TimestampMillisecondArray::from(ends),
+            self.schema.field(sw.end_col).data_type(),
+        )?;
+        Ok(())
+    }
+
+    /// Drops the groups of windows closed at `watermark` (end + `lateness_ms` at or before
+    /// it), returning how many.
+    pub fn evict_windows(&mut self, watermark: i64, lateness_ms: i64) -> Result<usize> {
+        if let Some(sw) = self.session.as_mut() {
+            let start_col = sw.start_col;
+            let closed = sw.sessions.forget_closed(watermark);
+            if closed.is_empty() {
+                return Ok(0);
+            }
+            return self.evict(|keys: &[ArrayRef], g| {
+                let ids = keys[start_col].as_primitive::<TimestampMillisecondType>();
+                !ids.is_null(g) && closed.contains(&ids.value(g))
+            });
+        }
+        let Some(end_col) = self.key_index(crate::plan::WINDOW_END) else {
+            return Ok(0);
+        };
+        self.evict(|keys: &[ArrayRef], g| {
+            let ends = keys[end_col].as_primitive::<TimestampMillisecondType>();
+            !ends.is_null(g) && ends.value(g) + lateness_ms <= watermark
         })
     }
 
@@ -181,12 +437,34 @@ impl AggregateStage {
 
     /// Feeds a batch; returns the updated rows.
     pub fn apply(&mut self, batch: &RecordBatch) -> Result<Chunk> {
+        let chunk = self.apply_rows(batch);
+        // Groups of sessions merged into others go, whatever happened to the batch.
+        if !self.merged_groups.is_empty() {
+            let gone = std::mem::take(&mut self.merged_groups);
+            self.evict_groups(&gone)?;
+        }
+        chunk
+    }
+
+    fn apply_rows(&mut self, batch: &RecordBatch) -> Result<Chunk> {
         let n = batch.num_rows();
-        let key_columns = self
+        let mut key_columns = self
             .group_exprs
             .iter()
             .map(|e| Ok(e.evaluate(batch)?.into_array(n)?))
             .collect::<Result<Vec<_>>>()?;
+        let mut row_bounds = None;
+        let sessioned;
+        let batch = if self.session.is_some() {
+            let (b, k, bounds) = self.assign_sessions(batch, key_columns)?;
+            key_columns = k;
+            row_bounds = Some(bounds);
+            sessioned = b;
+            &sessioned
+        } else {
+            batch
+        };
+        let n = batch.num_rows();
         let ids = self.group_ids(&key_columns, n)?;
         let inputs = self.call_inputs(batch)?;
         let ncalls = self.calls.len();
@@ -203,8 +481,18 @@ impl AggregateStage {
                 }
             }
             let mut columns = key_columns;
+            if let (Some(bounds), Some(sw)) = (row_bounds, self.session.as_ref()) {
+                // Each row shows its session as it was after that row.
+                let (starts, ends): (Vec<i64>, Vec<i64>) = bounds.into_iter().unzip();
+                columns[sw.start_col] = Arc::new(TimestampMillisecondArray::from(starts));
+                columns[sw.end_col] = Arc::new(TimestampMillisecondArray::from(ends));
+            }
             for v in values {
-                columns.push(ScalarValue::iter_to_array(v)?);
+                columns.push(if v.is_empty() {
+                    arrow::array::new_empty_array(self.schema.field(columns.len()).data_type())
+                } else {
+                    ScalarValue::iter_to_array(v)?
+                });
             }
             let batch = self.output(columns, n)?;
             Ok(Chunk {
@@ -287,6 +575,7 @@ impl AggregateStage {
             self.converter
                 .convert_rows(ids.iter().map(|&id| self.keys.row(id as usize)))?
         };
+        self.session_bounds(&mut columns)?;
         for c in 0..self.calls.len() {
             let vals = ids
                 .iter()
@@ -342,6 +631,10 @@ impl AggregateStage {
             self.converter
                 .convert_rows((0..ngroups).map(|i| self.keys.row(i)))?
         };
+        // Sessions are saved with their bounds (ids are not kept across restarts).
+        if ngroups > 0 {
+            self.session_bounds(&mut columns)?;
+        }
         for (c, call) in self.calls.iter().enumerate() {
             let state_fields = call.func.state_fields()?;
             let mut per_field: Vec<Vec<ScalarValue>> =
@@ -395,7 +688,10 @@ impl AggregateStage {
         for batch in reader {
             let batch = batch?;
             let n = batch.num_rows();
-            let key_columns: Vec<ArrayRef> = batch.columns()[..nkeys].to_vec();
+            let mut key_columns: Vec<ArrayRef> = batch.columns()[..nkeys].to_vec();
+            if n > 0 {
+                self.restore_sessions(&mut key_columns)?;
+            }
             let ids = self.group_ids(&key_columns, n)?;
             let mut col = nkeys;
             for c in 0..self.calls.len() {
@@ -412,6 +708,52 @@ impl AggregateStage {
             }
         }
         Ok(())
+    }
+
+    /// Session windows: registers the saved sessions of restored group columns (bounds in
+    /// the window columns) and puts their new ids in place of the bounds.
+    fn restore_sessions(&mut self, key_columns: &mut [ArrayRef]) -> Result<()> {
+        let Some(sw) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let ms = DataType::Timestamp(TimeUnit::Millisecond, None);
+        let starts = cast(&key_columns[sw.start_col], &ms)?;
+        let ends = cast(&key_columns[sw.end_col], &ms)?;
+        let (starts, ends) = (
+            starts.as_primitive::<TimestampMillisecondType>(),
+            ends.as_primitive::<TimestampMillisecondType>(),
+        );
+        let key_rows = sw.key_converter.convert_columns(
+            &sw.key_cols
+                .iter()
+                .map(|&c| key_columns[c].clone())
+                .collect::<Vec<_>>(),
+        )?;
+        let mut ids = Vec::with_capacity(starts.len());
+        for i in 0..starts.len() {
+            if starts.is_null(i) || ends.is_null(i) {
+                return Err(EngineError::internal("a saved session has no bounds"));
+            }
+            let bounds = crate::session::Bounds {
+                start: starts.value(i),
+                end: ends.value(i),
+            };
+            ids.push(match sw.key_cols.is_empty() {
+                false => sw.sessions.restore(key_rows.row(i).as_ref(), bounds),
+                true => sw.sessions.restore(&[], bounds),
+            });
+        }
+        let ids: ArrayRef = Arc::new(TimestampMillisecondArray::from(ids));
+        for c in [sw.start_col, sw.end_col] {
+            key_columns[c] = cast(&ids, self.schema.field(c).data_type())?;
+        }
+        Ok(())
+    }
+
+    /// Drops the given groups (renumbering the others).
+    fn evict_groups(&mut self, groups: &[u32]) -> Result<usize> {
+        let gone: std::collections::HashSet<u32> = groups.iter().copied().collect();
+        self.evict(|_, g| gone.contains(&(g as u32)))
     }
 
     /// Drops the groups for which `expired` is true of their key row, returning how many.

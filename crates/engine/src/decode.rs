@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch, RecordBatchOptions,
-    StringBuilder,
+    new_null_array, ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, RecordBatch,
+    RecordBatchOptions, StringBuilder,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::{DataType, SchemaRef};

@@ -14,6 +14,7 @@ pub mod json;
 pub mod operator;
 pub mod plan;
 pub mod query;
+pub mod session;
 pub mod source;
 pub mod topk;
 pub mod value;

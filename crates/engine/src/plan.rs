@@ -37,6 +37,8 @@ pub struct WindowSpec {
     /// The event-time column (a TIMESTAMP or a number of epoch milliseconds); `None` for the
     /// records' publish time.
     pub time_column: Option<String>,
+    /// `SESSION(s, gap)`: the gap, ms (`size_ms` and `hop_ms` are unused then).
+    pub session_gap_ms: Option<i64>,
 }
 
 /// What the `FROM` of a continuous query reads.
@@ -309,6 +311,7 @@ fn window_of(func: &str, args: &[FunctionArg]) -> Result<(String, WindowSpec)> {
                     size_ms,
                     hop_ms: size_ms,
                     time_column: rest.first().map(|c| column_of(c)).transpose()?,
+                    session_gap_ms: None,
                 },
             ))
         }
@@ -331,12 +334,28 @@ fn window_of(func: &str, args: &[FunctionArg]) -> Result<(String, WindowSpec)> {
                     size_ms,
                     hop_ms,
                     time_column: rest.first().map(|c| column_of(c)).transpose()?,
+                    session_gap_ms: None,
                 },
             ))
         }
-        ("SESSION" | "SLIDING", _) => Err(EngineError::invalid(format!(
-            "{func} windows are not supported yet (TUMBLE and HOP are)"
-        ))),
+        ("SESSION", [s, gap, rest @ ..]) if rest.len() <= 1 => {
+            let gap_ms = interval_ms(gap)?;
+            Ok((
+                stream_of(s)?,
+                WindowSpec {
+                    size_ms: gap_ms,
+                    hop_ms: gap_ms,
+                    time_column: rest.first().map(|c| column_of(c)).transpose()?,
+                    session_gap_ms: Some(gap_ms),
+                },
+            ))
+        }
+        ("SESSION", _) => Err(EngineError::invalid(
+            "SESSION takes (stream, INTERVAL gap [, time_column])",
+        )),
+        ("SLIDING", _) => Err(EngineError::invalid(
+            "SLIDING windows are not supported (TUMBLE, HOP and SESSION are)",
+        )),
         ("TUMBLE" | "TUMBLING", _) => Err(EngineError::invalid(
             "TUMBLE takes (stream, INTERVAL size [, time_column])",
         )),
@@ -344,7 +363,7 @@ fn window_of(func: &str, args: &[FunctionArg]) -> Result<(String, WindowSpec)> {
             "HOP takes (stream, INTERVAL size, INTERVAL hop [, time_column])",
         )),
         _ => Err(EngineError::invalid(format!(
-            "unknown table function {func} (windows are TUMBLE and HOP)"
+            "unknown table function {func} (windows are TUMBLE, HOP and SESSION)"
         ))),
     }
 }
@@ -499,8 +518,12 @@ pub fn compile(
 /// its qualifier), which is what matters: a column left out would read as NULL. `None`: all.
 fn columns_read(plan: &LogicalPlan) -> Option<std::collections::HashSet<String>> {
     use datafusion::common::tree_node::TreeNodeRecursion;
-    let mut names: std::collections::HashSet<String> =
-        plan.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let mut names: std::collections::HashSet<String> = plan
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     plan.apply_with_subqueries(|node| {
         for e in node.expressions() {
             for c in e.column_refs() {

@@ -21,11 +21,11 @@ use serde::{Deserialize, Serialize};
 use streamcell_store::{Catalog, ShardLog};
 use tokio::sync::{mpsc, watch};
 
+use crate::decode::BatchDecoder;
 use crate::error::{EngineError, Result};
 use crate::host::StreamHost;
 use crate::operator::{run_stages, Chunk, Stage};
 use crate::plan::{self, Pipeline, Prepared, WindowSpec};
-use crate::decode::BatchDecoder;
 use crate::source::{self, Start, StreamCursor};
 use crate::value::{self, render_rows, JsonRow};
 
@@ -465,6 +465,25 @@ pub async fn build(
     if kind == QueryKind::View && !pipeline.aggregates {
         return Err(EngineError::invalid(VIEW_NEEDS_AGGREGATE));
     }
+    let mut pipeline = pipeline;
+    if let Some(gap) = prepared
+        .source
+        .window
+        .as_ref()
+        .and_then(|w| w.session_gap_ms)
+    {
+        match pipeline.stages.iter_mut().find_map(|s| match s {
+            Stage::Aggregate(a) => Some(a),
+            _ => None,
+        }) {
+            Some(agg) => agg.use_sessions(gap, ALLOWED_LATENESS_MS)?,
+            None => {
+                return Err(EngineError::invalid(
+                    "SESSION windows need an aggregate grouped by window_start, window_end",
+                ))
+            }
+        }
+    }
     Ok(pipeline)
 }
 
@@ -600,7 +619,10 @@ fn run_query(run: QueryRun) -> Result<()> {
     // Decode only what the plan reads (and the window's time column).
     let time_column = window.as_ref().and_then(|w| w.time_column.clone());
     let read = |name: &str| {
-        pipeline.columns_read.as_ref().is_none_or(|c| c.contains(name))
+        pipeline
+            .columns_read
+            .as_ref()
+            .is_none_or(|c| c.contains(name))
             || time_column.as_deref() == Some(name)
     };
     let mut decoders: Vec<BatchDecoder> = side_schemas
@@ -656,6 +678,14 @@ fn run_query(run: QueryRun) -> Result<()> {
                         watermark = join.watermark();
                     }
                     None => {
+                        if window.as_ref().is_some_and(|w| w.session_gap_ms.is_some()) {
+                            // Sessions judge lateness against the watermark before the batch.
+                            for stage in p.stages.iter_mut() {
+                                if let Stage::Aggregate(agg) = stage {
+                                    agg.set_watermark(watermark);
+                                }
+                            }
+                        }
                         let batch = input_batch(
                             batch,
                             &times,
@@ -800,13 +830,7 @@ fn checkpoint(
 fn evict_closed(p: &mut Pipeline, watermark: i64) -> Result<()> {
     for stage in p.stages.iter_mut() {
         if let Stage::Aggregate(agg) = stage {
-            if let Some(end_col) = agg.key_index(plan::WINDOW_END) {
-                agg.evict(|keys: &[ArrayRef], g| {
-                    let ends =
-                        keys[end_col].as_primitive::<arrow::datatypes::TimestampMillisecondType>();
-                    !ends.is_null(g) && ends.value(g) + ALLOWED_LATENESS_MS <= watermark
-                })?;
-            }
+            agg.evict_windows(watermark, ALLOWED_LATENESS_MS)?;
         }
     }
     Ok(())
@@ -963,6 +987,31 @@ fn input_batch(
     };
     let mut take_idx: Vec<u32> = Vec::with_capacity(base.num_rows());
     let mut starts: Vec<i64> = Vec::with_capacity(base.num_rows());
+    if w.session_gap_ms.is_some() {
+        // Session windows: both window columns carry the event time; the aggregate puts
+        // each record in its session (and drops the late ones).
+        for (i, &t) in times.iter().enumerate() {
+            if t != i64::MIN {
+                take_idx.push(i as u32);
+                starts.push(t);
+                *watermark = Some(watermark.unwrap_or(i64::MIN).max(t));
+            }
+        }
+        let idx = UInt32Array::from(take_idx);
+        let mut columns: Vec<ArrayRef> = base
+            .columns()
+            .iter()
+            .map(|c| Ok(take(c.as_ref(), &idx, None)?))
+            .collect::<Result<_>>()?;
+        let t: ArrayRef = Arc::new(TimestampMillisecondArray::from(starts));
+        columns.push(t.clone());
+        columns.push(t);
+        return Ok(RecordBatch::try_new_with_options(
+            input_schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(idx.len())),
+        )?);
+    }
     for (i, &t) in times.iter().enumerate() {
         if t == i64::MIN {
             continue;

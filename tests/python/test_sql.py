@@ -116,6 +116,15 @@ def test_query_and_view_management_rpcs(server):
     res = stub.ExecuteViewQuery(pb.ExecuteViewQueryRequest(sql="SELECT * FROM sums WHERE k = 'a';"), timeout=30)
     assert [json_format.MessageToDict(s) for s in res.results] == [{"k": "a", "total": 4.0}]
 
+    # ParseSql names the view a pull query reads; anything else is refused.
+    parsed = stub.ParseSql(pb.ParseSqlRequest(sql="SELECT k, total FROM sums WHERE total > 1;"), timeout=30)
+    assert parsed.WhichOneof("sql") == "evqSql" and parsed.evqSql.view == "sums"
+    err = rpc_error(stub.ParseSql, pb.ParseSqlRequest(sql=f"SELECT * FROM {src} EMIT CHANGES;"), timeout=30)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+    err = rpc_error(stub.ParseSql, pb.ParseSqlRequest(sql="SELECT * FROM no_such_view;"), timeout=30)
+    assert err.code() == grpc.StatusCode.NOT_FOUND, err
+    err = rpc_error(stub.ParseSql, pb.ParseSqlRequest(sql="SELEC * FROM sums;"), timeout=30)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "line 1" in err.details(), err.details()
     stub.PauseQuery(pb.PauseQueryRequest(id=f"q_{src}"), timeout=30)
     assert stub.GetQuery(pb.GetQueryRequest(id=f"q_{src}"), timeout=30).status == pb.TASK_PAUSED
     stub.ResumeQuery(pb.ResumeQueryRequest(id=f"q_{src}"), timeout=30)

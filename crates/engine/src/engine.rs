@@ -288,6 +288,56 @@ impl Engine {
         self.get(&query_name)
     }
 
+    /// `ParseSql`: the view a pull query reads, when `sql` is one `SELECT … FROM <view>`
+    /// (HStreamDB's `ExecuteViewQuerySql`). Syntax errors say where; any other statement is
+    /// refused: this RPC exists for clients that route view queries.
+    pub fn view_of_query(&self, sql_text: &str) -> Result<String> {
+        let mut stmts = self.parse(sql_text)?;
+        if stmts.len() != 1 {
+            return Err(EngineError::invalid(format!(
+                "ParseSql takes one statement, got {}",
+                stmts.len()
+            )));
+        }
+        let not_view = || {
+            EngineError::invalid(
+                "ParseSql answers only queries of a view (SELECT … FROM <view>, without EMIT \
+                 CHANGES)",
+            )
+        };
+        let Statement::Select(select) = stmts.remove(0) else {
+            return Err(not_view());
+        };
+        if select.emit_changes {
+            return Err(not_view());
+        }
+        let sqlparser::ast::SetExpr::Select(body) = select.query.body.as_ref() else {
+            return Err(not_view());
+        };
+        let [from] = body.from.as_slice() else {
+            return Err(not_view());
+        };
+        if !from.joins.is_empty() {
+            return Err(not_view());
+        }
+        let sqlparser::ast::TableFactor::Table {
+            name, args: None, ..
+        } = &from.relation
+        else {
+            return Err(not_view());
+        };
+        let view = single_name(name)?;
+        let is_view = lock(&self.queries)
+            .get(&view)
+            .is_some_and(|e| e.shared.kind == QueryKind::View);
+        if !is_view {
+            return Err(EngineError::NotFound(format!(
+                "view {view:?} does not exist"
+            )));
+        }
+        Ok(view)
+    }
+
     /// Parses `sql` into statements.
     pub fn parse(&self, sql: &str) -> Result<Vec<Statement>> {
         Ok(streamcell_sql::parse(sql)?)

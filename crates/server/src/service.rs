@@ -1373,9 +1373,18 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
 
     async fn parse_sql(
         &self,
-        _request: Request<api::ParseSqlRequest>,
+        request: Request<api::ParseSqlRequest>,
     ) -> Result<Response<api::ParseSqlResponse>, Status> {
-        Err(unimplemented("ParseSql"))
+        let sql = request.into_inner().sql;
+        let view = self
+            .engine()?
+            .view_of_query(&sql)
+            .map_err(|e| crate::sql::api_status(&e, ErrorCode::ViewNotFound))?;
+        Ok(Response::new(api::ParseSqlResponse {
+            sql: Some(api::parse_sql_response::Sql::EvqSql(
+                api::ExecuteViewQuerySql { view },
+            )),
+        }))
     }
 
     async fn register_schema(

@@ -121,9 +121,11 @@ struct Entry {
 
 /// The SQL engine.
 pub struct Engine {
-    catalog: Arc<dyn Catalog>,
+    pub(crate) catalog: Arc<dyn Catalog>,
     log: Arc<dyn ShardLog>,
-    host: Arc<dyn StreamHost>,
+    pub(crate) host: Arc<dyn StreamHost>,
+    /// DataCell's baskets, adapters and continuous queries.
+    pub(crate) datacell: Arc<crate::datacell::DataCell>,
     runtime: tokio::runtime::Handle,
     queries: Mutex<BTreeMap<String, Entry>>,
     ddl: tokio::sync::Mutex<()>,
@@ -164,11 +166,15 @@ impl Engine {
             queries: Mutex::new(BTreeMap::new()),
             ddl: tokio::sync::Mutex::new(()),
             push_seq: std::sync::atomic::AtomicU64::new(0),
+            datacell: Arc::new(crate::datacell::DataCell::new()),
         })
     }
 
-    /// Restarts the saved persistent queries and views from their checkpoints.
-    pub fn start(&self) -> Result<()> {
+    /// Restarts the saved persistent queries and views from their checkpoints, and starts
+    /// DataCell's scheduler.
+    pub fn start(self: &Arc<Self>) -> Result<()> {
+        self.runtime
+            .spawn(crate::datacell::run::scheduler(Arc::downgrade(self)));
         for (name, doc) in self.catalog.list_objects(QUERY_KIND)? {
             let saved: SavedQuery = serde_json::from_str(&doc).map_err(|e| {
                 EngineError::internal(format!("saved query {name:?} is unreadable: {e}"))
@@ -350,35 +356,7 @@ impl Engine {
                 let name = single_name(&cs.name)?;
                 let spec = self.stream_spec(&cs)?;
                 match cs.as_select {
-                    None => {
-                        let columns = cs
-                            .columns
-                            .iter()
-                            .map(|c| {
-                                value::declared_type(&c.data_type)?;
-                                Ok((c.name.value.clone(), c.data_type.to_string()))
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        let _ddl = self.ddl.lock().await;
-                        self.check_no_view(&name)?;
-                        self.host.create_stream(spec).await?;
-                        if !columns.is_empty() {
-                            let created =
-                                self.catalog.get_stream(&name)?.map_or(0, |m| m.created_ms);
-                            let doc = SavedSchema {
-                                stream_created_ms: created,
-                                columns,
-                            };
-                            self.catalog.put_object(
-                                SCHEMA_KIND,
-                                &name,
-                                &serde_json::to_string(&doc)
-                                    .map_err(|e| EngineError::internal(e.to_string()))?,
-                                false,
-                            )?;
-                        }
-                        Ok(done())
-                    }
+                    None => self.create_declared_stream(&cs, spec).await,
                     Some(select) => {
                         if !cs.columns.is_empty() {
                             return Err(EngineError::invalid(
@@ -470,8 +448,47 @@ impl Engine {
             }
             Statement::Explain(inner) => self.explain(*inner).await,
             Statement::Flush => self.flush().await,
+            Statement::CreateTableLike { name, like } => self.create_table_like(&name, &like),
+            Statement::CreateProcedure { name, body, text } => {
+                self.create_procedure(&name, body, text)
+            }
             Statement::Sql(stmt) => self.standard(*stmt).await,
         }
+    }
+
+    /// `CREATE STREAM s [(columns)]` (and durable tables): the stream, and its declared
+    /// columns if any.
+    pub(crate) async fn create_declared_stream(
+        &self,
+        cs: &streamcell_sql::CreateStream,
+        spec: StreamSpec,
+    ) -> Result<Output> {
+        let name = spec.name.clone();
+        let columns = cs
+            .columns
+            .iter()
+            .map(|c| {
+                value::declared_type(&c.data_type)?;
+                Ok((c.name.value.clone(), c.data_type.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let _ddl = self.ddl.lock().await;
+        self.check_no_view(&name)?;
+        self.host.create_stream(spec).await?;
+        if !columns.is_empty() {
+            let created = self.catalog.get_stream(&name)?.map_or(0, |m| m.created_ms);
+            let doc = SavedSchema {
+                stream_created_ms: created,
+                columns,
+            };
+            self.catalog.put_object(
+                SCHEMA_KIND,
+                &name,
+                &serde_json::to_string(&doc).map_err(|e| EngineError::internal(e.to_string()))?,
+                false,
+            )?;
+        }
+        Ok(done())
     }
 
     /// The stream a `CREATE STREAM` asks for.
@@ -883,18 +900,38 @@ impl Engine {
         Ok(Output::Rows { columns, rows })
     }
 
-    async fn run_pull(
+    pub(crate) async fn run_pull(
         &self,
         ctx: &datafusion::prelude::SessionContext,
         query: &sql::Query,
     ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
-        reject_windows(query)?;
+        self.run_pull_with(ctx, query, None).await
+    }
+
+    /// A pull query; `datacell.<basket>` tables read `grabbed` rows where given (a continuous
+    /// query's firing), the basket's current rows otherwise.
+    pub(crate) async fn run_pull_with(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        query: &sql::Query,
+        grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
+    ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
         let mut query = query.clone();
+        crate::datacell::rewrite_catalog_functions(&mut query);
+        reject_windows(&query)?;
         plan::hstream_functions(&mut query)?;
         let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query))));
         let (tables, _) = datafusion::sql::resolve::resolve_table_references(&stmt, false)?;
         for t in tables {
             let name = t.table().to_string();
+            if t.schema()
+                .is_some_and(|s| s.eq_ignore_ascii_case(crate::datacell::SCHEMA))
+                && t.catalog().is_none()
+            {
+                let (schema, batches) = self.datacell.table_rows(&name, grabbed)?;
+                crate::datacell::run::register_basket_table(ctx, &t, schema, batches)?;
+                continue;
+            }
             if t.schema().is_some() {
                 return Err(EngineError::invalid(format!(
                     "{t}: qualified names are not supported here"
@@ -1196,8 +1233,23 @@ impl Engine {
     }
 
     /// Standard statements: `INSERT … VALUES`, `INSERT … SELECT`, `SET`.
-    async fn standard(&self, stmt: sql::Statement) -> Result<Output> {
+    async fn standard(self: &Arc<Self>, stmt: sql::Statement) -> Result<Output> {
         match stmt {
+            sql::Statement::Insert(insert) if matches!(&insert.table, sql::TableObject::TableName(n) if crate::datacell::in_schema(n)) => {
+                self.insert_into_basket(&insert).await
+            }
+            sql::Statement::CreateTable(ct) => self.create_table(&ct).await,
+            sql::Statement::Drop {
+                object_type: sql::ObjectType::Table,
+                if_exists,
+                names,
+                ..
+            } => {
+                for n in &names {
+                    self.drop_table(n, if_exists).await?;
+                }
+                Ok(done())
+            }
             sql::Statement::Insert(insert) => {
                 let stream = match &insert.table {
                     sql::TableObject::TableName(n) => single_name(n)?,
@@ -1297,9 +1349,7 @@ impl Engine {
                     )))
                 }
             }
-            sql::Statement::Call(_) => Err(EngineError::invalid(
-                "DataCell calls (CALL datacell.…) are not supported yet",
-            )),
+            sql::Statement::Call(f) => self.datacell_call(&f).await,
             other => Err(EngineError::invalid(format!(
                 "this statement is not supported: {}",
                 first_words(&other.to_string())

@@ -5,6 +5,7 @@
 //! as implemented and `docs/architecture.md` for how queries run.
 
 pub mod aggregate;
+pub mod datacell;
 pub mod decode;
 pub mod engine;
 pub mod error;

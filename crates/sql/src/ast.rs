@@ -47,6 +47,23 @@ pub enum Statement {
     Flush,
     /// `EXPLAIN <statement>`.
     Explain(Box<Statement>),
+    /// `CREATE TABLE t (LIKE other)`: a table with another's columns (DataCell baskets).
+    CreateTableLike {
+        /// The new table.
+        name: ObjectName,
+        /// The table whose columns it takes.
+        like: ObjectName,
+    },
+    /// `CREATE PROCEDURE p() BEGIN stmt; …; END`: statements a DataCell query runs together
+    /// (`CALL datacell.query('p')`).
+    CreateProcedure {
+        /// Procedure name.
+        name: ObjectName,
+        /// Its statements, in order.
+        body: Vec<Statement>,
+        /// The body as written (for the catalog).
+        text: String,
+    },
     /// Any other statement sqlparser understands (`INSERT INTO s (cols) VALUES (…)` with the
     /// seed's double-quoted values turned into strings, `INSERT INTO s SELECT …`,
     /// `CREATE TABLE`, `CALL datacell.receptor(…)`, `SET optimizer = …`, …).

@@ -31,17 +31,31 @@ pub fn parse(sql_text: &str) -> Result<Vec<Statement>, SqlError> {
     Ok(out)
 }
 
-/// Splits at top-level `;`, dropping whitespace and comments and empty statements.
+/// Splits at top-level `;`, dropping whitespace and comments and empty statements. The `;`s
+/// inside a `CREATE PROCEDURE … BEGIN … END` stay in it.
 fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
     let mut out = Vec::new();
-    let mut cur = Vec::new();
+    let mut cur: Vec<TokenWithSpan> = Vec::new();
+    let mut depth = 0usize;
     for t in tokens {
+        let in_procedure = is_word(cur.first(), "CREATE")
+            && (is_word(cur.get(1), "PROCEDURE")
+                || is_word(cur.get(2), "PROCEDURE") && is_word(cur.get(1), "OR"));
+        if in_procedure {
+            if is_word(Some(&t), "BEGIN") {
+                depth += 1;
+            } else if is_word(Some(&t), "END") {
+                depth = depth.saturating_sub(1);
+            }
+        }
         match t.token {
             Token::Whitespace(_) => {}
+            Token::SemiColon if in_procedure && depth > 0 => cur.push(t),
             Token::SemiColon => {
                 if !cur.is_empty() {
                     out.push(std::mem::take(&mut cur));
                 }
+                depth = 0;
             }
             Token::EOF => {}
             _ => cur.push(t),
@@ -189,6 +203,17 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {
         } else {
             Statement::Resume(name)
         }
+    } else if lead(0, "CREATE") && lead(1, "PROCEDURE") {
+        parse_create_procedure(&tokens)?
+    } else if lead(0, "CREATE") && lead(1, "TABLE") && is_like_table(&tokens) {
+        let mut p = parser_for(tokens[2..].to_vec());
+        let name = p.parse_object_name(false)?;
+        p.expect_token(&Token::LParen)?;
+        p.expect_keyword(Keyword::LIKE)?;
+        let like = p.parse_object_name(false)?;
+        p.expect_token(&Token::RParen)?;
+        expect_end(&mut p)?;
+        Statement::CreateTableLike { name, like }
     } else if lead(0, "FLUSH") && tokens.len() == 1 {
         Statement::Flush
     } else if lead(0, "INSERT") && is_json_insert(&tokens) {
@@ -223,6 +248,65 @@ fn parse_one(mut tokens: Vec<TokenWithSpan>) -> Result<Statement, SqlError> {
         return Err(SqlError::at("EMIT CHANGES only ends a SELECT", first));
     }
     Ok(stmt)
+}
+
+/// `CREATE TABLE name ( LIKE …`: the tokens after the name start with `( LIKE`.
+fn is_like_table(tokens: &[TokenWithSpan]) -> bool {
+    let open = tokens.iter().position(|t| t.token == Token::LParen);
+    open.is_some_and(|i| is_word(tokens.get(i + 1), "LIKE"))
+}
+
+/// `CREATE PROCEDURE name [()] BEGIN stmt; …; END`.
+fn parse_create_procedure(tokens: &[TokenWithSpan]) -> Result<Statement, SqlError> {
+    let begin = tokens
+        .iter()
+        .position(|t| is_word(Some(t), "BEGIN"))
+        .ok_or_else(|| {
+            SqlError::at(
+                "expected BEGIN … END after CREATE PROCEDURE name()",
+                end_location(tokens),
+            )
+        })?;
+    let mut head = parser_for(tokens[2..begin].to_vec());
+    let name = head.parse_object_name(false)?;
+    if head.consume_token(&Token::LParen) {
+        head.expect_token(&Token::RParen)?;
+    }
+    expect_end(&mut head)?;
+    let Some(last) = tokens.last().filter(|t| is_word(Some(t), "END")) else {
+        return Err(SqlError::at(
+            "a procedure body ends with END",
+            end_location(tokens),
+        ));
+    };
+    let inner = &tokens[begin + 1..tokens.len() - 1];
+    let mut body = Vec::new();
+    let mut text = Vec::new();
+    for stmt in inner.split(|t| t.token == Token::SemiColon) {
+        if stmt.is_empty() {
+            continue;
+        }
+        let end = end_location(stmt);
+        let parsed = parse_one(stmt.to_vec()).map_err(|e| at_end_if_unplaced(e, end))?;
+        text.push(
+            stmt.iter()
+                .map(|t| t.token.to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+        body.push(parsed);
+    }
+    if body.is_empty() {
+        return Err(SqlError::at(
+            "the procedure has no statements",
+            last.span.start,
+        ));
+    }
+    Ok(Statement::CreateProcedure {
+        name,
+        body,
+        text: text.join("; "),
+    })
 }
 
 /// Removes a trailing `EMIT CHANGES`; true if it was there.

@@ -197,10 +197,16 @@ mod tests {
         let mut s = Sessions::new(10, 0);
         session(s.assign(b"k", 100, i64::MIN)); // [100, 110)
         session(s.assign(b"k", 115, i64::MIN)); // [115, 125): 15 after 100, a session of its own
-        // 108 covers [108, 118): it overlaps both.
-        assert_eq!(session(s.assign(b"k", 108, i64::MIN)), (0, 100, 125, vec![1]));
+                                                // 108 covers [108, 118): it overlaps both.
+        assert_eq!(
+            session(s.assign(b"k", 108, i64::MIN)),
+            (0, 100, 125, vec![1])
+        );
         assert_eq!(s.bounds(1), None);
-        assert_eq!(session(s.assign(b"k", 124, i64::MIN)), (0, 100, 134, vec![]));
+        assert_eq!(
+            session(s.assign(b"k", 124, i64::MIN)),
+            (0, 100, 134, vec![])
+        );
     }
 
     #[test]

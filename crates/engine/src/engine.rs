@@ -568,7 +568,7 @@ impl Engine {
     }
 
     /// The declared schema of a stream, if it has one.
-    fn declared_schema(&self, stream: &str) -> Result<Option<SchemaRef>> {
+    pub(crate) fn declared_schema(&self, stream: &str) -> Result<Option<SchemaRef>> {
         let Some(doc) = self.catalog.get_object(SCHEMA_KIND, stream)? else {
             return Ok(None);
         };

@@ -184,6 +184,12 @@ impl Engine {
                 "no basket, stream or table named {name:?}"
             )));
         }
+        // A table (a stream with declared columns) takes the rows by position, as INSERT
+        // does; a schemaless stream takes the query's column names.
+        let columns = match (columns.is_empty(), self.declared_schema(&name)?) {
+            (true, Some(schema)) => schema.fields().iter().map(|f| f.name().clone()).collect(),
+            _ => columns,
+        };
         Ok(Target::Stream { name, columns })
     }
 
@@ -563,7 +569,12 @@ impl Target {
                                 .map(|(f, c)| f.as_ref().clone().with_name(c))
                                 .collect::<Vec<_>>(),
                         );
-                        Ok(b.clone().with_schema(Arc::new(schema))?)
+                        Ok(RecordBatch::try_new_with_options(
+                            Arc::new(schema),
+                            b.columns().to_vec(),
+                            &arrow::array::RecordBatchOptions::new()
+                                .with_row_count(Some(b.num_rows())),
+                        )?)
                     })
                     .collect()
             }

@@ -379,7 +379,7 @@ async fn a_failing_query_records_its_error_keeps_its_input_and_others_go_on() {
     let q = wait_for(
         &server,
         "select nme, status, error from datacell.queries();",
-        "\"error\"",
+        "Query datacell.bad failed",
     )
     .await;
     let bad = q.iter().find(|r| r.contains("datacell.bad")).expect("bad");

@@ -129,6 +129,25 @@ impl Engine {
                 .source
                 .as_ref()
                 .ok_or_else(|| EngineError::invalid("INSERT needs VALUES or a SELECT"))?;
+            // `insert into datacell.b select * from datacell.a` between baskets of the same
+            // columns moves the batches as they are (no planning: the latency path).
+            if let (
+                Some(from),
+                Target::Basket {
+                    schema, columns, ..
+                },
+            ) = (passthrough_source(source), &target)
+            {
+                let rows = grabbed.and_then(|g| g.get(&from));
+                let same = self
+                    .datacell
+                    .basket(&from)
+                    .is_ok_and(|b| b.schema.fields() == schema.fields());
+                if let (Some(rows), true, true) = (rows, same, columns.is_empty()) {
+                    out.push((target, rows.clone()));
+                    continue;
+                }
+            }
             let ctx = crate::plan::session();
             let (names, batches) = self.run_pull_with(&ctx, source, grabbed).await?;
             let batches = target.shape(&names, batches, &self.datacell)?;
@@ -456,6 +475,38 @@ impl Engine {
             stats: Default::default(),
         })?;
         Ok(())
+    }
+}
+
+/// The basket of a plain `SELECT * FROM datacell.<b>` (nothing else), if that is the query.
+fn passthrough_source(q: &sql::Query) -> Option<String> {
+    let sql::SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let plain = q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && s.distinct.is_none()
+        // A WHERE that only held scheduling predicates is `TRUE` now.
+        && s.selection.as_ref().is_none_or(|e| {
+            matches!(e, sql::Expr::Value(v) if v.value == sql::Value::Boolean(true))
+        })
+        && s.having.is_none()
+        && matches!(&s.group_by, sql::GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        && s.from.len() == 1
+        && s.from[0].joins.is_empty()
+        && matches!(s.projection.as_slice(), [sql::SelectItem::Wildcard(w)] if w.opt_exclude.is_none() && w.opt_except.is_none() && w.opt_replace.is_none() && w.opt_rename.is_none());
+    if !plain {
+        return None;
+    }
+    match &s.from[0].relation {
+        sql::TableFactor::Table {
+            name,
+            args: None,
+            alias: None,
+            ..
+        } if in_schema(name) => Some(basket_name(&name_text(name))),
+        _ => None,
     }
 }
 

@@ -1,7 +1,9 @@
 //! `streamcell`: the command-line entry point. `streamcell server` runs the database; later
 //! subcommands (the SQL shell, the DataCell sensor and actuator) live here too.
 
+mod actuator;
 mod config;
+mod sensor;
 mod shell;
 
 use std::io::IsTerminal;
@@ -24,6 +26,11 @@ enum Command {
     Server(config::ServerFlags),
     /// SQL shell: interactive, or runs statements from -e, -f or stdin
     Sql(shell::SqlFlags),
+    /// DataCell sensor simulator: sends generated or replayed CSV events to a receptor
+    Sensor(sensor::SensorFlags),
+    /// DataCell actuator simulator: receives events from an emitter; counts them and reports
+    /// throughput and latency
+    Actuator(actuator::ActuatorFlags),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Server(flags) => server(flags),
         Command::Sql(flags) => shell::run(flags),
+        Command::Sensor(flags) => sensor::run(flags),
+        Command::Actuator(flags) => actuator::run(flags),
     }
 }
 

@@ -530,3 +530,32 @@ async fn every_adapter_mode_moves_events() {
     let r = server.sql_ok("select nme from datacell.receptors();").await;
     assert_eq!(r, vec![r#"{"nme": "datacell.s2"}"#]);
 }
+
+#[tokio::test]
+async fn a_query_joins_a_basket_with_a_durable_table_and_aggregates() {
+    let (_dir, server) = start().await;
+    server
+        .sql_ok(
+            "create table limits (id integer, maxv double);
+             insert into limits values (1, 10.0), (2, 50.0);
+             create table datacell.readings (id integer, v double);
+             create table datacell.alerts (id integer, worst double, n bigint);
+             call datacell.query('datacell.watch', 'insert into datacell.alerts select r.id, max(r.v), count(*) from datacell.readings r join limits l on r.id = l.id where r.v > l.maxv group by r.id;');
+             call datacell.resume();
+             insert into datacell.readings values (1, 5.0), (1, 12.5), (1, 30.0), (2, 49.0), (2, 51.0), (3, 99.0);",
+        )
+        .await;
+    wait_for(&server, "select count(*) as n from datacell.alerts;", "\"n\": 2").await;
+    let mut rows = server.sql_ok("select * from datacell.alerts;").await;
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"id": 1, "worst": 30.0, "n": 2}"#,
+            r#"{"id": 2, "worst": 51.0, "n": 1}"#
+        ]
+    );
+    // The readings were consumed; the table was only read.
+    assert_eq!(server.sql_ok("select count(*) as n from datacell.readings;").await, vec![r#"{"n": 0}"#]);
+    assert_eq!(server.sql_ok("select count(*) as n from limits;").await, vec![r#"{"n": 2}"#]);
+}

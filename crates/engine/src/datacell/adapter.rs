@@ -522,6 +522,20 @@ async fn emit_active(a: Arc<Adapter>, addr: SocketAddr) {
                         }
                     }
                 }
+                // An actuator that went away while we were idle: find out before writing
+                // (a write into a closed connection may be accepted and then lost).
+                if tcp.as_ref().is_some_and(peer_closed) {
+                    tcp = None;
+                    match TcpStream::connect(addr).await {
+                        Ok(s) => {
+                            let _ = s.set_nodelay(true);
+                            tcp = Some(s);
+                        }
+                        Err(e) => {
+                            a.note(format!("cannot connect to actuator {addr}: {e}; retrying"));
+                        }
+                    }
+                }
                 match tcp.as_mut() {
                     Some(s) => match s.write_all(text.as_bytes()).await {
                         Ok(()) => Ok(()),
@@ -544,6 +558,20 @@ async fn emit_active(a: Arc<Adapter>, addr: SocketAddr) {
                     _ = stopped(&a) => return,
                 }
             }
+        }
+    }
+}
+
+/// Whether the other end of an idle connection has closed it (actuators send nothing, so any
+/// readable end-of-stream or error means it is gone; data they send is ignored).
+fn peer_closed(s: &TcpStream) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        match s.try_read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
         }
     }
 }
@@ -601,7 +629,7 @@ async fn emit_tcp_passive(a: Arc<Adapter>, listener: TcpListener) {
         let mut list = clients.lock().await;
         let mut alive = Vec::with_capacity(list.len());
         for mut s in list.drain(..) {
-            if s.write_all(text.as_bytes()).await.is_ok() {
+            if !peer_closed(&s) && s.write_all(text.as_bytes()).await.is_ok() {
                 alive.push(s);
             }
         }

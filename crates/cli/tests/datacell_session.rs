@@ -545,7 +545,12 @@ async fn a_query_joins_a_basket_with_a_durable_table_and_aggregates() {
              insert into datacell.readings values (1, 5.0), (1, 12.5), (1, 30.0), (2, 49.0), (2, 51.0), (3, 99.0);",
         )
         .await;
-    wait_for(&server, "select count(*) as n from datacell.alerts;", "\"n\": 2").await;
+    wait_for(
+        &server,
+        "select count(*) as n from datacell.alerts;",
+        "\"n\": 2",
+    )
+    .await;
     let mut rows = server.sql_ok("select * from datacell.alerts;").await;
     rows.sort();
     assert_eq!(
@@ -556,6 +561,14 @@ async fn a_query_joins_a_basket_with_a_durable_table_and_aggregates() {
         ]
     );
     // The readings were consumed; the table was only read.
-    assert_eq!(server.sql_ok("select count(*) as n from datacell.readings;").await, vec![r#"{"n": 0}"#]);
-    assert_eq!(server.sql_ok("select count(*) as n from limits;").await, vec![r#"{"n": 2}"#]);
+    assert_eq!(
+        server
+            .sql_ok("select count(*) as n from datacell.readings;")
+            .await,
+        vec![r#"{"n": 0}"#]
+    );
+    assert_eq!(
+        server.sql_ok("select count(*) as n from limits;").await,
+        vec![r#"{"n": 2}"#]
+    );
 }

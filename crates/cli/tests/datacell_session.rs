@@ -572,3 +572,77 @@ async fn a_query_joins_a_basket_with_a_durable_table_and_aggregates() {
         vec![r#"{"n": 2}"#]
     );
 }
+
+#[tokio::test]
+async fn the_real_sensor_and_actuator_run_the_seed_example() {
+    let (_dir, server) = start().await;
+    let rport = free_port();
+    let aport = free_udp_port();
+    server
+        .sql_ok(&format!(
+            "set optimizer = 'datacell_pipe';
+             create table datacell.bsktin (id integer, tag timestamp, payload integer);
+             create table datacell.bsktout (like datacell.bsktin);
+             call datacell.receptor('datacell.bsktin', 'localhost', {rport});
+             call datacell.emitter('datacell.bsktout', 'localhost', {aport});
+             call datacell.query('datacell.pass', 'insert into datacell.bsktout select * from datacell.bsktin;');
+             call datacell.resume();"
+        ))
+        .await;
+    let bin = env!("CARGO_BIN_EXE_streamcell");
+    // The actuator listens for the emitter's UDP datagrams and stops after 1000 events.
+    let mut actuator = std::process::Command::new(bin)
+        .args([
+            "actuator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &aport.to_string(),
+        ])
+        .args(["--events", "1000"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("actuator");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The seed's sensor command line, on the test's port.
+    let sensor = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin)
+            .arg("sensor")
+            .arg("--host=localhost")
+            .arg(format!("--port={rport}"))
+            .args(["--events=1000", "--columns=3"])
+            .stdin(std::process::Stdio::null())
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("sensor");
+    assert!(sensor.status.success(), "{sensor:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match actuator.try_wait().expect("try_wait") {
+            Some(_) => break,
+            None if Instant::now() > deadline => {
+                let _ = actuator.kill();
+                panic!(
+                    "the actuator did not get 1000 events\n{}",
+                    server.log_text()
+                );
+            }
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(actuator.stdout.as_mut().expect("stdout"), &mut text)
+        .expect("read");
+    assert!(text.contains("1000 events"), "{text}");
+    assert!(text.contains("latency us p50"), "{text}");
+    wait_for(
+        &server,
+        "select * from datacell.emitters();",
+        "\"sent\": 1000",
+    )
+    .await;
+}

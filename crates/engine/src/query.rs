@@ -997,20 +997,8 @@ fn input_batch(
                 *watermark = Some(watermark.unwrap_or(i64::MIN).max(t));
             }
         }
-        let idx = UInt32Array::from(take_idx);
-        let mut columns: Vec<ArrayRef> = base
-            .columns()
-            .iter()
-            .map(|c| Ok(take(c.as_ref(), &idx, None)?))
-            .collect::<Result<_>>()?;
-        let t: ArrayRef = Arc::new(TimestampMillisecondArray::from(starts));
-        columns.push(t.clone());
-        columns.push(t);
-        return Ok(RecordBatch::try_new_with_options(
-            input_schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(idx.len())),
-        )?);
+        let ends = starts.clone();
+        return with_windows(&base, input_schema, take_idx, starts, ends);
     }
     for (i, &t) in times.iter().enumerate() {
         if t == i64::MIN {
@@ -1029,13 +1017,24 @@ fn input_batch(
         }
         *watermark = Some(wm.max(t));
     }
+    let ends: Vec<i64> = starts.iter().map(|s| s + w.size_ms).collect();
+    with_windows(&base, input_schema, take_idx, starts, ends)
+}
+
+/// The rows `take_idx` of `base`, each with its window's start and end columns.
+fn with_windows(
+    base: &RecordBatch,
+    input_schema: &SchemaRef,
+    take_idx: Vec<u32>,
+    starts: Vec<i64>,
+    ends: Vec<i64>,
+) -> Result<RecordBatch> {
     let idx = UInt32Array::from(take_idx);
     let mut columns: Vec<ArrayRef> = base
         .columns()
         .iter()
         .map(|c| Ok(take(c.as_ref(), &idx, None)?))
         .collect::<Result<_>>()?;
-    let ends: Vec<i64> = starts.iter().map(|s| s + w.size_ms).collect();
     columns.push(Arc::new(TimestampMillisecondArray::from(starts)));
     columns.push(Arc::new(TimestampMillisecondArray::from(ends)));
     Ok(RecordBatch::try_new_with_options(

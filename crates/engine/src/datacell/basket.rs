@@ -86,6 +86,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A window's firing: it sees `seen`, the basket keeps `kept`, and `all` is what to put
+/// back if the firing fails.
+fn window_grab(
+    c: &mut Content,
+    seen: RecordBatch,
+    kept: RecordBatch,
+    all: Vec<RecordBatch>,
+) -> Grab {
+    c.rows = kept.num_rows();
+    c.batches = if kept.num_rows() > 0 {
+        vec![kept]
+    } else {
+        Vec::new()
+    };
+    Grab {
+        rows: seen.num_rows(),
+        batches: vec![seen],
+        restore: all,
+        left: c.batches.len(),
+    }
+}
+
 impl Basket {
     /// An empty basket.
     pub fn new(name: String, schema: SchemaRef) -> Self {
@@ -269,18 +291,7 @@ impl Basket {
             let seen = merged.slice(0, props.winsize.min(total));
             let keep_from = props.winstride.min(total);
             let kept = merged.slice(keep_from, total - keep_from);
-            c.rows = kept.num_rows();
-            c.batches = if kept.num_rows() > 0 {
-                vec![kept]
-            } else {
-                Vec::new()
-            };
-            return Ok(Grab {
-                rows: seen.num_rows(),
-                batches: vec![seen],
-                restore: all,
-                left: c.batches.len(),
-            });
+            return Ok(window_grab(&mut c, seen, kept, all));
         }
         if props.timeslice > 0 {
             let Some(col) = self.time_column() else {
@@ -310,18 +321,7 @@ impl Basket {
             let seen = arrow::compute::filter_record_batch(&merged, &in_window)?;
             let kept = arrow::compute::filter_record_batch(&merged, &keep)?;
             c.window_start = Some(next);
-            c.rows = kept.num_rows();
-            c.batches = if kept.num_rows() > 0 {
-                vec![kept]
-            } else {
-                Vec::new()
-            };
-            return Ok(Grab {
-                rows: seen.num_rows(),
-                batches: vec![seen],
-                restore: all,
-                left: c.batches.len(),
-            });
+            return Ok(window_grab(&mut c, seen, kept, all));
         }
         c.rows = 0;
         Ok(Grab {

@@ -317,16 +317,7 @@ impl Engine {
         body: Vec<Statement>,
         text: String,
     ) -> Result<Output> {
-        let inserts = body
-            .into_iter()
-            .map(|s| match s {
-                Statement::Sql(b) => match *b {
-                    sql::Statement::Insert(i) => Ok(i),
-                    other => Err(not_insert(&other.to_string())),
-                },
-                other => Err(not_insert(&format!("{other:?}"))),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let inserts = inserts_of(body)?;
         self.datacell
             .add_procedure(&name_text(name), inserts, text)?;
         Ok(done())
@@ -416,16 +407,7 @@ impl Engine {
                 [name, def] => {
                     let name = name.text("the query name")?;
                     let text = def.text("the query text")?;
-                    let inserts = streamcell_sql::parse(&text)?
-                        .into_iter()
-                        .map(|s| match s {
-                            Statement::Sql(b) => match *b {
-                                sql::Statement::Insert(i) => Ok(i),
-                                other => Err(not_insert(&other.to_string())),
-                            },
-                            other => Err(not_insert(&format!("{other:?}"))),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
+                    let inserts = inserts_of(streamcell_sql::parse(&text)?)?;
                     (name, inserts, text)
                 }
                 [proc_name] => {
@@ -508,6 +490,20 @@ fn passthrough_source(q: &sql::Query) -> Option<String> {
         } if in_schema(name) => Some(basket_name(&name_text(name))),
         _ => None,
     }
+}
+
+/// The INSERT statements of a query or procedure (anything else is refused).
+fn inserts_of(statements: Vec<Statement>) -> Result<Vec<sql::Insert>> {
+    statements
+        .into_iter()
+        .map(|s| match s {
+            Statement::Sql(b) => match *b {
+                sql::Statement::Insert(i) => Ok(i),
+                other => Err(not_insert(&other.to_string())),
+            },
+            other => Err(not_insert(&format!("{other:?}"))),
+        })
+        .collect()
 }
 
 fn not_insert(what: &str) -> EngineError {

@@ -434,6 +434,15 @@ async fn bad_calls_get_clear_errors() {
         .sql("call datacell.query('q2', 'insert into datacell.out1 select id from datacell.in1;');")
         .await
         .expect_err("second consumer");
+    let e2 = server
+        .sql("call datacell.emitter('datacell.in1', '127.0.0.1', 9);")
+        .await
+        .expect_err("an emitter on a consumed basket");
+    assert!(
+        e2.message().contains("cannot drain it too"),
+        "{}",
+        e2.message()
+    );
     assert!(
         e.message().contains("consumed by query \"q1\""),
         "{}",

@@ -339,6 +339,17 @@ impl DataCell {
                 basket.name
             )));
         }
+        if direction == Direction::Emitter {
+            if let Some(q) = lock(&self.queries)
+                .values()
+                .find(|q| q.inputs.contains(&basket.name))
+            {
+                return Err(EngineError::invalid(format!(
+                    "basket {:?} is consumed by query {:?}; an emitter cannot drain it too",
+                    basket.name, q.name
+                )));
+            }
+        }
         let a = adapter::start(
             direction,
             basket,

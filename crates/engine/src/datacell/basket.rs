@@ -42,6 +42,9 @@ struct Content {
     props: Props,
     /// Time window: the start of the next window (µs), once known.
     window_start: Option<i64>,
+    /// Earliest and latest time in the first TIMESTAMP column of the rows held (kept as rows
+    /// come and go, so the scheduler's readiness check does not scan the basket).
+    span: Option<(i64, i64)>,
     /// Last time rows arrived, epoch µs.
     seen_us: i64,
     /// Rows ever appended.
@@ -119,6 +122,7 @@ impl Basket {
                 rows: 0,
                 props: Props::default(),
                 window_start: None,
+                span: None,
                 seen_us: now_us(),
                 events: 0,
                 errors: Default::default(),
@@ -144,10 +148,15 @@ impl Basket {
         if batch.num_rows() == 0 {
             return;
         }
+        let added = self.span_of(std::slice::from_ref(&batch));
         let mut c = lock(&self.content);
         c.rows += batch.num_rows();
         c.events += batch.num_rows() as u64;
         c.seen_us = now_us();
+        c.span = match (c.span, added) {
+            (Some((a, b)), Some((x, y))) => Some((a.min(x), b.max(y))),
+            (old, new) => old.or(new),
+        };
         c.batches.push(batch);
         drop(c);
         self.arrived.notify_waiters();
@@ -260,22 +269,24 @@ impl Basket {
     }
 
     fn time_window_ready(&self, c: &Content) -> bool {
-        let Some(col) = self.time_column() else {
+        let Some((min, max)) = c.span else {
             return false;
         };
-        let (mut min, mut max) = (i64::MAX, i64::MIN);
-        for b in &c.batches {
-            let ts = b.column(col).as_primitive::<TimestampMicrosecondType>();
-            for t in ts.iter().flatten() {
-                min = min.min(t);
-                max = max.max(t);
-            }
-        }
-        if max == i64::MIN {
-            return false;
-        }
         let start = c.window_start.unwrap_or(min);
         max >= start + c.props.timeslice
+    }
+
+    /// Earliest and latest time in the first TIMESTAMP column of `batches`.
+    fn span_of(&self, batches: &[RecordBatch]) -> Option<(i64, i64)> {
+        let col = self.time_column()?;
+        let mut span: Option<(i64, i64)> = None;
+        for b in batches {
+            let ts = b.column(col).as_primitive::<TimestampMicrosecondType>();
+            for t in ts.iter().flatten() {
+                span = Some(span.map_or((t, t), |(a, z)| (a.min(t), z.max(t))));
+            }
+        }
+        span
     }
 
     /// Takes the rows of one firing, as the properties say.
@@ -291,6 +302,7 @@ impl Basket {
             let seen = merged.slice(0, props.winsize.min(total));
             let keep_from = props.winstride.min(total);
             let kept = merged.slice(keep_from, total - keep_from);
+            c.span = self.span_of(std::slice::from_ref(&kept));
             return Ok(window_grab(&mut c, seen, kept, all));
         }
         if props.timeslice > 0 {
@@ -321,9 +333,11 @@ impl Basket {
             let seen = arrow::compute::filter_record_batch(&merged, &in_window)?;
             let kept = arrow::compute::filter_record_batch(&merged, &keep)?;
             c.window_start = Some(next);
+            c.span = self.span_of(std::slice::from_ref(&kept));
             return Ok(window_grab(&mut c, seen, kept, all));
         }
         c.rows = 0;
+        c.span = None;
         Ok(Grab {
             rows: total,
             batches: all,
@@ -347,12 +361,14 @@ impl Basket {
         let later = std::mem::replace(&mut c.batches, back);
         c.batches.extend(later);
         c.rows = c.batches.iter().map(|b| b.num_rows()).sum();
+        c.span = self.span_of(&c.batches);
     }
 
     /// Takes everything (an emitter's drain).
     pub fn drain(&self) -> Vec<RecordBatch> {
         let mut c = lock(&self.content);
         c.rows = 0;
+        c.span = None;
         std::mem::take(&mut c.batches)
     }
 
@@ -363,6 +379,7 @@ impl Basket {
         let later = std::mem::replace(&mut c.batches, batches);
         c.batches.extend(later);
         c.rows += n;
+        c.span = self.span_of(&c.batches);
     }
 
     /// Empties the basket.
@@ -370,6 +387,7 @@ impl Basket {
         let mut c = lock(&self.content);
         c.batches.clear();
         c.rows = 0;
+        c.span = None;
     }
 }
 

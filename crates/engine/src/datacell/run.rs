@@ -20,7 +20,7 @@ use super::adapter::Direction;
 use super::basket::now_us;
 use super::{
     apply_predicate, basket_name, call_args, in_schema, name_text, take_predicates, Arg,
-    ContinuousQuery, DataCell, Predicate, QueryState,
+    ContinuousQuery, Predicate, QueryState,
 };
 use crate::engine::{Engine, Output};
 use crate::error::{EngineError, Result};
@@ -150,7 +150,7 @@ impl Engine {
             }
             let ctx = crate::plan::session();
             let (names, batches) = self.run_pull_with(&ctx, source, grabbed).await?;
-            let batches = target.shape(&names, batches, &self.datacell)?;
+            let batches = target.shape(&names, batches)?;
             out.push((target, batches));
         }
         Ok(out)
@@ -529,12 +529,7 @@ enum Target {
 impl Target {
     /// The result batches shaped for the target: a basket's columns (by position, or by the
     /// INSERT's column list), or a stream's column names.
-    fn shape(
-        &self,
-        names: &[String],
-        batches: Vec<RecordBatch>,
-        _dc: &DataCell,
-    ) -> Result<Vec<RecordBatch>> {
+    fn shape(&self, names: &[String], batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
         match self {
             Target::Basket {
                 schema, columns, ..

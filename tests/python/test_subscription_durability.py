@@ -1,19 +1,19 @@
 """Subscription progress across restarts. Acks are checkpointed within milliseconds as exact
 per-record state, so after SIGKILL or SIGTERM and a restart a new consumer gets exactly the
-records not yet acknowledged: nothing acked again (once the ack had ~0.5 s to arrive) and
-nothing skipped. Killed in the middle of consumption, delivery stays at-least-once and the
-only duplicates are records whose acks were in flight."""
+records not yet acknowledged: nothing acked again and nothing skipped. Killed in the middle of
+consumption, delivery stays at-least-once and the only duplicates are records whose acks were
+in flight.
+
+No timing is assumed: GetSubscription answers once the progress it reports (and every ack
+applied before it) is committed, and acks on one fetch stream are applied in the order sent,
+so the tests know which acks must have survived without waiting for them."""
 
 import asyncio
-import time
 
 import pytest
 
 from helpers import (ConsumerRun, append_spread, connect, consumer_names, create_subscription_raw,
                      pb, run, subscription_offsets, uid, wait_until)
-
-# An ack queued this long before the server died must have been applied (contract: ~0.5 s).
-ACK_SETTLE = 0.5
 
 
 def _down(srv, how):
@@ -44,31 +44,44 @@ def test_exact_progress_survives_restart(start_server, how):
     srv = start_server()
     stream, sub_id = uid("st"), uid("sub")
 
+    first_batch = {}  # shard -> its first batch id
+
     def acked_by_policy(rid):
         # Per-record state, not a frontier: whole batches acked, whole batches not, and
-        # batches acked in part (every 4th record missing), on every shard.
-        if rid[1] % 5 == 0:
+        # batches acked in part (every 4th record missing), on every shard. Each shard's first
+        # batch is acked whole, but last (below), so that the offsets move only once every
+        # earlier ack was applied.
+        if rid[1] == first_batch[rid[0]]:
+            return True
+        if rid[1] % 5 == 1:
             return False
         return (rid[1] * 7 + rid[2]) % 4 != 0
+
+    def acked_on_arrival(r, _c):
+        rid = (r.id.shard_id, r.id.batch_id, r.id.batch_index)
+        return rid[1] != first_batch[rid[0]] and acked_by_policy(rid)
 
     async def first_life():
         async with connect(srv) as client:
             await client.create_stream(stream, shard_count=3)
             records = [r for r, _ in await append_spread(client, stream, 45, 5)]
+            for shard, bid, _ in records:
+                first_batch[shard] = min(bid, first_batch.get(shard, bid))
             stub = srv.stub()
             create_subscription_raw(stub, sub_id, stream, ack_timeout=600, max_unacks=10000, offset="EARLIEST")
-            c = ConsumerRun(client, sub_id, name="c", ack=lambda r, _c: acked_by_policy(
-                (r.id.shard_id, r.id.batch_id, r.id.batch_index)))
+            c = ConsumerRun(client, sub_id, name="c", ack=acked_on_arrival)
             c.start()
             await c.wait_count(len(records))
-            await c.drain()
+            # Nothing has moved the offsets yet: each shard's first batch is unacked.
+            assert subscription_offsets(stub, sub_id) == first_batch
+            await c.ack([r for r in records if r[1] == first_batch[r[0]]])
             acked = set(c.acked)
             assert acked == {r for r in records if acked_by_policy(r)}
             want = _expected_offsets(records, acked)
+            assert all(want[s] > first_batch[s] for s in first_batch)
+            # Once the offsets show the last acks applied, every ack is applied and durable.
             await wait_until(lambda: subscription_offsets(stub, sub_id) == want, 5,
                              lambda: f"offsets {want}, have {subscription_offsets(stub, sub_id)}")
-            last_ack = max(t for t, _, _, kind in c.log.events if kind == "ack")
-            await asyncio.sleep(max(0.0, last_ack + ACK_SETTLE - time.monotonic()))
             # Down with the consumer still attached (in a thread: the client keeps running).
             await asyncio.to_thread(_down, srv, how)
             await c.wait(10)
@@ -127,11 +140,12 @@ def test_exact_progress_survives_restart(start_server, how):
 def test_restart_in_the_middle_of_consumption(start_server, how):
     """Two rounds of: consume (acking everything as it arrives), take the server down while
     records and acks are flowing, restart. Then consume the rest. At-least-once overall, and
-    a record is delivered again only if its ack was queued less than ACK_SETTLE before the
-    server went down, or it had not been acked at all."""
+    no record is delivered again whose ack the server had provably applied before it went
+    down: right before the kill, GetSubscription's (durable) offsets show which acks were
+    applied, and with them every ack the consumer had sent before those."""
     srv = start_server()
     stream, sub_id = uid("st"), uid("sub")
-    rounds = []  # (ConsumerRun, time the server went down)
+    rounds = []  # (ConsumerRun, {shard: durable offset just before the server went down})
 
     async def setup():
         async with connect(srv) as client:
@@ -149,15 +163,15 @@ def test_restart_in_the_middle_of_consumption(start_server, how):
             await wait_until(lambda: len(delivered | set(c.ids())) >= stop_at or c.finished, 20,
                              lambda: f"{len(delivered | set(c.ids()))}/{stop_at} delivered")
             assert not c.finished, (c.error, c.exception)
-            t_down = time.monotonic()
+            durable = subscription_offsets(srv.stub(), sub_id)
             await asyncio.to_thread(_down, srv, how)
             await c.wait(10)
-            return c, t_down
+            return c, durable
 
     for stop_at in (130, 270):
-        c, t_down = run(consume_round(stop_at))
+        c, durable = run(consume_round(stop_at))
         delivered |= set(c.ids())
-        rounds.append((c, t_down))
+        rounds.append((c, durable))
         srv.start()
 
     async def last_round():
@@ -176,16 +190,18 @@ def test_restart_in_the_middle_of_consumption(start_server, how):
     runs = [c for c, _ in rounds] + [final]
     assert set().union(*(set(c.ids()) for c in runs)) == set(records), "records skipped"
 
-    # Duplicates: only records not acked, or acked within ACK_SETTLE of going down.
-    for k, (c, t_down) in enumerate(rounds):
-        ack_time = {}
-        for t, _, rid, kind in c.log.events:
-            if kind == "ack":
-                ack_time[rid] = t
+    # Duplicates: only records whose acks may not have been applied. A record below a shard's
+    # durable offset was acked and applied; acks on one stream are applied in the order sent,
+    # so every ack this round's consumer sent before the last such one was applied as well.
+    for k, (c, durable) in enumerate(rounds):
+        acks = [rid for _, _, rid, kind in c.log.events if kind == "ack"]
+        applied_upto = max((i for i, rid in enumerate(acks) if rid[1] < durable.get(rid[0], 0)),
+                           default=-1)
+        applied = set(acks[:applied_upto + 1])
         later = set().union(*(set(x.ids()) for x in runs[k + 1:]))
-        bad = sorted(r for r in later if r in ack_time and ack_time[r] < t_down - ACK_SETTLE)
-        assert not bad, (f"round {k}: {len(bad)} records acked more than {ACK_SETTLE}s before {how} were "
-                         f"delivered again: {bad[:10]}")
+        bad = sorted(later & applied)
+        assert not bad, (f"round {k}: {len(bad)} records whose acks the server had applied before "
+                         f"{how} were delivered again: {bad[:10]}")
     for c in runs:
         ids = c.ids()
         assert len(ids) == len(set(ids)), "a record delivered twice within one server life"

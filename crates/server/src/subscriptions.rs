@@ -15,7 +15,9 @@
 //! - **progress**: each shard's exact acknowledgement state ([`AckState`]) is checkpointed by
 //!   the [`Checkpointer`], which group-commits all pending checkpoints to the catalog at most
 //!   every 10 ms. After a crash, only acknowledgements that arrived in the last interval and
-//!   commit (about 10-15 ms) can be lost, and nothing unacknowledged is skipped.
+//!   commit (about 10-15 ms) can be lost, and nothing unacknowledged is skipped. The offsets
+//!   `GetSubscription` reports are answered only once they (and every ack applied before the
+//!   request) are committed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::mpsc as std_mpsc;
@@ -47,6 +49,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// commit; a crash can lose (and so redeliver) at most the acks of this interval plus one
 /// commit. Without it, steady acking costs an fdatasync per ack message.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
+/// How long the checkpointer waits before retrying a commit that failed.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Where a consumer's deliveries go.
 pub type Outbox = mpsc::UnboundedSender<Result<api::StreamingFetchResponse, Status>>;
@@ -85,7 +89,7 @@ enum Event {
         reply: oneshot::Sender<Vec<ConsumerInfo>>,
     },
     Offsets {
-        reply: oneshot::Sender<Vec<(u64, u64)>>,
+        reply: oneshot::Sender<ApiResult<Vec<(u64, u64)>>>,
     },
     Delete {
         force: bool,
@@ -153,9 +157,10 @@ impl SubHandle {
         self.ask(|reply| Event::Consumers { reply }).await
     }
 
-    /// Per shard, the first batch not completely acknowledged.
+    /// Per shard, the first batch not completely acknowledged, answered once that progress
+    /// (and every acknowledgement applied before the call) is durable.
     pub async fn offsets(&self) -> ApiResult<Vec<(u64, u64)>> {
-        self.ask(|reply| Event::Offsets { reply }).await
+        self.ask(|reply| Event::Offsets { reply }).await?
     }
 }
 
@@ -236,7 +241,9 @@ impl Subscriptions {
         for h in handles {
             let _ = h.ask(|reply| Event::Shutdown { reply }).await;
         }
-        self.checkpointer.flush().await;
+        if !self.checkpointer.flush().await {
+            tracing::error!("subscription progress could not be saved at shutdown; acknowledged records may be delivered again");
+        }
     }
 }
 
@@ -249,7 +256,7 @@ pub struct Checkpointer {
 
 enum CheckpointMsg {
     Save(String, u64, Vec<u8>),
-    Flush(oneshot::Sender<()>),
+    Flush(oneshot::Sender<bool>),
 }
 
 impl Checkpointer {
@@ -259,7 +266,23 @@ impl Checkpointer {
             .name("checkpointer".into())
             .spawn(move || {
                 let mut last_commit: Option<Instant> = None;
-                while let Ok(first) = rx.recv() {
+                // Checkpoints not yet committed (kept across a failed commit, and retried).
+                let mut pending: HashMap<(String, u64), Vec<u8>> = HashMap::new();
+                let mut flushes: Vec<oneshot::Sender<bool>> = Vec::new();
+                loop {
+                    let first = if pending.is_empty() {
+                        match rx.recv() {
+                            Ok(m) => Some(m),
+                            Err(_) => return,
+                        }
+                    } else {
+                        // A failed commit is retried after RETRY_AFTER_FAILURE.
+                        match rx.recv_timeout(RETRY_AFTER_FAILURE) {
+                            Ok(m) => Some(m),
+                            Err(std_mpsc::RecvTimeoutError::Timeout) => None,
+                            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
+                    };
                     // Commits at most every CHECKPOINT_INTERVAL: what arrives meanwhile goes
                     // into the same transaction.
                     if let Some(wait) = last_commit
@@ -268,9 +291,7 @@ impl Checkpointer {
                     {
                         std::thread::sleep(wait);
                     }
-                    let mut pending: HashMap<(String, u64), Vec<u8>> = HashMap::new();
-                    let mut flushes = Vec::new();
-                    let mut next = Some(first);
+                    let mut next = first.or_else(|| rx.try_recv().ok());
                     while let Some(msg) = next {
                         match msg {
                             CheckpointMsg::Save(sub, shard, state) => {
@@ -280,16 +301,29 @@ impl Checkpointer {
                         }
                         next = rx.try_recv().ok();
                     }
-                    if !pending.is_empty() {
-                        let entries: Vec<(String, u64, Vec<u8>)> =
-                            pending.into_iter().map(|((s, sh), v)| (s, sh, v)).collect();
-                        if let Err(e) = store.catalog.save_checkpoints(&entries) {
-                            tracing::error!("saving subscription checkpoints failed: {e}");
-                        }
+                    let ok = if pending.is_empty() {
+                        true
+                    } else {
+                        let entries: Vec<(String, u64, Vec<u8>)> = pending
+                            .iter()
+                            .map(|((s, sh), v)| (s.clone(), *sh, v.clone()))
+                            .collect();
                         last_commit = Some(Instant::now());
-                    }
-                    for f in flushes {
-                        let _ = f.send(());
+                        match store.catalog.save_checkpoints(&entries) {
+                            Ok(()) => {
+                                pending.clear();
+                                true
+                            }
+                            Err(e) => {
+                                tracing::error!(
+                                    "saving subscription checkpoints failed: {e}; retrying in {RETRY_AFTER_FAILURE:?}"
+                                );
+                                false
+                            }
+                        }
+                    };
+                    for f in flushes.drain(..) {
+                        let _ = f.send(ok);
                     }
                 }
             })
@@ -303,11 +337,14 @@ impl Checkpointer {
             .send(CheckpointMsg::Save(sub.to_string(), shard, state.encode()));
     }
 
-    /// Returns once everything saved before the call is committed.
-    pub async fn flush(&self) {
+    /// Returns once everything saved before the call is committed: true if it is, false if
+    /// the commit failed (it is retried) or the checkpointer is gone.
+    pub async fn flush(&self) -> bool {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(CheckpointMsg::Flush(tx)).is_ok() {
-            let _ = rx.await;
+            rx.await.unwrap_or(false)
+        } else {
+            false
         }
     }
 }
@@ -499,12 +536,25 @@ impl Actor {
                 );
             }
             Event::Offsets { reply } => {
-                let _ = reply.send(
-                    self.shards
-                        .iter()
-                        .map(|(&s, c)| (s, c.acks.frontier().0))
-                        .collect(),
-                );
+                // Answered once the state they describe is committed: every acknowledgement
+                // applied before this request survives a crash once the caller sees it.
+                let offsets: Vec<(u64, u64)> = self
+                    .shards
+                    .iter()
+                    .map(|(&s, c)| (s, c.acks.frontier().0))
+                    .collect();
+                let checkpointer = self.checkpointer.clone();
+                let sub = self.meta.id.clone();
+                tokio::spawn(async move {
+                    let r = if checkpointer.flush().await {
+                        Ok(offsets)
+                    } else {
+                        Err(ApiError::Store(StoreError::Catalog(format!(
+                            "the progress of subscription {sub:?} cannot be saved now (see the server log)"
+                        ))))
+                    };
+                    let _ = reply.send(r);
+                });
             }
             Event::Delete { force, reply } => {
                 self.forget_closed_consumers();

@@ -38,27 +38,67 @@ const MAX_PULL_RECORDS: usize = 2_000_000;
 /// `FLUSH` gives up on a query that makes no progress for this long.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What one statement produced.
+/// What one statement produced. Rows come as Arrow batches; each front door encodes them
+/// for its clients (JSON for gRPC, PostgreSQL types for pgwire).
 pub enum Output {
     /// A command's message (`Done.`).
     Done(String),
-    /// Rows of a pull query (or `SHOW`, `EXPLAIN`), rendered as JSON objects.
+    /// Rows of `SHOW`, `EXPLAIN` and other listings, made as JSON objects.
     Rows {
         /// Column names.
         columns: Vec<String>,
         /// The rows.
         rows: Vec<String>,
     },
+    /// The result of a pull query.
+    Table {
+        /// Its columns.
+        schema: SchemaRef,
+        /// Its rows.
+        batches: Vec<RecordBatch>,
+    },
     /// A push query: rows arrive on `rx` until the receiver is dropped (which stops the
     /// query) or the query fails (an `Err` item).
     Push {
-        /// Column names (empty until the query binds).
-        columns: Vec<String>,
+        /// The rows' columns, when the query could bind at once (its source has declared
+        /// columns or records); otherwise each batch carries them.
+        schema: Option<SchemaRef>,
         /// Row batches.
-        rx: mpsc::Receiver<Result<Vec<String>>>,
+        rx: mpsc::Receiver<Result<RecordBatch>>,
         /// Stops the query when dropped.
         guard: PushGuard,
     },
+}
+
+impl Output {
+    /// Rows as JSON objects, the way the HStreamDB CLI prints them (`None` for `Done` and
+    /// push queries).
+    pub fn json_rows(self) -> Result<Option<(Vec<String>, Vec<String>)>> {
+        match self {
+            Output::Rows { columns, rows } => Ok(Some((columns, rows))),
+            Output::Table { schema, batches } => {
+                let mut rows = Vec::new();
+                for b in &batches {
+                    rows.extend(render_rows(b)?);
+                }
+                let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+                Ok(Some((columns, rows)))
+            }
+            Output::Done(_) | Output::Push { .. } => Ok(None),
+        }
+    }
+}
+
+/// What a statement will produce, found without running it (for the extended query
+/// protocol's Describe).
+#[derive(Debug, Clone, Default)]
+pub struct Described {
+    /// The columns of its rows; `None` when it returns none or they are known only when it
+    /// runs.
+    pub schema: Option<SchemaRef>,
+    /// Types the plan infers for its `$1`, `$2`, … parameters (by position; `None` where it
+    /// cannot tell).
+    pub params: Vec<Option<arrow::datatypes::DataType>>,
 }
 
 /// Stops a push query when dropped.
@@ -89,6 +129,45 @@ pub struct QueryInfo {
     pub result: String,
     /// A view's columns (empty until it binds).
     pub columns: Vec<String>,
+}
+
+/// A persistent query's or view's counters, for metrics (`/metrics`, the REST API).
+#[derive(Debug, Clone)]
+pub struct QueryStats {
+    /// Query name (a view's is the view's name).
+    pub name: String,
+    /// Stream query or view.
+    pub kind: QueryKind,
+    /// Status.
+    pub status: QueryStatus,
+    /// Records read from its sources so far (since the server started).
+    pub records_in: u64,
+    /// Rows produced so far (since the server started).
+    pub rows_out: u64,
+    /// The source positions fully processed, `(shard, next sequence number)`; empty until
+    /// the query first runs.
+    pub progress: Vec<(u64, u64)>,
+}
+
+impl Engine {
+    /// The counters of every persistent query and view.
+    pub fn query_stats(&self) -> Vec<QueryStats> {
+        lock(&self.queries)
+            .values()
+            .map(|e| {
+                let s = &e.shared;
+                let (records_in, rows_out) = s.counters();
+                QueryStats {
+                    name: s.name.clone(),
+                    kind: s.kind,
+                    status: s.status(),
+                    records_in,
+                    rows_out,
+                    progress: s.progress(),
+                }
+            })
+            .collect()
+    }
 }
 
 /// A persistent query or view as the catalog keeps it.
@@ -376,8 +455,8 @@ impl Engine {
             Statement::Select(select) if select.emit_changes => {
                 let prepared = plan::prepare(&select.query, &select.within)?;
                 let declared = self.sources_of(&prepared)?;
-                self.try_bind(&prepared, declared, QueryKind::Push).await?;
-                self.push(select)
+                let bound = self.try_bind(&prepared, declared, QueryKind::Push).await?;
+                self.push(select, bound.map(|p| p.output_schema))
             }
             Statement::Select(select) => self.pull(&select).await,
             Statement::InsertJson { stream, json } => {
@@ -813,7 +892,7 @@ impl Engine {
             .collect()
     }
 
-    fn push(self: &Arc<Self>, select: Select) -> Result<Output> {
+    fn push(self: &Arc<Self>, select: Select, schema: Option<SchemaRef>) -> Result<Output> {
         let prepared = plan::prepare(&select.query, &select.within)?;
         let declared = self.sources_of(&prepared)?;
         let stream = prepared.source.stream.clone();
@@ -846,7 +925,7 @@ impl Engine {
         // with records binds now; one on an empty stream binds when its first record arrives.
         query::spawn(run)?;
         Ok(Output::Push {
-            columns: Vec::new(),
+            schema,
             rx,
             guard: PushGuard(shared),
         })
@@ -892,12 +971,47 @@ impl Engine {
     /// Runs a pull query: over views (their current rows) and streams (their history).
     async fn pull(&self, select: &Select) -> Result<Output> {
         let ctx = plan::session();
-        let (columns, batches) = self.run_pull(&ctx, &select.query).await?;
-        let mut rows = Vec::new();
-        for b in &batches {
-            rows.extend(render_rows(b)?);
+        let (schema, batches) = self.run_pull_batches(&ctx, &select.query, None).await?;
+        Ok(Output::Table { schema, batches })
+    }
+
+    /// What `stmt` will produce, without running it: a pull query is planned over the
+    /// schemas of what it reads (no history is read), a push query is bound as it would be.
+    pub async fn describe(&self, stmt: &Statement) -> Result<Described> {
+        match stmt {
+            Statement::Select(select) if select.emit_changes => {
+                let prepared = plan::prepare(&select.query, &select.within)?;
+                let declared = self.sources_of(&prepared)?;
+                let bound = self.try_bind(&prepared, declared, QueryKind::Push).await?;
+                Ok(Described {
+                    schema: bound.map(|p| p.output_schema),
+                    params: Vec::new(),
+                })
+            }
+            Statement::Select(select) => {
+                let ctx = plan::session();
+                let plan = self.pull_plan(&ctx, &select.query, None, false).await?;
+                let types = plan.get_parameter_types()?;
+                let mut params = Vec::new();
+                for (name, t) in types {
+                    if let Some(i) = name
+                        .strip_prefix('$')
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .filter(|&i| i >= 1)
+                    {
+                        if params.len() < i {
+                            params.resize(i, None);
+                        }
+                        params[i - 1] = t;
+                    }
+                }
+                Ok(Described {
+                    schema: Some(plan.schema().as_arrow().clone().into()),
+                    params,
+                })
+            }
+            _ => Ok(Described::default()),
         }
-        Ok(Output::Rows { columns, rows })
     }
 
     pub(crate) async fn run_pull(
@@ -916,6 +1030,35 @@ impl Engine {
         query: &sql::Query,
         grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
     ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
+        let (schema, batches) = self.run_pull_batches(ctx, query, grabbed).await?;
+        Ok((
+            schema.fields().iter().map(|f| f.name().clone()).collect(),
+            batches,
+        ))
+    }
+
+    async fn run_pull_batches(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        query: &sql::Query,
+        grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let plan = self.pull_plan(ctx, query, grabbed, true).await?;
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = df.schema().as_arrow().clone().into();
+        let batches = df.collect().await?;
+        Ok((schema, batches))
+    }
+
+    /// Plans a pull query, registering what it reads in `ctx`. With `with_data` false a
+    /// stream is registered empty, with its declared or sampled columns (for Describe).
+    async fn pull_plan(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        query: &sql::Query,
+        grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
+        with_data: bool,
+    ) -> Result<datafusion::logical_expr::LogicalPlan> {
         let mut query = query.clone();
         crate::datacell::rewrite_catalog_functions(&mut query);
         reject_windows(&query)?;
@@ -953,7 +1096,11 @@ impl Engine {
                     }
                 }
             } else if self.catalog.get_stream(&name)?.is_some() {
-                self.history(&name).await?
+                if with_data {
+                    self.history(&name).await?
+                } else {
+                    (self.stream_columns(&name).await?, Vec::new())
+                }
             } else {
                 return Err(EngineError::NotFound(format!(
                     "no stream or view named {name:?}"
@@ -966,14 +1113,22 @@ impl Engine {
             )?;
         }
         let state = ctx.state();
-        let plan = state.statement_to_plan(stmt).await?;
-        let df = ctx.execute_logical_plan(plan).await?;
-        let schema = df.schema().as_arrow().clone();
-        let batches = df.collect().await?;
-        Ok((
-            schema.fields().iter().map(|f| f.name().clone()).collect(),
-            batches,
-        ))
+        Ok(state.statement_to_plan(stmt).await?)
+    }
+
+    /// A stream's columns as a pull query over its history would see them: declared, or
+    /// inferred from a sample of its records (none while it has none).
+    async fn stream_columns(&self, stream: &str) -> Result<SchemaRef> {
+        let declared = self.declared_schema(stream)?;
+        let catalog = self.catalog.clone();
+        let log = self.log.clone();
+        let name = stream.to_string();
+        let schema = tokio::task::spawn_blocking(move || {
+            query::stream_schema(catalog.as_ref(), log, &name, declared.as_ref())
+        })
+        .await
+        .map_err(|e| EngineError::internal(e.to_string()))??;
+        Ok(value::nullable(&schema.unwrap_or_else(Schema::empty)))
     }
 
     async fn drop_object(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<Output> {

@@ -27,7 +27,7 @@ use crate::host::StreamHost;
 use crate::operator::{run_stages, Chunk, Stage};
 use crate::plan::{self, Pipeline, Prepared, WindowSpec};
 use crate::source::{self, Start, StreamCursor};
-use crate::value::{self, render_rows, JsonRow};
+use crate::value::{self, JsonRow};
 
 /// Records read per micro-batch at most.
 const MICRO_BATCH: usize = 8192;
@@ -308,8 +308,8 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, &[u8])> {
 
 /// Where a query's rows go.
 pub enum Sink {
-    /// To a client: rendered JSON rows; a send error means the client left.
-    Push(mpsc::Sender<Result<Vec<String>>>),
+    /// To a client: row batches; a send error means the client left.
+    Push(mpsc::Sender<Result<RecordBatch>>),
     /// Appended to a stream.
     Stream(String),
     /// Kept as a view's state (nothing to send).
@@ -853,9 +853,8 @@ fn deliver(
     let skip = written.saturating_sub(*rows_out).min(n as u64) as usize;
     match &run.sink {
         Sink::Push(tx) => {
-            let rows = render_rows(&chunk.batch)?;
             // A closed channel means the client left; the loop notices and stops.
-            let _ = tx.blocking_send(Ok(rows));
+            let _ = tx.blocking_send(Ok(chunk.batch));
         }
         Sink::Stream(target) => {
             if skip < n {

@@ -226,7 +226,14 @@ impl StreamCellSql for SqlService {
                             return;
                         }
                     }
-                    Output::Rows { columns, rows } => {
+                    out @ (Output::Rows { .. } | Output::Table { .. }) => {
+                        let (columns, rows) = match out.json_rows() {
+                            Ok(r) => r.unwrap_or_default(),
+                            Err(e) => {
+                                let _ = tx.send(Err(status(&e))).await;
+                                return;
+                            }
+                        };
                         if tx
                             .send(item(Item::Columns(sqlapi::Columns { names: columns })))
                             .await
@@ -254,11 +261,14 @@ impl StreamCellSql for SqlService {
                         }
                     }
                     Output::Push {
-                        columns,
+                        schema,
                         mut rx,
                         guard,
                     } => {
                         let _guard = guard;
+                        let columns = schema
+                            .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
+                            .unwrap_or_default();
                         if tx
                             .send(item(Item::Columns(sqlapi::Columns { names: columns })))
                             .await
@@ -269,7 +279,14 @@ impl StreamCellSql for SqlService {
                         loop {
                             tokio::select! {
                                 next = rx.recv() => match next {
-                                    Some(Ok(rows)) => {
+                                    Some(Ok(batch)) => {
+                                        let rows = match streamcell_engine::value::render_rows(&batch) {
+                                            Ok(r) => r,
+                                            Err(e) => {
+                                                let _ = tx.send(Err(status(&e))).await;
+                                                return;
+                                            }
+                                        };
                                         for json in row_messages(rows) {
                                             if tx.send(item(Item::Rows(sqlapi::Rows { json }))).await.is_err() {
                                                 return;
@@ -313,7 +330,7 @@ pub async fn execute_query(
                     .into(),
             ));
         }
-        if let Output::Rows { rows, .. } = engine.execute(stmt).await? {
+        if let Some((_, rows)) = engine.execute(stmt).await?.json_rows()? {
             for r in rows {
                 let v: serde_json::Value = serde_json::from_str(&r)
                     .map_err(|e| EngineError::Internal(format!("row is not JSON: {e}")))?;

@@ -2,8 +2,8 @@
 # The one command that runs StreamCell's whole test suite, on a fresh Debian machine that
 # has only Rust (cargo) and Python 3:
 #
-#   1. .venv with pytest and hstreamdb==0.5.0 (the official HStreamDB Python client), and the
-#      openssl CLI (apt-get, as root, when missing) for the TLS tests' certificates;
+#   1. .venv with pytest, hstreamdb==0.5.0 (the official HStreamDB Python client) and
+#      prometheus-client (its parser checks /metrics), and the openssl CLI (apt-get, as root, when missing) for the TLS tests' certificates;
 #   2. cargo build --workspace --all-targets;
 #   3. cargo test --workspace;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
@@ -61,8 +61,10 @@ import sys
 from importlib.metadata import version, PackageNotFoundError
 try:
     ok = (version("hstreamdb") == "0.5.0" and version("pytest")
-          and int(version("setuptools").split(".")[0]) < 70 and version("wheel"))
+          and int(version("setuptools").split(".")[0]) < 70 and version("wheel")
+          and version("prometheus-client"))
     import hstreamdb, HStream.Server.HStreamApi_pb2_grpc  # noqa: F401  (imports must work too)
+    import prometheus_client.parser  # noqa: F401
 except (PackageNotFoundError, ImportError, ValueError):
     ok = False
 sys.exit(0 if ok else 1)
@@ -71,7 +73,7 @@ then
     echo "python packages already installed"
 else
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel
+    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel prometheus-client
     # hstreamdb 0.5.0's setup.py imports pkg_resources, which pip's isolated build env no
     # longer provides: build it against the venv's setuptools<70 instead.
     "$VENV/bin/python" -m pip install -q --no-build-isolation hstreamdb==0.5.0

@@ -1,14 +1,17 @@
-//! StreamCell's front doors. Today: the gRPC `hstream.server.HStreamApi` service, wire
-//! compatible with the official HStreamDB clients (protocol v0.6.1), over the store.
+//! StreamCell's front doors: the gRPC `hstream.server.HStreamApi` service, wire compatible
+//! with the official HStreamDB clients (protocol v0.6.1), over the store; and HTTP (`http`):
+//! health, Prometheus metrics (`metrics`) and a JSON REST API.
 //!
 //! [`run`] opens the store in the data directory (refusing a directory another server holds),
-//! binds the gRPC port (refusing a port in use), serves until the shutdown future completes,
-//! then makes every write durable and returns.
+//! binds the gRPC and HTTP ports (refusing a port in use), serves until the shutdown future
+//! completes, then makes every write durable and returns.
 
 pub mod acks;
 pub mod batch;
 pub mod error;
+pub mod http;
 pub mod keys;
+pub mod metrics;
 pub mod offsets;
 pub mod readers;
 pub mod service;
@@ -47,7 +50,7 @@ pub struct ServerConfig {
     pub port: u16,
     /// PostgreSQL wire protocol port (served by a later version).
     pub pg_port: u16,
-    /// HTTP port (served by a later version).
+    /// HTTP port: `/health`, `/metrics`, `/api/v1` (0 picks a free one).
     pub http_port: u16,
     /// Host name or address given to clients in `DescribeCluster` and lookups; defaults to the
     /// bind address (or 127.0.0.1 when binding to all interfaces).
@@ -159,6 +162,9 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Serve
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse => match flag {
                 "--port" => " (is another server running? choose another port with --port)",
+                "--http-port" => {
+                    " (is another server running? choose another port with --http-port)"
+                }
                 _ => " (the port is in use)",
             },
             std::io::ErrorKind::PermissionDenied => " (ports below 1024 need privileges)",
@@ -272,7 +278,12 @@ pub async fn run(
         host,
         port: u32::from(local.port()),
     };
-    let subs = subscriptions::Subscriptions::start(store.clone())
+    let http_listener = bind(SocketAddr::new(cfg.bind, cfg.http_port), "--http-port").await?;
+    let http_local = http_listener
+        .local_addr()
+        .map_err(|e| ServerError::Config(format!("reading the bound HTTP address: {e}")))?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let subs = subscriptions::Subscriptions::start(store.clone(), metrics.clone())
         .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
     let svc = Arc::new(StreamApi::new(
@@ -281,6 +292,7 @@ pub async fn run(
         node,
         cfg.max_record_size,
         stopping_rx.clone(),
+        metrics.clone(),
     ));
     let engine = streamcell_engine::Engine::new(
         store.catalog.clone(),
@@ -328,6 +340,18 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         if cfg.tls_cert.is_some() { " (TLS)" } else { "" }
     );
+    let http_state = Arc::new(http::HttpState {
+        api: svc.clone(),
+        engine: engine.clone(),
+        subs: subs.clone(),
+        metrics,
+        stopping: stopping_rx.clone(),
+    });
+    let mut http_stopping = stopping_rx.clone();
+    let mut http_task = tokio::spawn(http::serve(http_listener, http_state, async move {
+        let _ = http_stopping.wait_for(|s| *s).await;
+    }));
+    tracing::info!("serving HTTP (/health, /metrics, /api/v1) on {http_local}");
     let serve = builder
         .add_service(HStreamApiServer::from_arc(svc).max_decoding_message_size(decode_limit))
         .add_service(StreamCellSqlServer::new(sql::SqlService::new(
@@ -339,6 +363,7 @@ pub async fn run(
             async move { stop_serving.notified().await },
         );
     tokio::pin!(serve);
+    let mut http_done = None;
     let result = tokio::select! {
         r = &mut serve => r,
         () = shutdown => {
@@ -348,7 +373,8 @@ pub async fn run(
             stopping.send_replace(true);
             subs.shutdown().await;
             stop.notify_one();
-            match tokio::time::timeout(SHUTDOWN_GRACE, &mut serve).await {
+            let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+            let r = match tokio::time::timeout_at(grace, &mut serve).await {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::warn!(
@@ -356,9 +382,23 @@ pub async fn run(
                     );
                     Ok(())
                 }
+            };
+            match tokio::time::timeout_at(grace, &mut http_task).await {
+                Ok(done) => http_done = Some(done),
+                Err(_) => tracing::warn!(
+                    "HTTP requests still running after {SHUTDOWN_GRACE:?}; closing them"
+                ),
             }
+            r
         }
     };
+    // The HTTP server stops with the gRPC one, whichever way that ended.
+    stopping.send_replace(true);
+    match http_done {
+        None => http_task.abort(),
+        Some(Ok(Err(e))) => tracing::warn!("the HTTP server failed: {e}"),
+        Some(_) => {}
+    }
     tracing::info!(
         "shutting down: checkpointing queries, saving subscription progress, syncing logs"
     );

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::batch;
 use crate::error::{ApiError, ApiResult};
 use crate::keys;
+use crate::metrics::{Metrics, ReadVia, StreamCounters};
 use crate::offsets::Position;
 use crate::readers::ReaderPositions;
 use crate::subscriptions::{self, Subscriptions};
@@ -64,20 +65,24 @@ pub struct StreamApi {
     ddl: tokio::sync::Mutex<()>,
     /// The SQL engine (set once at start; it needs the service itself to write streams).
     engine: std::sync::OnceLock<Arc<streamcell_engine::Engine>>,
+    /// Per-stream counters (appends, reads) that `/metrics` shows.
+    metrics: Arc<Metrics>,
 }
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl StreamApi {
-    /// A service over `store`.
+    /// A service over `store`, counting appends and reads in `metrics`.
     pub fn new(
         store: Arc<Store>,
         subs: Arc<Subscriptions>,
         node: NodeInfo,
         max_record_size: usize,
         stopping: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         StreamApi {
+            metrics,
             ddl: tokio::sync::Mutex::new(()),
             stopping,
             store,
@@ -93,6 +98,16 @@ impl StreamApi {
     /// The store the service runs on.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The per-stream counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The SQL engine, once attached.
+    pub fn sql_engine(&self) -> Option<&Arc<streamcell_engine::Engine>> {
+        self.engine.get()
     }
 
     /// Attaches the SQL engine (once).
@@ -299,6 +314,7 @@ async fn follow_shard<T: Send + 'static>(
     budget: Arc<AtomicU64>,
     tx: mpsc::Sender<Result<T, Status>>,
     wrap: fn(Vec<api::ReceivedRecord>) -> T,
+    counted: Arc<StreamCounters>,
 ) {
     let mut tail = match store.log.watch_tail(shard) {
         Ok(w) => w,
@@ -381,9 +397,11 @@ async fn follow_shard<T: Send + 'static>(
         };
         msg.truncate(granted as usize);
         from = batches[msg.len() - 1].seq + 1;
+        let records: usize = msg.iter().map(|r| r.record_ids.len()).sum();
         if tx.send(Ok(wrap(msg))).await.is_err() {
             return;
         }
+        counted.read(ReadVia::StreamingRead, records as u64);
     }
 }
 
@@ -498,6 +516,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 }
             })
             .await?;
+        self.metrics.reset_stream(&meta.name);
         tracing::info!(stream = %meta.name, shards = meta.shard_count, backlog = meta.backlog_secs, "created stream");
         Ok(Response::new(Self::stream_pb(&meta)))
     }
@@ -508,6 +527,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
     ) -> Result<Response<()>, Status> {
         let req = request.into_inner();
         let name = req.stream_name.clone();
+        let metrics = self.metrics.clone();
         let _ddl = self.ddl.lock().await;
         let deleted = self
             .blocking(move |s| {
@@ -528,6 +548,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                     }
                     // Forced: the name goes, the data stays for the subscriptions to finish.
                     let archived = s.catalog.archive_stream(&name)?;
+                    metrics.remove_stream(&name);
                     tracing::info!(stream = %name, archived = %archived, "stream deleted with force; kept for its subscriptions");
                     return Ok(None);
                 }
@@ -539,6 +560,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             })
             .await?;
         if let Some(meta) = deleted {
+            self.metrics.remove_stream(&meta.name);
             for shard in &meta.shards {
                 if let Err(e) = self.store.log.remove_shard(*shard).await {
                     tracing::warn!(shard, "removing the log of a deleted stream: {e}");
@@ -628,8 +650,10 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         &self,
         request: Request<api::AppendRequest>,
     ) -> Result<Response<api::AppendResponse>, Status> {
+        let arrived = Instant::now();
         let req = request.into_inner();
         let checked = batch::check(req.records, self.max_record_size)?;
+        let bytes = checked.payload.len();
         self.shard_meta(Some(&req.stream_name), req.shard_id)
             .await?;
         let appended = self
@@ -645,6 +669,11 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             )
             .await
             .map_err(ApiError::from)?;
+        self.metrics.stream(&req.stream_name).appended(
+            checked.record_count,
+            bytes,
+            arrived.elapsed(),
+        );
         Ok(Response::new(api::AppendResponse {
             stream_name: req.stream_name,
             shard_id: req.shard_id,
@@ -825,6 +854,10 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 }
             }
         }
+        let records: usize = out.iter().map(|r| r.record_ids.len()).sum();
+        self.metrics
+            .stream(&reader.stream)
+            .read(ReadVia::ShardReader, records as u64);
         Ok(Response::new(api::ReadShardResponse {
             received_records: out,
         }))
@@ -860,7 +893,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
     ) -> Result<Response<Self::ReadShardStreamStream>, Status> {
         let req = request.into_inner();
         let shard = req.shard_id;
-        self.shard_meta(None, shard).await?;
+        let meta = self.shard_meta(None, shard).await?;
         let (start, end) = self
             .shard_range(shard, req.from.as_ref(), req.until.as_ref())
             .await?;
@@ -876,6 +909,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             |r| api::ReadShardStreamResponse {
                 received_records: r,
             },
+            self.metrics.stream(&meta.stream),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -913,6 +947,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             .await?;
         let (tx, rx) = mpsc::channel(1);
         let shared = budget(req.max_read_batches);
+        let counted = self.metrics.stream(&meta.name);
         for (shard, start, end) in plans {
             tokio::spawn(follow_shard(
                 self.stopping.clone(),
@@ -925,6 +960,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
                 |r| api::ReadStreamResponse {
                     received_records: r,
                 },
+                counted.clone(),
             ));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -963,6 +999,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             |r| api::ReadSingleShardStreamResponse {
                 received_records: r,
             },
+            self.metrics.stream(&meta.name),
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -20,6 +20,7 @@
 //!   request) are committed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ use tonic::Status;
 use crate::acks::AckState;
 use crate::batch;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::{Metrics, ReadVia, StreamCounters, SubscriptionCounters};
 use crate::service::{received_record, timestamp};
 
 /// Most payload bytes outstanding (sent, not acknowledged) per subscription.
@@ -106,6 +108,8 @@ pub struct SubHandle {
     tx: mpsc::UnboundedSender<Event>,
     /// The subscription's definition.
     pub meta: Arc<SubscriptionMeta>,
+    /// Its delivery counters (kept by its actor).
+    pub counters: Arc<SubscriptionCounters>,
 }
 
 fn gone() -> ApiError {
@@ -167,16 +171,19 @@ impl SubHandle {
 /// All subscriptions of the server.
 pub struct Subscriptions {
     store: Arc<Store>,
+    metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, SubHandle>>,
     checkpointer: Checkpointer,
 }
 
 impl Subscriptions {
-    /// Starts the checkpointer and an actor for every subscription in the catalog.
-    pub fn start(store: Arc<Store>) -> ApiResult<Arc<Subscriptions>> {
+    /// Starts the checkpointer and an actor for every subscription in the catalog; records
+    /// they deliver are counted in `metrics`.
+    pub fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> ApiResult<Arc<Subscriptions>> {
         let subs = Arc::new(Subscriptions {
             checkpointer: Checkpointer::start(store.clone())?,
             store: store.clone(),
+            metrics,
             running: Mutex::new(HashMap::new()),
         });
         for meta in store.catalog.list_subscriptions()? {
@@ -195,6 +202,11 @@ impl Subscriptions {
         let handle = SubHandle {
             tx,
             meta: Arc::new(meta.clone()),
+            counters: Arc::default(),
+        };
+        let counted = Counted {
+            sub: handle.counters.clone(),
+            stream: self.metrics.stream(&meta.stream),
         };
         let actor = Actor::new(
             meta,
@@ -202,6 +214,7 @@ impl Subscriptions {
             rx,
             self.checkpointer.clone(),
             checkpoints,
+            counted,
         )?;
         self.lock().insert(handle.meta.id.clone(), handle.clone());
         tokio::spawn(actor.run());
@@ -216,6 +229,11 @@ impl Subscriptions {
     pub fn create(&self, meta: SubscriptionMeta) -> ApiResult<SubHandle> {
         self.store.catalog.create_subscription(meta.clone())?;
         self.spawn(meta)
+    }
+
+    /// Every running subscription.
+    pub fn list(&self) -> Vec<SubHandle> {
+        self.lock().values().cloned().collect()
     }
 
     /// The running subscription `id`.
@@ -379,8 +397,16 @@ struct ShardCursor {
     retry_at: Option<Instant>,
 }
 
+/// Where an actor counts what it does.
+struct Counted {
+    sub: Arc<SubscriptionCounters>,
+    /// The stream's records-read counter (deliveries are reads).
+    stream: Arc<StreamCounters>,
+}
+
 struct Actor {
     meta: SubscriptionMeta,
+    counted: Counted,
     store: Arc<Store>,
     rx: mpsc::UnboundedReceiver<Event>,
     wake: Arc<Notify>,
@@ -408,6 +434,7 @@ impl Actor {
         rx: mpsc::UnboundedReceiver<Event>,
         checkpointer: Checkpointer,
         checkpoints: Vec<(u64, Vec<u8>)>,
+        counted: Counted,
     ) -> ApiResult<Actor> {
         let saved: HashMap<u64, Vec<u8>> = checkpoints.into_iter().collect();
         let wake = Arc::new(Notify::new());
@@ -456,6 +483,7 @@ impl Actor {
             ack_timeout: Duration::from_secs(u64::from(meta.ack_timeout_secs.max(1))),
             max_unacked: meta.max_unacked.max(1) as usize,
             meta,
+            counted,
             store,
             rx,
             wake,
@@ -475,6 +503,7 @@ impl Actor {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let more = self.deliver().await;
+            self.publish_gauges();
             if more {
                 // More to send: take pending events without waiting, then deliver again.
                 while let Ok(ev) = self.rx.try_recv() {
@@ -494,7 +523,17 @@ impl Actor {
                 () = wake.notified() => {}
                 _ = tick.tick() => self.expire().await,
             }
+            self.publish_gauges();
         }
+    }
+
+    /// Publishes the gauges a scrape reads (outstanding records, consumers).
+    fn publish_gauges(&self) {
+        let c = &self.counted.sub;
+        c.unacked
+            .store(self.outstanding_records as u64, Ordering::Relaxed);
+        c.consumers
+            .store(self.consumers.len() as u64, Ordering::Relaxed);
     }
 
     fn stop(self) {
@@ -784,6 +823,7 @@ impl Actor {
             }
             if sent.unacked.remove(&id.batch_index) {
                 self.outstanding_records -= 1;
+                self.counted.sub.acked.fetch_add(1, Ordering::Relaxed);
                 cur.acks.ack(id.batch_id, id.batch_index, sent.len);
             }
             if sent.unacked.is_empty() {
@@ -970,11 +1010,14 @@ impl Actor {
         let mut bytes = 0;
         for record in records {
             bytes += record.record.as_ref().map_or(0, |r| r.payload.len());
+            let n = record.record_ids.len() as u64;
             c.out
                 .send(Ok(api::StreamingFetchResponse {
                     received_records: Some(record),
                 }))
                 .map_err(|_| ())?;
+            self.counted.sub.delivered.fetch_add(n, Ordering::Relaxed);
+            self.counted.stream.read(ReadVia::Subscription, n);
         }
         Ok(bytes)
     }
@@ -1030,6 +1073,10 @@ impl Actor {
                 self.leave(owner);
                 continue;
             }
+            self.counted
+                .sub
+                .redelivered
+                .fetch_add(unacked.len() as u64, Ordering::Relaxed);
             if let Some(sent) = self
                 .shards
                 .get_mut(&shard)

@@ -236,8 +236,40 @@ impl Store {
         &self.dir
     }
 
+    /// Bytes of a shard's files on disk (segments and indexes; 0 for a shard without a
+    /// directory). Blocking: it lists the shard's directory.
+    pub fn shard_disk_bytes(&self, shard: u64) -> u64 {
+        dir_bytes(&self.local.root().join(shard.to_string()))
+    }
+
+    /// Bytes of every file in the data directory (catalog, shard logs, leftovers).
+    /// Blocking: it walks the directory.
+    pub fn disk_bytes(&self) -> u64 {
+        dir_bytes(&self.dir)
+    }
+
     /// Makes all writes durable and stops background threads.
     pub async fn shutdown(&self) {
         self.local.shutdown().await;
     }
+}
+
+/// Bytes of the files under `dir`, recursively, not following symbolic links. Files that
+/// vanish while it walks (a segment removed by retention) count as nothing.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            total += dir_bytes(&entry.path());
+        } else if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    total
 }

@@ -133,6 +133,8 @@ pub struct Adapter {
     run: watch::Sender<Run>,
     /// Events received or sent.
     pub events: AtomicU64,
+    /// A receptor's lines that did not parse (sent to the basket's errors).
+    pub rejected: AtomicU64,
     /// Reads or writes done.
     pub cycles: AtomicU64,
     /// Last event received or sent, epoch µs (0: never).
@@ -158,6 +160,12 @@ impl Adapter {
         let p = problem.into();
         tracing::warn!(basket = %self.basket.name, "{p}");
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
+    }
+
+    /// A line that did not parse: to the basket's errors, counted.
+    fn reject(&self, error: String) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        self.basket.add_error(error);
     }
 
     fn counted(&self, n: usize) {
@@ -228,6 +236,7 @@ pub async fn start(
         mode,
         run,
         events: AtomicU64::new(0),
+        rejected: AtomicU64::new(0),
         cycles: AtomicU64::new(0),
         last_us: AtomicI64::new(0),
         problem: Mutex::new(None),
@@ -301,9 +310,7 @@ impl Filler {
             return;
         }
         if let Err(bad) = self.parser.push_line(line) {
-            self.adapter
-                .basket
-                .add_error(format!("{}: {}", bad.reason, bad.line));
+            self.adapter.reject(format!("{}: {}", bad.reason, bad.line));
         }
         if self.parser.rows() >= CHUNK_ROWS {
             self.flush();
@@ -422,7 +429,7 @@ async fn read_lines(a: Arc<Adapter>, stream: TcpStream, wake: Arc<tokio::sync::N
             } else {
                 buf.extend_from_slice(piece);
                 if buf.len() > MAX_LINE {
-                    a.basket.add_error(format!(
+                    a.reject(format!(
                         "line longer than {MAX_LINE} bytes: {}…",
                         String::from_utf8_lossy(&buf[..64])
                     ));
@@ -437,7 +444,7 @@ async fn read_lines(a: Arc<Adapter>, stream: TcpStream, wake: Arc<tokio::sync::N
 fn line_of(filler: &mut Filler, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(line) => filler.line(line),
-        Err(_) => filler.adapter.basket.add_error(format!(
+        Err(_) => filler.adapter.reject(format!(
             "not UTF-8: {}",
             String::from_utf8_lossy(&bytes[..bytes.len().min(1024)])
         )),

@@ -505,6 +505,16 @@ impl DataCell {
         lock(&self.queries).values().cloned().collect()
     }
 
+    /// Every basket, by name.
+    pub fn baskets(&self) -> Vec<Arc<Basket>> {
+        lock(&self.baskets).values().cloned().collect()
+    }
+
+    /// Every receptor and emitter (their counters are atomics: read them at any time).
+    pub fn adapters(&self) -> Vec<Arc<Adapter>> {
+        lock(&self.adapters).clone()
+    }
+
     /// The running queries whose input baskets are all ready.
     pub fn ready_queries(&self) -> Vec<Arc<ContinuousQuery>> {
         let baskets = lock(&self.baskets);
@@ -795,6 +805,13 @@ impl DataCell {
             None => b.snapshot(),
         };
         Ok((b.schema.clone(), rows))
+    }
+}
+
+impl crate::engine::Engine {
+    /// DataCell's baskets, receptors, emitters and queries (for metrics and listings).
+    pub fn datacell(&self) -> &DataCell {
+        &self.datacell
     }
 }
 

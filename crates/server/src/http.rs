@@ -1,0 +1,632 @@
+//! The HTTP front door (`--http-port`): `GET /health`, `GET /metrics` (Prometheus text, see
+//! [`crate::metrics`]) and a small JSON REST API under `/api/v1` for streams, persistent
+//! queries, views and SQL statements.
+//!
+//! Handlers call the gRPC service's own handlers ([`StreamApi`]) and the SQL engine, so names
+//! are validated, DDL is serialized and errors are worded exactly as for gRPC clients. Every
+//! error is a JSON object `{"error": "<kind>", "message": "…"}` with the matching status:
+//! 400 bad input (including a body that is not the JSON asked for), 404 unknown object or
+//! route, 405 wrong method, 409 exists or conflicts, 500 internal, 503 unavailable. Work that
+//! changes state runs in its own task, so a client that disconnects mid-request does not cut
+//! it short.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use streamcell_engine::{Engine, EngineError, Output, QueryKind, QueryStatus};
+use streamcell_proto::api;
+use streamcell_proto::HStreamApi;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::{Code, Request, Status};
+
+use crate::metrics::{self, Metrics};
+use crate::service::StreamApi;
+use crate::subscriptions::Subscriptions;
+
+/// What the handlers work with.
+pub struct HttpState {
+    /// The gRPC service (streams go through its handlers).
+    pub api: Arc<StreamApi>,
+    /// The SQL engine.
+    pub engine: Arc<Engine>,
+    /// Running subscriptions (for metrics).
+    pub subs: Arc<Subscriptions>,
+    /// The front doors' counters.
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the server starts stopping.
+    pub stopping: watch::Receiver<bool>,
+}
+
+type Shared = State<Arc<HttpState>>;
+
+/// An error answered as `{"error": kind, "message": …}`.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        let kind = match status {
+            StatusCode::BAD_REQUEST => "bad_request",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::CONFLICT => "conflict",
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::NOT_IMPLEMENTED => "not_implemented",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            _ => "internal",
+        };
+        HttpError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        json_response(
+            self.status,
+            &json!({ "error": self.kind, "message": self.message }),
+        )
+    }
+}
+
+/// A gRPC status (from the service's handlers) as an HTTP error with its plain message.
+impl From<Status> for HttpError {
+    fn from(s: Status) -> Self {
+        let status = match s.code() {
+            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
+            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+            Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut e = HttpError::new(status, status_message(&s));
+        if s.code() == Code::AlreadyExists {
+            e.kind = "already_exists";
+        }
+        e
+    }
+}
+
+impl From<EngineError> for HttpError {
+    fn from(e: EngineError) -> Self {
+        if !e.is_user_error() {
+            tracing::warn!(error = %e, "HTTP request failed");
+        }
+        let mut h = HttpError::from(crate::sql::status(&e));
+        h.message = e.to_string();
+        h
+    }
+}
+
+type HttpResult = Result<Response, HttpError>;
+
+/// The message of a status whose body is HStreamDB's JSON `{"error": …, "message": …}`
+/// (the message itself otherwise).
+fn status_message(s: &Status) -> String {
+    serde_json::from_str::<Value>(s.message())
+        .ok()
+        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
+        .unwrap_or_else(|| s.message().to_string())
+}
+
+/// A name quoted as a SQL identifier.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn ok(body: &Value) -> HttpResult {
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// The body as JSON of type `T`; anything else is a 400 naming the problem.
+fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, HttpError> {
+    let body = body.map_err(|r| HttpError::new(r.status(), r.body_text()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| HttpError::bad_request(format!("the body is not the JSON expected: {e}")))
+}
+
+fn path_name(p: Result<Path<String>, PathRejection>) -> Result<String, HttpError> {
+    p.map(|Path(n)| n)
+        .map_err(|r| HttpError::bad_request(r.body_text()))
+}
+
+/// Runs `f` in its own task: a client that goes away does not cancel it half-way.
+async fn detached<T: Send + 'static>(
+    f: impl Future<Output = Result<T, HttpError>> + Send + 'static,
+) -> Result<T, HttpError> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| HttpError::internal(format!("the request's task failed: {e}")))?
+}
+
+fn engine(state: &HttpState) -> Arc<Engine> {
+    state.engine.clone()
+}
+
+// ---- /health, /metrics ------------------------------------------------------------------
+
+async fn health(State(state): Shared) -> Response {
+    let stopping = *state.stopping.borrow();
+    let (status, word) = if stopping {
+        (StatusCode::SERVICE_UNAVAILABLE, "stopping")
+    } else {
+        (StatusCode::OK, "ok")
+    };
+    json_response(
+        status,
+        &json!({
+            "status": word,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptimeSeconds": state.metrics.uptime().as_secs_f64(),
+        }),
+    )
+}
+
+async fn metrics_text(State(state): Shared) -> HttpResult {
+    let sources = metrics::Sources {
+        store: state.api.store().clone(),
+        metrics: state.metrics.clone(),
+        subs: state.subs.clone(),
+        engine: state.engine.clone(),
+    };
+    let text = metrics::render(&sources).await.map_err(|e| {
+        tracing::warn!("rendering metrics failed: {e}");
+        HttpError::internal(e)
+    })?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+// ---- streams ------------------------------------------------------------------------------
+
+fn ms(t: Option<&prost_types::Timestamp>) -> i64 {
+    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
+}
+
+fn stream_json(s: &api::Stream) -> Value {
+    json!({
+        "name": s.stream_name,
+        "shardCount": s.shard_count,
+        "replicationFactor": s.replication_factor,
+        "backlogDurationSeconds": s.backlog_duration,
+        "createdMs": ms(s.creation_time.as_ref()),
+    })
+}
+
+async fn list_streams(State(state): Shared) -> HttpResult {
+    let all = HStreamApi::list_streams(state.api.as_ref(), Request::new(Default::default()))
+        .await?
+        .into_inner()
+        .streams;
+    ok(&json!({ "streams": all.iter().map(stream_json).collect::<Vec<_>>() }))
+}
+
+async fn get_stream(State(state): Shared, name: Result<Path<String>, PathRejection>) -> HttpResult {
+    let name = path_name(name)?;
+    let stream = HStreamApi::get_stream(
+        state.api.as_ref(),
+        Request::new(api::GetStreamRequest { name: name.clone() }),
+    )
+    .await?
+    .into_inner()
+    .stream
+    .ok_or_else(|| HttpError::internal("GetStream answered no stream"))?;
+    let shards = HStreamApi::list_shards(
+        state.api.as_ref(),
+        Request::new(api::ListShardsRequest { stream_name: name }),
+    )
+    .await?
+    .into_inner()
+    .shards;
+    let mut body = stream_json(&stream);
+    body["shards"] = shards
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.shard_id,
+                "startHashRangeKey": s.start_hash_range_key,
+                "endHashRangeKey": s.end_hash_range_key,
+            })
+        })
+        .collect();
+    ok(&body)
+}
+
+/// `POST /api/v1/streams`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct NewStream {
+    name: String,
+    #[serde(default = "one")]
+    shard_count: u32,
+    #[serde(default = "one")]
+    replication_factor: u32,
+    /// 0 keeps records forever (as the official clients' default).
+    #[serde(default)]
+    backlog_duration_seconds: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn create_stream(State(state): Shared, body: Result<Bytes, BytesRejection>) -> HttpResult {
+    let new: NewStream = parse_body(body)?;
+    let api = state.api.clone();
+    let created = detached(async move {
+        let req = api::Stream {
+            stream_name: new.name,
+            replication_factor: new.replication_factor,
+            backlog_duration: new.backlog_duration_seconds,
+            shard_count: new.shard_count,
+            creation_time: None,
+        };
+        Ok(HStreamApi::create_stream(api.as_ref(), Request::new(req))
+            .await?
+            .into_inner())
+    })
+    .await?;
+    let mut resp = json_response(StatusCode::CREATED, &stream_json(&created));
+    if let Ok(loc) = format!("/api/v1/streams/{}", created.stream_name).parse() {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    Ok(resp)
+}
+
+/// True for `force=true` (or `force=1`, or a bare `force`) in a query string.
+fn flag(query: Option<&str>, name: &str) -> bool {
+    query.is_some_and(|q| {
+        q.split('&').any(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, "true"));
+            k == name && matches!(v, "true" | "1" | "")
+        })
+    })
+}
+
+async fn delete_stream(
+    State(state): Shared,
+    name: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> HttpResult {
+    let name = path_name(name)?;
+    let force = flag(query.as_deref(), "force");
+    let api = state.api.clone();
+    detached(async move {
+        HStreamApi::delete_stream(
+            api.as_ref(),
+            Request::new(api::DeleteStreamRequest {
+                stream_name: name,
+                ignore_non_exist: false,
+                force,
+            }),
+        )
+        .await?;
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- queries and views --------------------------------------------------------------------
+
+fn kind_word(k: QueryKind) -> &'static str {
+    match k {
+        QueryKind::Push => "push",
+        QueryKind::Stream => "stream",
+        QueryKind::View => "view",
+    }
+}
+
+fn query_json(q: &streamcell_engine::QueryInfo, engine: &Engine) -> Value {
+    let (records_in, rows_out) = engine
+        .query_stats()
+        .into_iter()
+        .find(|s| s.name == q.name)
+        .map_or((0, 0), |s| (s.records_in, s.rows_out));
+    let error = match &q.status {
+        QueryStatus::Failed(m) => Value::from(m.clone()),
+        _ => Value::Null,
+    };
+    json!({
+        "name": q.name,
+        "kind": kind_word(q.kind),
+        "status": q.status.label(),
+        "sql": q.sql,
+        "source": q.source,
+        "result": q.result,
+        "createdMs": q.created_ms,
+        "recordsIn": records_in,
+        "rowsOut": rows_out,
+        "error": error,
+    })
+}
+
+fn view_json(q: &streamcell_engine::QueryInfo) -> Value {
+    json!({
+        "name": q.name,
+        "status": q.status.label(),
+        "sql": q.sql,
+        "source": q.source,
+        "columns": q.columns,
+        "createdMs": q.created_ms,
+    })
+}
+
+async fn list_queries(State(state): Shared) -> HttpResult {
+    let e = engine(&state);
+    let all: Vec<Value> = e.list().iter().map(|q| query_json(q, &e)).collect();
+    ok(&json!({ "queries": all }))
+}
+
+async fn get_query(State(state): Shared, name: Result<Path<String>, PathRejection>) -> HttpResult {
+    let name = path_name(name)?;
+    let e = engine(&state);
+    let q = e.get(&name)?;
+    ok(&query_json(&q, &e))
+}
+
+async fn list_views(State(state): Shared) -> HttpResult {
+    let all: Vec<Value> = engine(&state)
+        .list()
+        .iter()
+        .filter(|q| q.kind == QueryKind::View)
+        .map(view_json)
+        .collect();
+    ok(&json!({ "views": all }))
+}
+
+/// JSON objects from the engine's rendered rows.
+fn rows_json(rows: Vec<String>) -> Result<Vec<Value>, HttpError> {
+    rows.iter()
+        .map(|r| {
+            serde_json::from_str(r)
+                .map_err(|e| HttpError::internal(format!("a row is not JSON ({e}): {r}")))
+        })
+        .collect()
+}
+
+/// What one statement produced, as JSON: `{"columns", "rows"}` or `{"message"}`.
+fn output_json(out: Output) -> Result<Value, HttpError> {
+    if let Output::Done(message) = out {
+        return Ok(json!({ "message": message }));
+    }
+    match out.json_rows()? {
+        Some((columns, rows)) => Ok(json!({ "columns": columns, "rows": rows_json(rows)? })),
+        None => Ok(json!({ "message": "" })),
+    }
+}
+
+async fn get_view(State(state): Shared, name: Result<Path<String>, PathRejection>) -> HttpResult {
+    let name = path_name(name)?;
+    let e = engine(&state);
+    let view = match e.get(&name) {
+        Ok(q) if q.kind == QueryKind::View => q,
+        _ => {
+            return Err(HttpError::not_found(format!(
+                "view {name:?} does not exist"
+            )))
+        }
+    };
+    let mut body = view_json(&view);
+    let sql = format!("SELECT * FROM {}", ident(&name));
+    let rows = detached(async move {
+        let mut stmts = e.parse(&sql)?;
+        let stmt = stmts
+            .pop()
+            .ok_or_else(|| HttpError::internal("no statement"))?;
+        output_json(e.execute(stmt).await?)
+    })
+    .await?;
+    body["columns"] = rows["columns"].clone();
+    body["rows"] = rows["rows"].clone();
+    ok(&body)
+}
+
+// ---- SQL ----------------------------------------------------------------------------------
+
+/// `POST /api/v1/sql`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+}
+
+async fn run_sql(State(state): Shared, body: Result<Bytes, BytesRejection>) -> HttpResult {
+    let req: SqlRequest = parse_body(body)?;
+    let e = engine(&state);
+    let statements = e.parse(&req.sql)?;
+    if statements.is_empty() {
+        return Err(HttpError::bad_request("no SQL statement given"));
+    }
+    if statements
+        .iter()
+        .any(|s| matches!(s, streamcell_sql::Statement::Select(s) if s.emit_changes))
+    {
+        return Err(HttpError::bad_request(
+            "push queries (SELECT … EMIT CHANGES) stream rows until they are cancelled, which \
+             this HTTP API does not do: run them with `streamcell sql` or psql (the PostgreSQL \
+             port)",
+        ));
+    }
+    let many = statements.len() > 1;
+    let results = detached(async move {
+        let mut results = Vec::new();
+        for (i, stmt) in statements.into_iter().enumerate() {
+            let out = e.execute(stmt).await.map_err(|err| {
+                let mut h = HttpError::from(err);
+                if many {
+                    h.message = format!("statement {}: {}", i + 1, h.message);
+                }
+                h
+            })?;
+            results.push(output_json(out)?);
+        }
+        Ok(results)
+    })
+    .await?;
+    ok(&json!({ "results": results }))
+}
+
+// ---- routing -------------------------------------------------------------------------------
+
+async fn no_route(method: Method, uri: Uri) -> HttpError {
+    HttpError::not_found(format!(
+        "no route {method} {}: the endpoints are /health, /metrics and /api/v1/{{streams, \
+         queries, views, sql}}",
+        uri.path()
+    ))
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> HttpError {
+    HttpError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not take {method}", uri.path()),
+    )
+}
+
+/// The routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/streams", get(list_streams).post(create_stream))
+        .route(
+            "/api/v1/streams/{name}",
+            get(get_stream).delete(delete_stream),
+        )
+        .route("/api/v1/queries", get(list_queries))
+        .route("/api/v1/queries/{name}", get(get_query))
+        .route("/api/v1/views", get(list_views))
+        .route("/api/v1/views/{name}", get(get_view))
+        .route("/api/v1/sql", post(run_sql))
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then lets requests in progress
+/// finish (the caller bounds how long).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|conn| {
+        if let Err(e) = conn.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY: {e}");
+        }
+    });
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_flags() {
+        assert!(flag(Some("force=true"), "force"));
+        assert!(flag(Some("a=b&force"), "force"));
+        assert!(flag(Some("force=1"), "force"));
+        assert!(!flag(Some("force=false"), "force"));
+        assert!(!flag(Some("forced=true"), "force"));
+        assert!(!flag(None, "force"));
+    }
+
+    #[test]
+    fn grpc_statuses_become_http_errors() {
+        let e = HttpError::from(Status::new(
+            Code::NotFound,
+            crate::error::body(
+                api::ErrorCode::StreamNotFound,
+                "stream \"x\" does not exist",
+            ),
+        ));
+        assert_eq!(e.status, StatusCode::NOT_FOUND);
+        assert_eq!(e.kind, "not_found");
+        assert_eq!(e.message, "stream \"x\" does not exist");
+        let e = HttpError::from(Status::already_exists(
+            "{\"error\": 201, \"message\": \"m\"}",
+        ));
+        assert_eq!((e.status, e.kind), (StatusCode::CONFLICT, "already_exists"));
+        let e = HttpError::from(Status::invalid_argument("plain text"));
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (StatusCode::BAD_REQUEST, "plain text")
+        );
+        let e = HttpError::from(Status::internal("boom"));
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn bad_bodies_are_bad_requests() {
+        let r: Result<NewStream, _> = parse_body(Ok(Bytes::from_static(b"{\"name\": 3}")));
+        let e = r.expect_err("refused");
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("invalid type"), "{}", e.message);
+        let r: Result<NewStream, _> =
+            parse_body(Ok(Bytes::from_static(b"{\"name\": \"s\", \"shards\": 2}")));
+        assert!(r.expect_err("refused").message.contains("unknown field"));
+        let r: Result<NewStream, _> = parse_body(Ok(Bytes::from_static(b"{\"name\": \"s\"}")));
+        let s = r.expect("defaults");
+        assert_eq!(
+            (
+                s.shard_count,
+                s.replication_factor,
+                s.backlog_duration_seconds
+            ),
+            (1, 1, 0)
+        );
+    }
+}

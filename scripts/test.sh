@@ -2,8 +2,10 @@
 # The one command that runs StreamCell's whole test suite, on a fresh Debian machine that
 # has only Rust (cargo) and Python 3:
 #
-#   1. .venv with pytest, hstreamdb==0.5.0 (the official HStreamDB Python client) and
-#      prometheus-client (its parser checks /metrics), and the openssl CLI (apt-get, as root, when missing) for the TLS tests' certificates;
+#   1. .venv with pytest, hstreamdb==0.5.0 (the official HStreamDB Python client),
+#      prometheus-client (its parser checks /metrics) and psycopg 3 (PostgreSQL driver); the
+#      openssl CLI for the TLS tests' certificates and psql (postgresql-client) for the
+#      PostgreSQL-protocol tests (apt-get, as root, when missing);
 #   2. cargo build --workspace --all-targets;
 #   3. cargo test --workspace;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
@@ -55,6 +57,18 @@ if ! command -v openssl >/dev/null 2>&1; then
     fi
 fi
 
+# The PostgreSQL-protocol tests (tests/python/test_pg.py) run the real psql.
+if ! command -v psql >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "psql missing: installing postgresql-client"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client
+    else
+        echo "error: psql is unavailable; install it (apt-get install postgresql-client)" >&2
+        exit 1
+    fi
+fi
+
 # Skip pip entirely when everything is already installed (fast re-runs, no network).
 if "$VENV/bin/python" - <<'EOF'
 import sys
@@ -62,9 +76,9 @@ from importlib.metadata import version, PackageNotFoundError
 try:
     ok = (version("hstreamdb") == "0.5.0" and version("pytest")
           and int(version("setuptools").split(".")[0]) < 70 and version("wheel")
-          and version("prometheus-client"))
+          and version("prometheus-client") and int(version("psycopg").split(".")[0]) >= 3)
     import hstreamdb, HStream.Server.HStreamApi_pb2_grpc  # noqa: F401  (imports must work too)
-    import prometheus_client.parser  # noqa: F401
+    import prometheus_client.parser, psycopg  # noqa: F401
 except (PackageNotFoundError, ImportError, ValueError):
     ok = False
 sys.exit(0 if ok else 1)
@@ -73,12 +87,12 @@ then
     echo "python packages already installed"
 else
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel prometheus-client
+    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel prometheus-client "psycopg[binary]>=3.1,<4"
     # hstreamdb 0.5.0's setup.py imports pkg_resources, which pip's isolated build env no
     # longer provides: build it against the venv's setuptools<70 instead.
     "$VENV/bin/python" -m pip install -q --no-build-isolation hstreamdb==0.5.0
 fi
-"$VENV/bin/python" -c 'import importlib.metadata as m; print("hstreamdb", m.version("hstreamdb"), "| hstreamdb-api", m.version("hstreamdb-api"), "| grpcio", m.version("grpcio"), "| pytest", m.version("pytest"))'
+"$VENV/bin/python" -c 'import importlib.metadata as m; print("hstreamdb", m.version("hstreamdb"), "| hstreamdb-api", m.version("hstreamdb-api"), "| grpcio", m.version("grpcio"), "| psycopg", m.version("psycopg"), "| pytest", m.version("pytest"))'
 
 # ---------------------------------------------------------------------------------------------
 stage "cargo build --workspace --all-targets"

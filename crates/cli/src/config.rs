@@ -22,9 +22,22 @@ pub struct ServerFlags {
     /// gRPC port, HStreamDB API (0 picks a free port) [default: 6570]
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
-    /// PostgreSQL wire protocol port (not served yet) [default: 6572]
+    /// PostgreSQL wire protocol port: psql, psycopg, JDBC, Grafana (0 picks a free port)
+    /// [default: 6572]
     #[arg(long, value_name = "PORT")]
     pub pg_port: Option<u16>,
+    /// The user PostgreSQL clients log in as when --pg-password is set [default: streamcell]
+    #[arg(long, value_name = "NAME")]
+    pub pg_user: Option<String>,
+    /// Require this password (SCRAM-SHA-256) on the PostgreSQL port [default: none: anyone
+    /// who can reach the port may connect]
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "STREAMCELL_PG_PASSWORD",
+        hide_env_values = true
+    )]
+    pub pg_password: Option<String>,
     /// HTTP port for /health and /metrics (not served yet) [default: 6580]
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
@@ -76,6 +89,10 @@ struct FileConfig {
     port: Option<u16>,
     #[serde(alias = "pg-port")]
     pg_port: Option<u16>,
+    #[serde(alias = "pg-user")]
+    pg_user: Option<String>,
+    #[serde(alias = "pg-password")]
+    pg_password: Option<String>,
     #[serde(alias = "http-port")]
     http_port: Option<u16>,
     #[serde(alias = "advertised-address")]
@@ -152,6 +169,11 @@ impl ServerFlags {
             bind: self.bind.or(file.bind).unwrap_or(d.bind),
             port: self.port.or(file.port).unwrap_or(d.port),
             pg_port: self.pg_port.or(file.pg_port).unwrap_or(d.pg_port),
+            pg_user: self.pg_user.or(file.pg_user).unwrap_or(d.pg_user),
+            pg_password: self
+                .pg_password
+                .or(file.pg_password)
+                .filter(|p| !p.is_empty()),
             http_port: self.http_port.or(file.http_port).unwrap_or(d.http_port),
             advertised_address: self.advertised_address.or(file.advertised_address),
             node_id: self.node_id.or(file.node_id).unwrap_or(d.node_id),

@@ -1010,6 +1010,64 @@ impl Engine {
                     params,
                 })
             }
+            Statement::Sql(stmt) => match stmt.as_ref() {
+                // INSERT … VALUES ($1, …): a parameter takes its column's declared type.
+                sql::Statement::Insert(insert) => {
+                    let mut params = Vec::new();
+                    let (sql::TableObject::TableName(name), Some(source)) =
+                        (&insert.table, &insert.source)
+                    else {
+                        return Ok(Described::default());
+                    };
+                    let SetExpr::Values(values) = source.body.as_ref() else {
+                        return Ok(Described::default());
+                    };
+                    let declared = if crate::datacell::in_schema(name) {
+                        None
+                    } else {
+                        self.declared_schema(&single_name(name)?)?
+                    };
+                    let Some(schema) = declared else {
+                        return Ok(Described::default());
+                    };
+                    let columns: Vec<String> = if insert.columns.is_empty() {
+                        schema.fields().iter().map(|f| f.name().clone()).collect()
+                    } else {
+                        insert
+                            .columns
+                            .iter()
+                            .map(|c| c.to_string().trim_matches('"').to_string())
+                            .collect()
+                    };
+                    for row in &values.rows {
+                        for (c, e) in columns.iter().zip(row.content.iter()) {
+                            let Expr::Value(v) = e else { continue };
+                            let sql::Value::Placeholder(p) = &v.value else {
+                                continue;
+                            };
+                            let Some(i) = p
+                                .strip_prefix('$')
+                                .and_then(|n| n.parse::<usize>().ok())
+                                .filter(|&i| i >= 1)
+                            else {
+                                continue;
+                            };
+                            if params.len() < i {
+                                params.resize(i, None);
+                            }
+                            params[i - 1] = schema
+                                .field_with_name(c)
+                                .ok()
+                                .map(|f| f.data_type().clone());
+                        }
+                    }
+                    Ok(Described {
+                        schema: None,
+                        params,
+                    })
+                }
+                _ => Ok(Described::default()),
+            },
             _ => Ok(Described::default()),
         }
     }

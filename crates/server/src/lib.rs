@@ -1,6 +1,7 @@
 //! StreamCell's front doors: the gRPC `hstream.server.HStreamApi` service, wire compatible
-//! with the official HStreamDB clients (protocol v0.6.1), over the store; and HTTP (`http`):
-//! health, Prometheus metrics (`metrics`) and a JSON REST API.
+//! with the official HStreamDB clients (protocol v0.6.1), over the store; the PostgreSQL wire
+//! protocol (crate `streamcell-pg`); and HTTP (`http`): health, Prometheus metrics
+//! (`metrics`) and a JSON REST API.
 //!
 //! [`run`] opens the store in the data directory (refusing a directory another server holds),
 //! binds the gRPC and HTTP ports (refusing a port in use), serves until the shutdown future
@@ -48,8 +49,13 @@ pub struct ServerConfig {
     pub bind: IpAddr,
     /// gRPC port (0 picks a free one).
     pub port: u16,
-    /// PostgreSQL wire protocol port (served by a later version).
+    /// PostgreSQL wire protocol port (0 picks a free one).
     pub pg_port: u16,
+    /// The user allowed to log in over the PostgreSQL protocol when `pg_password` is set.
+    pub pg_user: String,
+    /// With a password, PostgreSQL clients log in as `pg_user` with SCRAM-SHA-256; without,
+    /// anyone may connect (bind to 127.0.0.1, the default, or set one).
+    pub pg_password: Option<String>,
     /// HTTP port: `/health`, `/metrics`, `/api/v1` (0 picks a free one).
     pub http_port: u16,
     /// Host name or address given to clients in `DescribeCluster` and lookups; defaults to the
@@ -83,6 +89,8 @@ impl Default for ServerConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 6570,
             pg_port: 6572,
+            pg_user: "streamcell".to_string(),
+            pg_password: None,
             http_port: 6580,
             advertised_address: None,
             node_id: 1,
@@ -162,6 +170,7 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Serve
         let hint = match source.kind() {
             std::io::ErrorKind::AddrInUse => match flag {
                 "--port" => " (is another server running? choose another port with --port)",
+                "--pg-port" => " (is another server running? choose another port with --pg-port)",
                 "--http-port" => {
                     " (is another server running? choose another port with --http-port)"
                 }
@@ -278,6 +287,10 @@ pub async fn run(
         host,
         port: u32::from(local.port()),
     };
+    let pg_listener = bind(SocketAddr::new(cfg.bind, cfg.pg_port), "--pg-port").await?;
+    let pg_local = pg_listener
+        .local_addr()
+        .map_err(|e| ServerError::Config(format!("reading the bound PostgreSQL address: {e}")))?;
     let http_listener = bind(SocketAddr::new(cfg.bind, cfg.http_port), "--http-port").await?;
     let http_local = http_listener
         .local_addr()
@@ -352,6 +365,29 @@ pub async fn run(
         let _ = http_stopping.wait_for(|s| *s).await;
     }));
     tracing::info!("serving HTTP (/health, /metrics, /api/v1) on {http_local}");
+    if cfg.pg_password.is_none() && !cfg.bind.is_loopback() {
+        tracing::warn!(
+            "the PostgreSQL port {pg_local} accepts anyone: set --pg-password to require a \
+             password (SCRAM-SHA-256)"
+        );
+    }
+    let pg_task = tokio::spawn(streamcell_pg::serve(
+        pg_listener,
+        engine.clone(),
+        streamcell_pg::PgAuth {
+            user: cfg.pg_user.clone(),
+            password: cfg.pg_password.clone(),
+        },
+        stopping_rx.clone(),
+    ));
+    tracing::info!(
+        "serving the PostgreSQL wire protocol on {pg_local} ({})",
+        if cfg.pg_password.is_some() {
+            format!("SCRAM-SHA-256 password for user {:?}", cfg.pg_user)
+        } else {
+            "no password".to_string()
+        }
+    );
     let serve = builder
         .add_service(HStreamApiServer::from_arc(svc).max_decoding_message_size(decode_limit))
         .add_service(StreamCellSqlServer::new(sql::SqlService::new(
@@ -392,8 +428,11 @@ pub async fn run(
             r
         }
     };
-    // The HTTP server stops with the gRPC one, whichever way that ended.
+    // The HTTP and PostgreSQL servers stop with the gRPC one, whichever way that ended.
     stopping.send_replace(true);
+    if let Err(e) = pg_task.await {
+        tracing::warn!("the PostgreSQL server task failed: {e}");
+    }
     match http_done {
         None => http_task.abort(),
         Some(Ok(Err(e))) => tracing::warn!("the HTTP server failed: {e}"),

@@ -11,4 +11,4 @@ pub mod parser;
 
 pub use ast::{CreateStream, ObjectKind, Select, Statement};
 pub use error::SqlError;
-pub use parser::parse;
+pub use parser::{parse, split};

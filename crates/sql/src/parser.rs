@@ -31,6 +31,37 @@ pub fn parse(sql_text: &str) -> Result<Vec<Statement>, SqlError> {
     Ok(out)
 }
 
+/// The text of each `;`-separated statement (comments and blank statements dropped), for
+/// front doors that look at a statement before the engine parses it (the PostgreSQL one
+/// answers `SET`, `BEGIN`, … itself).
+pub fn split(sql_text: &str) -> Result<Vec<String>, SqlError> {
+    let dialect = GenericDialect {};
+    let tokens = Tokenizer::new(&dialect, sql_text)
+        .tokenize_with_location()
+        .map_err(|e| SqlError::at(e.message, e.location))?;
+    // Byte offset of each line's start; columns count characters from 1.
+    let mut line_starts = vec![0usize];
+    line_starts.extend(sql_text.match_indices('\n').map(|(i, _)| i + 1));
+    let offset = |l: Location| -> usize {
+        let start = line_starts
+            .get((l.line as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(sql_text.len());
+        sql_text[start..]
+            .char_indices()
+            .nth((l.column as usize).saturating_sub(1))
+            .map_or(sql_text.len(), |(i, _)| start + i)
+    };
+    Ok(split_statements(tokens)
+        .into_iter()
+        .filter_map(|stmt| {
+            let (first, last) = (stmt.first()?, stmt.last()?);
+            let (a, b) = (offset(first.span.start), offset(last.span.end));
+            sql_text.get(a..b.max(a)).map(str::to_string)
+        })
+        .collect())
+}
+
 /// Splits at top-level `;`, dropping whitespace and comments and empty statements. The `;`s
 /// inside a `CREATE PROCEDURE … BEGIN … END` stay in it.
 fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {

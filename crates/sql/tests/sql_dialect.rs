@@ -239,3 +239,24 @@ fn errors_say_where() {
     let (msg, ..) = syntax_error("SELECT 'unterminated");
     assert!(!msg.is_empty());
 }
+
+#[test]
+fn split_gives_each_statements_text() {
+    let parts = streamcell_sql::split(
+        "SET x = 1; -- a comment\nSELECT 'a;b' FROM s;\n\n;CREATE PROCEDURE p() BEGIN SELECT 1; END;  ",
+    )
+    .unwrap();
+    assert_eq!(
+        parts,
+        vec![
+            "SET x = 1".to_string(),
+            "SELECT 'a;b' FROM s".to_string(),
+            "CREATE PROCEDURE p() BEGIN SELECT 1; END".to_string(),
+        ]
+    );
+    let unicode = streamcell_sql::split("SELECT 'ñandú' AS x;\n  SELECT 2").unwrap();
+    assert_eq!(
+        unicode,
+        vec!["SELECT 'ñandú' AS x".to_string(), "SELECT 2".to_string()]
+    );
+}

@@ -24,6 +24,8 @@ pub fn free_port() -> u16 {
 pub struct Server {
     pub child: Option<Child>,
     pub port: u16,
+    /// The PostgreSQL wire protocol port.
+    pub pg_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
     extra: Vec<String>,
@@ -35,6 +37,7 @@ impl Server {
         let mut s = Server {
             child: None,
             port: free_port(),
+            pg_port: free_port(),
             data_dir: data_dir.to_path_buf(),
             log: data_dir.with_extension("log"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -50,7 +53,7 @@ impl Server {
             .arg(&self.data_dir)
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.port.to_string())
-            .args(["--pg-port", &free_port().to_string()])
+            .args(["--pg-port", &self.pg_port.to_string()])
             .args(["--http-port", &free_port().to_string()])
             .args(&self.extra);
         c

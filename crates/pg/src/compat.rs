@@ -1,0 +1,374 @@
+//! The statements PostgreSQL clients send that are about the session rather than data:
+//! `SET`/`RESET`/`SHOW <setting>`, `BEGIN`/`COMMIT`/`ROLLBACK`, `DISCARD`, `DEALLOCATE`,
+//! `SELECT version()`, and PostgreSQL features StreamCell does not have, which get a clear
+//! `0A000` instead of a confusing syntax error.
+//!
+//! StreamCell has no multi-statement transactions: every statement takes effect when it
+//! runs. `BEGIN` and `COMMIT` are accepted (drivers send them around everything) and only
+//! change the transaction status the client sees; `ROLLBACK` undoes nothing.
+
+use std::collections::BTreeMap;
+
+use crate::error::PgError;
+
+/// The PostgreSQL version StreamCell answers as (what clients check for features).
+pub const SERVER_VERSION: &str = "16.6";
+
+/// A session statement, classified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Compat {
+    /// `SET name = value` (the command tag is `SET`).
+    Set {
+        /// Setting name, lower case.
+        name: String,
+        /// Its new value.
+        value: String,
+    },
+    /// `RESET name` / `RESET ALL`.
+    Reset(Option<String>),
+    /// `SHOW name` / `SHOW ALL`.
+    Show(Option<String>),
+    /// `BEGIN`, `START TRANSACTION`.
+    Begin,
+    /// `COMMIT`, `END` (`ROLLBACK`, `ABORT`: `rollback` true).
+    End {
+        /// Whether it was a rollback.
+        rollback: bool,
+    },
+    /// Accepted and ignored, answered with this command tag (`DISCARD ALL`, `DEALLOCATE`).
+    Ignored(&'static str),
+    /// `SELECT version()`.
+    Version,
+}
+
+/// Words at the start of a statement, upper case, skipping whitespace (at most `n`).
+fn words(sql: &str, n: usize) -> Vec<String> {
+    sql.split(|c: char| c.is_whitespace() || c == '(' || c == ';')
+        .filter(|w| !w.is_empty())
+        .take(n)
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+/// The session statement `sql` is, if it is one; `Err` for a PostgreSQL feature StreamCell
+/// does not have. `None`: a statement for the engine.
+pub fn classify(sql: &str) -> Result<Option<Compat>, PgError> {
+    let w = words(sql, 4);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    let unsupported = |what: &str, instead: &str| {
+        Err(PgError::Unsupported(format!(
+            "{what} is not supported by StreamCell{instead}"
+        )))
+    };
+    Ok(Some(match w.as_slice() {
+        ["SET", ..] => return set(sql).map(Some),
+        ["RESET", "ALL", ..] => Compat::Reset(None),
+        ["RESET", name, ..] => Compat::Reset(Some(name.to_ascii_lowercase())),
+        ["SHOW", "STREAMS" | "QUERIES" | "VIEWS" | "CONNECTORS", ..] => return Ok(None),
+        ["SHOW", "ALL", ..] => Compat::Show(None),
+        ["SHOW", ..] => {
+            let name = sql.trim().trim_end_matches(';')[4..].trim();
+            Compat::Show(Some(name.trim_matches('"').to_ascii_lowercase()))
+        }
+        ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Compat::Begin,
+        ["COMMIT", ..] | ["END", ..] => Compat::End { rollback: false },
+        ["ROLLBACK", ..] | ["ABORT", ..] => Compat::End { rollback: true },
+        ["DISCARD", ..] => Compat::Ignored("DISCARD ALL"),
+        ["DEALLOCATE", ..] => Compat::Ignored("DEALLOCATE"),
+        ["SELECT", ..] if is_version(sql) => Compat::Version,
+        ["UPDATE" | "DELETE" | "MERGE" | "TRUNCATE", ..] => return unsupported(
+            w[0],
+            ": streams are append-only and their records immutable (retention removes old records)",
+        ),
+        ["COPY", ..] => return unsupported("COPY", "; use INSERT or the gRPC append API"),
+        ["LISTEN" | "NOTIFY" | "UNLISTEN", ..] => {
+            return unsupported(
+                w[0],
+                "; use SELECT … EMIT CHANGES for changes as they happen",
+            )
+        }
+        ["DECLARE" | "FETCH" | "MOVE" | "CLOSE", ..] => {
+            return unsupported(
+                "cursors",
+                "; a push query (SELECT … EMIT CHANGES) streams its rows",
+            )
+        }
+        ["PREPARE" | "EXECUTE", ..] => {
+            return unsupported(
+                "SQL-level PREPARE/EXECUTE",
+                "; use the extended query protocol (your driver's prepared statements)",
+            )
+        }
+        ["SAVEPOINT" | "RELEASE", ..] => {
+            return unsupported("savepoints", ": every statement takes effect when it runs")
+        }
+        ["LOCK" | "VACUUM" | "ANALYZE" | "CLUSTER" | "REINDEX" | "CHECKPOINT" | "GRANT"
+        | "REVOKE" | "ALTER" | "COMMENT" | "REFRESH", ..] => return unsupported(w[0], ""),
+        ["CREATE" | "DROP", "INDEX" | "UNIQUE" | "SEQUENCE" | "SCHEMA" | "FUNCTION" | "ROLE" | "USER" | "DATABASE"
+        | "EXTENSION" | "TYPE" | "TRIGGER" | "DOMAIN" | "RULE" | "POLICY" | "PUBLICATION"
+        | "SUBSCRIPTION", ..] => return unsupported(&format!("{} {}", w[0], w[1]), ""),
+        ["CREATE", "MATERIALIZED", ..] => {
+            return unsupported(
+                "CREATE MATERIALIZED VIEW",
+                "; CREATE VIEW v AS SELECT … makes a view that is always up to date",
+            )
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn is_version(sql: &str) -> bool {
+    let compact: String = sql
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ';')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    compact == "selectversion()" || compact == "selectpg_catalog.version()"
+}
+
+/// `SET [SESSION | LOCAL] name { TO | = } value`, `SET TIME ZONE value`,
+/// `SET SESSION CHARACTERISTICS …`, `SET NAMES value`.
+fn set(sql: &str) -> Result<Compat, PgError> {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let mut rest = body[3..].trim_start();
+    for scope in ["SESSION ", "LOCAL "] {
+        if rest.len() >= scope.len() && rest[..scope.len()].eq_ignore_ascii_case(scope) {
+            rest = rest[scope.len()..].trim_start();
+        }
+    }
+    let upper = rest.to_ascii_uppercase();
+    let (name, value) = if let Some(v) = upper.strip_prefix("TIME ZONE") {
+        (
+            "timezone".to_string(),
+            rest[rest.len() - v.len()..].trim().to_string(),
+        )
+    } else if upper.starts_with("CHARACTERISTICS") || upper.starts_with("TRANSACTION") {
+        return Ok(Compat::Ignored("SET"));
+    } else if let Some(v) = upper.strip_prefix("NAMES") {
+        (
+            "client_encoding".to_string(),
+            rest[rest.len() - v.len()..].trim().to_string(),
+        )
+    } else {
+        let split = rest
+            .find('=')
+            .map(|i| (i, 1))
+            .or_else(|| upper.find(" TO ").map(|i| (i, 4)));
+        let Some((at, len)) = split else {
+            return Err(PgError::Syntax(format!(
+                "{body}: expected SET name = value or SET name TO value"
+            )));
+        };
+        (
+            rest[..at].trim().trim_matches('"').to_ascii_lowercase(),
+            rest[at + len..].trim().to_string(),
+        )
+    };
+    let value = value
+        .strip_prefix('\'')
+        .and_then(|v| v.strip_suffix('\''))
+        .map(|v| v.replace("''", "'"))
+        .unwrap_or(value);
+    if name.is_empty() {
+        return Err(PgError::Syntax(format!("{body}: expected a setting name")));
+    }
+    Ok(Compat::Set { name, value })
+}
+
+/// A connection's settings: what `SHOW` answers and `SET` changes. Unknown names can be
+/// set (drivers set their own) and then shown.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    values: BTreeMap<String, String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            values: defaults()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+fn defaults() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "read committed"),
+        ("default_transaction_read_only", "off"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("max_identifier_length", "63"),
+        ("search_path", "public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", SERVER_VERSION),
+        ("server_version_num", "160006"),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "read committed"),
+        ("transaction_read_only", "off"),
+    ]
+}
+
+impl Settings {
+    /// Applies `SET name = value`. Settings that define how values are sent cannot change.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), PgError> {
+        let fixed = |want: &str| -> Result<(), PgError> {
+            if value.eq_ignore_ascii_case(want) || value.replace('-', "").eq_ignore_ascii_case(want)
+            {
+                Ok(())
+            } else {
+                Err(PgError::Unsupported(format!(
+                    "{name} is always {want} in StreamCell (asked for {value:?})"
+                )))
+            }
+        };
+        match name {
+            "client_encoding" => fixed("UTF8")?,
+            "timezone" => {
+                if ![
+                    "utc", "'utc'", "gmt", "z", "+00", "0", "etc/utc", "default", "local",
+                ]
+                .contains(&value.to_ascii_lowercase().as_str())
+                {
+                    return Err(PgError::Unsupported(format!(
+                        "TimeZone is always UTC in StreamCell (asked for {value:?}); \
+                         timestamps with time zone are sent in UTC"
+                    )));
+                }
+                return Ok(());
+            }
+            "server_version"
+            | "server_encoding"
+            | "integer_datetimes"
+            | "server_version_num"
+            | "is_superuser"
+            | "max_identifier_length" => {
+                return Err(PgError::Unsupported(format!(
+                    "parameter {name:?} cannot be changed"
+                )))
+            }
+            _ => {}
+        }
+        self.values.insert(name.to_string(), value.to_string());
+        Ok(())
+    }
+
+    /// `RESET name` (`None`: all).
+    pub fn reset(&mut self, name: Option<&str>) {
+        let d = Settings::default();
+        match name {
+            None => *self = d,
+            Some(n) => match d.values.get(n) {
+                Some(v) => {
+                    self.values.insert(n.to_string(), v.clone());
+                }
+                None => {
+                    self.values.remove(n);
+                }
+            },
+        }
+    }
+
+    /// The value of a setting (names are case-insensitive).
+    pub fn get(&self, name: &str) -> Result<String, PgError> {
+        self.values
+            .get(&name.to_ascii_lowercase())
+            .cloned()
+            .ok_or_else(|| {
+                PgError::Engine(streamcell_engine::EngineError::NotFound(format!(
+                    "unrecognized configuration parameter \"{name}\""
+                )))
+            })
+    }
+
+    /// Every setting, by name.
+    pub fn all(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.values.iter()
+    }
+}
+
+/// `version()`'s answer.
+pub fn version() -> String {
+    format!(
+        "PostgreSQL {SERVER_VERSION} (StreamCell {}), compatible wire protocol",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(sql: &str) -> Option<Compat> {
+        classify(sql).unwrap()
+    }
+
+    #[test]
+    fn session_statements_are_recognised() {
+        assert_eq!(
+            c("SET search_path TO 'public'"),
+            Some(Compat::Set {
+                name: "search_path".into(),
+                value: "public".into()
+            })
+        );
+        assert_eq!(
+            c("set extra_float_digits = 3;"),
+            Some(Compat::Set {
+                name: "extra_float_digits".into(),
+                value: "3".into()
+            })
+        );
+        assert_eq!(
+            c("SET TIME ZONE 'UTC'"),
+            Some(Compat::Set {
+                name: "timezone".into(),
+                value: "UTC".into()
+            })
+        );
+        assert_eq!(
+            c("SHOW TimeZone"),
+            Some(Compat::Show(Some("timezone".into())))
+        );
+        assert_eq!(c("show streams"), None);
+        assert_eq!(c("BEGIN"), Some(Compat::Begin));
+        assert_eq!(c("rollback"), Some(Compat::End { rollback: true }));
+        assert_eq!(c("SELECT version()"), Some(Compat::Version));
+        assert_eq!(c("SELECT * FROM s"), None);
+        assert_eq!(c("CREATE STREAM s"), None);
+    }
+
+    #[test]
+    fn postgres_features_streamcell_lacks_are_0a000() {
+        for sql in [
+            "COPY s FROM STDIN",
+            "UPDATE s SET a = 1",
+            "LISTEN x",
+            "CREATE INDEX i ON s (a)",
+        ] {
+            let e = classify(sql).unwrap_err();
+            assert_eq!(e.sqlstate(), "0A000", "{sql}");
+        }
+    }
+
+    #[test]
+    fn settings_keep_what_is_set_and_refuse_what_cannot_change() {
+        let mut s = Settings::default();
+        s.set("application_name", "psql").unwrap();
+        assert_eq!(s.get("APPLICATION_NAME").unwrap(), "psql");
+        assert!(s.set("client_encoding", "LATIN1").is_err());
+        s.set("client_encoding", "utf-8").unwrap();
+        assert!(s.set("timezone", "Europe/Madrid").is_err());
+        assert!(s.get("no_such_thing").is_err());
+        s.reset(None);
+        assert_eq!(s.get("application_name").unwrap(), "");
+    }
+}

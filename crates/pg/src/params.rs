@@ -1,0 +1,222 @@
+//! Parameters of the extended query protocol (`$1`, `$2`, …): their values, sent in text or
+//! binary form, become SQL literals in the statement's text before the engine parses it.
+//! The engine has no placeholders of its own; a literal is always a complete token (a
+//! quoted string, a checked number, `TRUE`/`FALSE` or `NULL`), so a value can never change
+//! the statement's structure. Timestamps and dates become ISO-8601 strings, which the engine
+//! reads as such where a timestamp is expected.
+
+use pgwire::api::portal::Portal;
+use pgwire::api::Type;
+
+use crate::error::{PgError, Result};
+
+/// The positions of `$n` placeholders in `sql` outside quotes and comments, as (byte start,
+/// byte end, n).
+pub fn placeholders(sql: &str) -> Vec<(usize, usize, usize)> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"') => {
+                // A quoted string or identifier; a doubled quote stays inside.
+                i += 1;
+                while i < b.len() {
+                    if b[i] == q {
+                        if b.get(i + 1) == Some(&q) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
+                && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                let start = i;
+                i += 1;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if let Ok(n) = sql[start + 1..i].parse::<usize>() {
+                    out.push((start, i, n));
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    out
+}
+
+/// How many parameters `sql` uses (its highest `$n`).
+pub fn count(sql: &str) -> usize {
+    placeholders(sql)
+        .iter()
+        .map(|&(_, _, n)| n)
+        .max()
+        .unwrap_or(0)
+}
+
+/// `sql` with each `$n` replaced by `literals[n - 1]`.
+pub fn substitute(sql: &str, literals: &[String]) -> Result<String> {
+    let mut out = String::with_capacity(sql.len() + 16 * literals.len());
+    let mut at = 0;
+    for (start, end, n) in placeholders(sql) {
+        let lit = n
+            .checked_sub(1)
+            .and_then(|i| literals.get(i))
+            .ok_or_else(|| {
+                PgError::BadParameter(format!(
+                    "there is no parameter ${n} ({} given)",
+                    literals.len()
+                ))
+            })?;
+        out.push_str(&sql[at..start]);
+        out.push_str(lit);
+        at = end;
+    }
+    out.push_str(&sql[at..]);
+    Ok(out)
+}
+
+/// A string as a SQL string literal.
+pub fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The parameters of a bound portal as SQL literals, reading each value as `types[i]` (the
+/// client's type where it gave one, the server's otherwise).
+pub fn literals<S: Clone>(portal: &Portal<S>, types: &[Type]) -> Result<Vec<String>> {
+    (0..portal.parameter_len())
+        .map(|i| literal(portal, i, types.get(i).unwrap_or(&Type::UNKNOWN)))
+        .collect()
+}
+
+fn bad(i: usize, t: &Type, e: impl std::fmt::Display) -> PgError {
+    PgError::BadParameter(format!(
+        "parameter ${}: not a valid {}: {e}",
+        i + 1,
+        t.name()
+    ))
+}
+
+fn literal<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> Result<String> {
+    macro_rules! get {
+        ($ty:ty, $pg:expr) => {
+            portal.parameter::<$ty>(i, &$pg).map_err(|e| bad(i, t, e))?
+        };
+    }
+    let lit = if *t == Type::INT2 {
+        get!(i16, Type::INT2).map(|v| v.to_string())
+    } else if *t == Type::INT4 {
+        get!(i32, Type::INT4).map(|v| v.to_string())
+    } else if *t == Type::INT8 {
+        get!(i64, Type::INT8).map(|v| v.to_string())
+    } else if *t == Type::OID {
+        get!(u32, Type::OID).map(|v| v.to_string())
+    } else if *t == Type::FLOAT4 {
+        get!(f32, Type::FLOAT4).map(|v| float(f64::from(v)))
+    } else if *t == Type::FLOAT8 {
+        get!(f64, Type::FLOAT8).map(float)
+    } else if *t == Type::BOOL {
+        get!(bool, Type::BOOL).map(|v| if v { "TRUE".into() } else { "FALSE".into() })
+    } else if *t == Type::TIMESTAMP {
+        get!(chrono::NaiveDateTime, Type::TIMESTAMP)
+            .map(|v| quote(&v.format("%Y-%m-%dT%H:%M:%S%.f").to_string()))
+    } else if *t == Type::TIMESTAMPTZ {
+        get!(chrono::DateTime<chrono::FixedOffset>, Type::TIMESTAMPTZ).map(|v| {
+            let v = v.with_timezone(&chrono::Utc);
+            quote(&v.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string())
+        })
+    } else if *t == Type::DATE {
+        get!(chrono::NaiveDate, Type::DATE).map(|v| quote(&v.to_string()))
+    } else if *t == Type::JSON || *t == Type::JSONB {
+        get!(serde_json::Value, Type::JSON).map(|v| quote(&v.to_string()))
+    } else if *t == Type::NUMERIC {
+        // Text form only (the binary NUMERIC layout is not decoded): checked as a number.
+        match portal.parameter::<String>(i, &Type::TEXT) {
+            Ok(Some(s)) => {
+                s.trim()
+                    .parse::<f64>()
+                    .map_err(|e| bad(i, t, format!("{s:?}: {e}")))?;
+                Some(s.trim().to_string())
+            }
+            Ok(None) => None,
+            Err(e) => return Err(bad(i, t, e)),
+        }
+    } else {
+        // text, varchar, unknown (psql's \bind, untyped drivers) and anything else: a string.
+        let raw = portal.parameters.get(i).cloned().flatten();
+        match raw {
+            None => None,
+            Some(bytes) => Some(quote(
+                std::str::from_utf8(&bytes).map_err(|e| bad(i, t, e))?,
+            )),
+        }
+    };
+    Ok(lit.unwrap_or_else(|| "NULL".to_string()))
+}
+
+/// A float as a literal DataFusion reads back exactly (`NaN` and infinities as casts).
+fn float(v: f64) -> String {
+    if v.is_finite() {
+        let s = format!("{v:?}");
+        if s.contains(['.', 'e', 'E']) {
+            s
+        } else {
+            format!("{s}.0")
+        }
+    } else {
+        format!("CAST({} AS DOUBLE)", quote(&v.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_outside_quotes_and_comments_only() {
+        let sql = "SELECT '$1', \"$2\", $1 -- $3\n, /* $4 */ $2, a$5, $10";
+        let found: Vec<usize> = placeholders(sql).iter().map(|p| p.2).collect();
+        assert_eq!(found, vec![1, 2, 10]);
+        assert_eq!(count(sql), 10);
+        assert_eq!(count("SELECT 1"), 0);
+    }
+
+    #[test]
+    fn substitution_keeps_values_whole() {
+        let out = substitute(
+            "SELECT * FROM s WHERE a = $1 AND b = $2",
+            &[quote("x' OR '1'='1"), "5".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            "SELECT * FROM s WHERE a = 'x'' OR ''1''=''1' AND b = 5"
+        );
+        assert!(substitute("SELECT $3", &["1".into()]).is_err());
+    }
+
+    #[test]
+    fn floats_read_back_exactly() {
+        assert_eq!(float(2.0), "2.0");
+        assert_eq!(float(0.1), "0.1");
+        assert!(float(f64::NAN).starts_with("CAST("));
+    }
+}

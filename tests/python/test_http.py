@@ -340,12 +340,17 @@ def test_rest_api_queries_views_and_sql(server):
 
 
 def raw_exchange(srv, data: bytes, read_reply=True) -> bytes:
-    """Send bytes on a fresh connection; return what the server answers before closing."""
+    """Send bytes on a fresh connection; return what the server answers before closing.
+    The server may answer and close before it has read everything (a 400 for garbage): a
+    reset while sending is an answer too."""
     with socket.create_connection((srv.host, srv.http_port), timeout=10) as s:
-        s.sendall(data)
-        if not read_reply:
-            return b""
-        s.shutdown(socket.SHUT_WR)
+        try:
+            s.sendall(data)
+            if not read_reply:
+                return b""
+            s.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         chunks = []
         while True:
             try:
@@ -371,14 +376,18 @@ def test_garbage_and_clients_leaving_mid_request_do_not_stop_the_server(server):
     # A body announced longer than what is sent, then the client leaves.
     raw_exchange(server, b"POST /api/v1/sql HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"sql\": \"SH",
                  read_reply=False)
-    # A statement sent whole, and the client leaves without reading the answer: the
-    # statement still runs to the end.
-    name = uid("left")
-    body = json.dumps({"sql": f"CREATE STREAM {name};"}).encode()
-    raw_exchange(server, b"POST /api/v1/sql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body, read_reply=False)
-    wait_until_sync(lambda: http_json(server, "GET", f"/api/v1/streams/{name}")[0] == 200, 30,
-                    "the abandoned statement's stream")
+    # Statements sent whole; the client leaves once the first has run, without reading the
+    # answer: the rest still run to the end. (A request the client abandons before the
+    # server has read it is dropped unprocessed, so the test waits for the first effect.)
+    first, second = uid("left"), uid("left")
+    body = json.dumps({"sql": f"CREATE STREAM {first}; CREATE STREAM {second};"}).encode()
+    with socket.create_connection((server.host, server.http_port), timeout=10) as s:
+        s.sendall(b"POST /api/v1/sql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        wait_until_sync(lambda: http_json(server, "GET", f"/api/v1/streams/{first}")[0] == 200, 30,
+                        "the first statement's stream")
+    wait_until_sync(lambda: http_json(server, "GET", f"/api/v1/streams/{second}")[0] == 200, 30,
+                    "the abandoned request's second stream")
     # A scrape abandoned half-way.
     raw_exchange(server, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", read_reply=False)
 
@@ -390,7 +399,7 @@ def test_garbage_and_clients_leaving_mid_request_do_not_stop_the_server(server):
     async def grpc_still_works():
         async with connect(server) as client:
             return [s.name for s in await client.list_streams()]
-    assert name in run(grpc_still_works())
+    assert {first, second} <= set(run(grpc_still_works()))
 
 
 def test_http_port_in_use_is_a_clear_startup_error(start_server):

@@ -231,3 +231,48 @@ def test_garbage_and_vanishing_clients_do_not_disturb_the_server(start_server):
         conn2.execute(f"INSERT INTO {s} (a) VALUES (%s)", (7,))
         assert conn2.execute(f"SELECT a FROM {s}").fetchall() == [(7,)]
     assert srv.proc.poll() is None
+
+
+def test_psql_describes_streams_views_and_baskets(start_server):
+    srv = start_server()
+    s = uid("sensors")
+    psql(srv, "-c", f"CREATE STREAM {s} (robot STRING, temp DOUBLE, at TIMESTAMP)",
+         "-c", f"INSERT INTO {s} (robot, temp, at) VALUES ('a', 1.5, '2026-11-22T10:00:00Z')",
+         "-c", f"CREATE VIEW {s}_hot AS SELECT robot, max(temp) AS hottest FROM {s} GROUP BY robot",
+         "-c", "CREATE TABLE datacell.inbox (id INTEGER, v DOUBLE)")
+    listing = psql(srv, "-A", "-F", "|", "-c", "\\d").stdout
+    assert f"public|{s}|table|streamcell" in listing
+    assert f"public|{s}_hot|view|streamcell" in listing
+    table = psql(srv, "-A", "-F", "|", "-c", f"\\d {s}").stdout
+    assert f'Table "public.{s}"' in table
+    for line in ("robot|text", "temp|double precision", "at|timestamp without time zone"):
+        assert line in table, table
+    view = psql(srv, "-A", "-F", "|", "-c", f"\\d {s}_hot").stdout
+    assert "robot|text" in view and "hottest|double precision" in view, view
+    baskets = psql(srv, "-A", "-F", "|", "-c", "\\dt datacell.*").stdout
+    assert "datacell|inbox|table|streamcell" in baskets
+    assert "streamcell|streamcell|UTF8" in psql(srv, "-A", "-F", "|", "-c", "\\l").stdout
+    r = psql(srv, "-c", "\\d no_such_thing", check=False)
+    assert "Did not find any relation" in r.stderr
+
+
+def test_information_schema_for_query_editors(start_server):
+    """What Grafana's query editor and drivers' metadata calls ask."""
+    srv = start_server()
+    s = uid("telemetry")
+    with connect(srv) as conn:
+        conn.execute(f"CREATE STREAM {s} (robot STRING, temp DOUBLE, at TIMESTAMP)")
+        tables = conn.execute(
+            "SELECT quote_ident(table_name) AS \"table\" FROM information_schema.tables "
+            "WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog') "
+            "AND table_type = 'BASE TABLE' ORDER BY 1").fetchall()
+        assert (s,) in tables
+        cols = conn.execute(
+            "SELECT quote_ident(column_name) AS \"column\", data_type AS \"type\" "
+            "FROM information_schema.columns WHERE quote_ident(table_name) = %s ORDER BY ordinal_position",
+            (s,)).fetchall()
+        assert cols == [("robot", "text"), ("temp", "double precision"), ("at", "timestamp without time zone")]
+        cur = conn.execute("SELECT current_database(), current_user, current_setting('search_path')")
+        assert [d.name for d in cur.description] == ["current_database", "current_user", "current_setting"]
+        assert cur.fetchone() == ("streamcell", "streamcell", "public")
+        assert conn.execute("SELECT version()").fetchone()[0].startswith("PostgreSQL 16")

@@ -89,6 +89,20 @@ impl Output {
     }
 }
 
+/// A stream, view or DataCell basket as a SQL catalog (PostgreSQL's `pg_class`,
+/// `information_schema.tables`) lists it.
+#[derive(Debug, Clone)]
+pub struct Relation {
+    /// `public` (streams, tables, views) or `datacell` (baskets).
+    pub schema: String,
+    /// Its name.
+    pub name: String,
+    /// A view (otherwise rows are appended to it: a stream, a table, a basket).
+    pub is_view: bool,
+    /// Its columns (a stream's declared or sampled ones; none while they are unknown).
+    pub columns: Vec<(String, arrow::datatypes::DataType)>,
+}
+
 /// What a statement will produce, found without running it (for the extended query
 /// protocol's Describe).
 #[derive(Debug, Clone, Default)]
@@ -973,6 +987,54 @@ impl Engine {
         let ctx = plan::session();
         let (schema, batches) = self.run_pull_batches(&ctx, &select.query, None).await?;
         Ok(Output::Table { schema, batches })
+    }
+
+    /// Every stream, view and basket with its columns, sorted by schema and name.
+    pub async fn relations(&self) -> Result<Vec<Relation>> {
+        let cols = |schema: &Schema| {
+            schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut out = Vec::new();
+        for meta in self.catalog.list_streams()? {
+            let columns = cols(&*self.stream_columns(&meta.name).await?);
+            out.push(Relation {
+                schema: "public".into(),
+                name: meta.name,
+                is_view: false,
+                columns,
+            });
+        }
+        let views: Vec<Arc<QueryShared>> = lock(&self.queries)
+            .values()
+            .filter(|e| e.shared.kind == QueryKind::View)
+            .map(|e| e.shared.clone())
+            .collect();
+        for v in views {
+            let columns = match v.view_rows()? {
+                Some((schema, _)) => cols(&schema),
+                None => Vec::new(),
+            };
+            out.push(Relation {
+                schema: "public".into(),
+                name: v.name.clone(),
+                is_view: true,
+                columns,
+            });
+        }
+        for b in self.datacell.baskets() {
+            out.push(Relation {
+                schema: crate::datacell::SCHEMA.into(),
+                name: b.name.trim_start_matches("datacell.").to_string(),
+                is_view: false,
+                columns: cols(&b.schema),
+            });
+        }
+        out.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        Ok(out)
     }
 
     /// What `stmt` will produce, without running it: a pull query is planned over the

@@ -20,7 +20,7 @@ pub mod source;
 pub mod topk;
 pub mod value;
 
-pub use engine::{Described, Engine, Output, PushGuard, QueryInfo};
+pub use engine::{Described, Engine, Output, PushGuard, QueryInfo, Relation};
 pub use error::{EngineError, Result};
 pub use host::{HostFuture, StreamHost, StreamSpec};
 pub use query::{QueryKind, QueryStatus};

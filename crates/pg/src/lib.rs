@@ -7,12 +7,14 @@
 //! - [`encode`]: Arrow columns as PostgreSQL types and values (text and binary);
 //! - [`params`]: `$n` parameters as SQL literals;
 //! - [`compat`]: `SET`/`SHOW`/`BEGIN`/… and the PostgreSQL features StreamCell lacks;
+//! - [`catalog`]: `pg_catalog` and `information_schema` for psql's `\d` and Grafana;
 //! - [`error`]: the SQLSTATE of each error.
 //!
 //! Authentication: none by default (the server binds to 127.0.0.1 unless told otherwise);
 //! with a password configured, SCRAM-SHA-256 for one user. Cancel requests (`psql`'s
 //! Ctrl-C) end the statement running on the connection they name.
 
+pub mod catalog;
 pub mod compat;
 pub mod encode;
 pub mod error;

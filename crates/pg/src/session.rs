@@ -39,6 +39,7 @@ use pgwire::messages::PgWireBackendMessage;
 use streamcell_engine::{Engine, EngineError, Output};
 use streamcell_sql::Statement;
 
+use crate::catalog;
 use crate::compat::{self, Compat, Settings};
 use crate::encode::{self, Kind};
 use crate::error::{PgError, Result};
@@ -69,6 +70,8 @@ pub enum What {
         /// Whether its rows are a JSON-made listing (`SHOW STREAMS`, `EXPLAIN`): sent as text.
         listing: bool,
     },
+    /// A query over PostgreSQL's catalogs ([`crate::catalog`]).
+    Catalog,
     /// Nothing (only comments).
     Empty,
 }
@@ -318,6 +321,17 @@ impl Session {
         if status == TransactionStatus::Error {
             return Err(aborted());
         }
+        if catalog::is_catalog_query(sql) {
+            let settings = self.settings().clone();
+            let (schema, batches) = catalog::run(&self.engine, &settings, sql).await?;
+            let fields = Arc::new(encode::fields(&schema, &Format::UnifiedText));
+            let mut rows = Vec::new();
+            for b in &batches {
+                rows.extend(encode::encode_batch(b, &fields)?);
+            }
+            send_query_response(client, rows_response(fields, rows), true).await?;
+            return Ok(());
+        }
         let mut cancel = cancel_signal(client).await;
         for (stmt, output) in self.execute(sql, &mut cancel).await? {
             match output {
@@ -516,6 +530,17 @@ impl Parser {
                 columns: Session::compat_columns(&c),
                 sql: text,
                 what: What::Compat(c),
+                params: vec![Type::TEXT; n],
+            }));
+        }
+        if catalog::is_catalog_query(&text) {
+            // Its columns: plan it now (catalog queries have no side effects).
+            let bound = params::substitute(&text, &vec!["NULL".to_string(); n])?;
+            let (schema, _) = catalog::run(&self.engine, &Settings::default(), &bound).await?;
+            return Ok(Some(Prepared {
+                columns: Some(schema_columns(&schema)),
+                sql: text,
+                what: What::Catalog,
                 params: vec![Type::TEXT; n],
             }));
         }
@@ -726,6 +751,23 @@ impl ExtendedQueryHandler for Session {
         let status = client.transaction_status();
         match &prepared.what {
             What::Empty => Ok(Response::EmptyQuery),
+            What::Catalog => {
+                if status == TransactionStatus::Error {
+                    return Err(aborted());
+                }
+                let sql = bound_sql(portal)?;
+                let settings = self.settings().clone();
+                let (schema, batches) = catalog::run(&self.engine, &settings, &sql).await?;
+                let fields = Arc::new(match &prepared.columns {
+                    Some(c) if c.len() == schema.fields().len() => text_fields(c, format),
+                    _ => encode::fields(&schema, format),
+                });
+                let mut rows = Vec::new();
+                for b in &batches {
+                    rows.extend(encode::encode_batch(b, &fields)?);
+                }
+                Ok(Response::Query(rows_response(fields, rows)))
+            }
             What::Compat(c) => {
                 if status == TransactionStatus::Error && !matches!(c, Compat::End { .. }) {
                     return Err(aborted());

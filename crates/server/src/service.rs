@@ -1,6 +1,8 @@
 //! The `hstream.server.HStreamApi` gRPC service: streams, shards, appends, shard readers and
-//! streaming reads over the store. RPCs of parts not built yet (subscriptions, SQL, views,
-//! connectors, stats) answer UNIMPLEMENTED with a message that says so.
+//! streaming reads over the store; subscriptions (through [`crate::subscriptions`]); SQL,
+//! queries and views (through the engine, [`crate::sql`]). RPCs of parts not built yet
+//! (connectors, schemas, stats, admin commands, namespaces, ReadStreamByKey) answer
+//! UNIMPLEMENTED with a message that says so.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -838,66 +838,45 @@ fn context(relations: &[Relation], settings: &Settings) -> Result<SessionContext
             ),
         ])?,
     )?;
+    let tables: Vec<&Relation> = relations.iter().filter(|r| !r.is_view).collect();
+    let views: Vec<&Relation> = relations.iter().filter(|r| r.is_view).collect();
+    let listing = |rels: &[&Relation], names: [&'static str; 4]| {
+        table(vec![
+            (
+                names[0],
+                text(rels.iter().map(|r| Some(r.schema.clone())).collect()),
+            ),
+            (
+                names[1],
+                text(rels.iter().map(|r| Some(r.name.clone())).collect()),
+            ),
+            (
+                names[2],
+                text(rels.iter().map(|_| Some(ROLE.to_string())).collect()),
+            ),
+            (names[3], text(rels.iter().map(|_| None).collect())),
+        ])
+    };
     reg(
         &pg,
         "pg_tables",
-        table(vec![
-            (
-                "schemaname",
-                text(
-                    relations
-                        .iter()
-                        .filter(|r| !r.is_view)
-                        .map(|r| Some(r.schema.clone()))
-                        .collect(),
-                ),
-            ),
-            (
-                "tablename",
-                text(
-                    relations
-                        .iter()
-                        .filter(|r| !r.is_view)
-                        .map(|r| Some(r.name.clone()))
-                        .collect(),
-                ),
-            ),
-            (
-                "tableowner",
-                text(
-                    relations
-                        .iter()
-                        .filter(|r| !r.is_view)
-                        .map(|_| Some(ROLE.to_string()))
-                        .collect(),
-                ),
-            ),
-        ])?,
+        listing(
+            &tables,
+            ["schemaname", "tablename", "tableowner", "tablespace"],
+        )?,
+    )?;
+    reg(
+        &pg,
+        "pg_views",
+        listing(
+            &views,
+            ["schemaname", "viewname", "viewowner", "definition"],
+        )?,
     )?;
     // What psql asks about a relation and StreamCell does not have.
     for &(name, cols) in EMPTY_CATALOG_COLUMNS {
         reg(&pg, name, empty(cols)?)?;
     }
-    let views: Vec<&Relation> = relations.iter().filter(|r| r.is_view).collect();
-    reg(
-        &pg,
-        "pg_views",
-        table(vec![
-            (
-                "schemaname",
-                text(views.iter().map(|r| Some(r.schema.clone())).collect()),
-            ),
-            (
-                "viewname",
-                text(views.iter().map(|r| Some(r.name.clone())).collect()),
-            ),
-            (
-                "viewowner",
-                text(views.iter().map(|_| Some(ROLE.to_string())).collect()),
-            ),
-            ("definition", text(views.iter().map(|_| None).collect())),
-        ])?,
-    )?;
 
     // information_schema
     let schemas = [

@@ -206,6 +206,25 @@ fn rows_response(fields: Arc<Vec<FieldInfo>>, rows: Vec<DataRow>) -> QueryRespon
     QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)))
 }
 
+/// Arrow rows as a response: described as `announced` (what Describe said, when it matches
+/// the result's width), otherwise by their own schema.
+fn batches_response(
+    schema: &SchemaRef,
+    batches: &[arrow::array::RecordBatch],
+    announced: Option<&Vec<(String, Type)>>,
+    format: &Format,
+) -> Result<QueryResponse> {
+    let fields = Arc::new(match announced {
+        Some(c) if c.len() == schema.fields().len() => text_fields(c, format),
+        _ => encode::fields(schema, format),
+    });
+    let mut rows = Vec::new();
+    for b in batches {
+        rows.extend(encode::encode_batch(b, &fields)?);
+    }
+    Ok(rows_response(fields, rows))
+}
+
 impl Session {
     /// Runs a session statement; the response (and the new transaction status).
     fn run_compat(&self, c: &Compat, format: &Format) -> Result<Response> {
@@ -324,12 +343,8 @@ impl Session {
         if catalog::is_catalog_query(sql) {
             let settings = self.settings().clone();
             let (schema, batches) = catalog::run(&self.engine, &settings, sql).await?;
-            let fields = Arc::new(encode::fields(&schema, &Format::UnifiedText));
-            let mut rows = Vec::new();
-            for b in &batches {
-                rows.extend(encode::encode_batch(b, &fields)?);
-            }
-            send_query_response(client, rows_response(fields, rows), true).await?;
+            let response = batches_response(&schema, &batches, None, &Format::UnifiedText)?;
+            send_query_response(client, response, true).await?;
             return Ok(());
         }
         let mut cancel = cancel_signal(client).await;
@@ -340,12 +355,8 @@ impl Session {
                     send_execution_response(client, tag).await?;
                 }
                 Output::Table { schema, batches } => {
-                    let fields = Arc::new(encode::fields(&schema, &Format::UnifiedText));
-                    let mut rows = Vec::new();
-                    for b in &batches {
-                        rows.extend(encode::encode_batch(b, &fields)?);
-                    }
-                    send_query_response(client, rows_response(fields, rows), true).await?;
+                    let response = batches_response(&schema, &batches, None, &Format::UnifiedText)?;
+                    send_query_response(client, response, true).await?;
                 }
                 Output::Rows { columns, rows } => {
                     let (fields, rows) = encode::json_table(&columns, &rows, &Format::UnifiedText)?;
@@ -758,15 +769,12 @@ impl ExtendedQueryHandler for Session {
                 let sql = bound_sql(portal)?;
                 let settings = self.settings().clone();
                 let (schema, batches) = catalog::run(&self.engine, &settings, &sql).await?;
-                let fields = Arc::new(match &prepared.columns {
-                    Some(c) if c.len() == schema.fields().len() => text_fields(c, format),
-                    _ => encode::fields(&schema, format),
-                });
-                let mut rows = Vec::new();
-                for b in &batches {
-                    rows.extend(encode::encode_batch(b, &fields)?);
-                }
-                Ok(Response::Query(rows_response(fields, rows)))
+                Ok(Response::Query(batches_response(
+                    &schema,
+                    &batches,
+                    prepared.columns.as_ref(),
+                    format,
+                )?))
             }
             What::Compat(c) => {
                 if status == TransactionStatus::Error && !matches!(c, Compat::End { .. }) {
@@ -787,18 +795,13 @@ impl ExtendedQueryHandler for Session {
                 };
                 Ok(match output {
                     Output::Done(_) => Response::Execution(tag_of(&sql, &stmt, &output)),
-                    Output::Table { schema, batches } => {
-                        // Rows as Describe announced them (cast where the values differ).
-                        let fields = Arc::new(match &prepared.columns {
-                            Some(c) if c.len() == schema.fields().len() => text_fields(c, format),
-                            _ => encode::fields(&schema, format),
-                        });
-                        let mut rows = Vec::new();
-                        for b in &batches {
-                            rows.extend(encode::encode_batch(b, &fields)?);
-                        }
-                        Response::Query(rows_response(fields, rows))
-                    }
+                    // Rows as Describe announced them (cast where the values differ).
+                    Output::Table { schema, batches } => Response::Query(batches_response(
+                        &schema,
+                        &batches,
+                        prepared.columns.as_ref(),
+                        format,
+                    )?),
                     Output::Rows { columns, rows } => {
                         let (fields, rows) = if *listing {
                             listing_as_text(&columns, &rows, format)?

@@ -35,6 +35,8 @@ const SCHEMA_KIND: &str = "sql.stream_schema";
 const DEFAULT_DURATION_SECS: u32 = 7 * 86_400;
 /// A pull query over a stream reads at most this many records of its history.
 const MAX_PULL_RECORDS: usize = 2_000_000;
+/// `PAUSE`/`RESUME` wait at most this long for the query thread to act on them.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
 /// `FLUSH` gives up on a query that makes no progress for this long.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -525,6 +527,14 @@ impl Engine {
                 let shared = self.running(&n)?;
                 self.set_saved_flag(&n, |s| s.paused = true)?;
                 shared.control(Control::Pause);
+                // Answer once the query thread has paused (it checks between micro-batches),
+                // so the status a client reads next says so.
+                if !shared
+                    .wait_status(&QueryStatus::Paused, CONTROL_TIMEOUT)
+                    .await
+                {
+                    tracing::warn!(query = %n, "still finishing a batch {CONTROL_TIMEOUT:?} after PAUSE");
+                }
                 Ok(done())
             }
             Statement::Resume(name) => {
@@ -537,6 +547,12 @@ impl Engine {
                 }
                 self.set_saved_flag(&n, |s| s.paused = false)?;
                 shared.control(Control::Run);
+                if !shared
+                    .wait_status(&QueryStatus::Running, CONTROL_TIMEOUT)
+                    .await
+                {
+                    tracing::warn!(query = %n, "not running yet {CONTROL_TIMEOUT:?} after RESUME");
+                }
                 Ok(done())
             }
             Statement::Explain(inner) => self.explain(*inner).await,

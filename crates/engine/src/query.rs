@@ -187,6 +187,32 @@ impl QueryShared {
         *lock(&self.counters)
     }
 
+    /// Waits until the query thread has acted on a pause or resume (its status is `want`), has
+    /// stopped, or is still waiting to bind. Returns false on timeout.
+    pub async fn wait_status(&self, want: &QueryStatus, timeout: Duration) -> bool {
+        let mut tick = self.progress_tick.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let status = lock(&self.status).clone();
+            // A query still waiting for its first record to bind acts on the control when
+            // it binds.
+            if &status == want
+                || matches!(
+                    status,
+                    QueryStatus::Terminated | QueryStatus::Failed(_) | QueryStatus::Waiting
+                )
+            {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, tick.changed())
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+
     /// Waits until the query has processed every shard up to the given next-sequence
     /// positions, or has stopped. Returns false on timeout.
     pub async fn wait_progress(&self, targets: &[(u64, u64)], timeout: Duration) -> bool {

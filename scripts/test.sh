@@ -45,29 +45,21 @@ if [ ! -d "$VENV" ]; then
     "$PY" -m venv "$VENV"
 fi
 
-# The TLS tests (tests/python/test_tls.py) make throwaway certificates with the openssl CLI.
-if ! command -v openssl >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "openssl CLI missing: installing openssl"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
-    else
-        echo "error: the openssl CLI is unavailable; install it (apt-get install openssl)" >&2
-        exit 1
+# A command the tests run, installed from Debian's package (as root) when missing.
+need_command() {  # need_command COMMAND PACKAGE WHY
+    if ! command -v "$1" >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            echo "$1 missing ($3): installing $2"
+            apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2"
+        else
+            echo "error: $1 is unavailable ($3); install it (apt-get install $2)" >&2
+            exit 1
+        fi
     fi
-fi
-
-# The PostgreSQL-protocol tests (tests/python/test_pg.py) run the real psql.
-if ! command -v psql >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "psql missing: installing postgresql-client"
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client
-    else
-        echo "error: psql is unavailable; install it (apt-get install postgresql-client)" >&2
-        exit 1
-    fi
-fi
+}
+need_command openssl openssl "tests/python/test_tls.py makes throwaway certificates with it"
+need_command psql postgresql-client "tests/python/test_pg.py runs the real psql"
 
 # Skip pip entirely when everything is already installed (fast re-runs, no network).
 if "$VENV/bin/python" - <<'EOF'

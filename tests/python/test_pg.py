@@ -114,6 +114,13 @@ def test_psycopg_parameters_types_and_sqlstates(start_server):
             conn.execute(f"CREATE STREAM {s}")
         # Still usable after every error.
         assert conn.execute("SELECT 40 + %s", (2,)).fetchone()[0] == 42
+        # Listings over the extended protocol: described, then sent as text.
+        cur = conn.execute("SHOW STREAMS")
+        assert cur.description[0].name == "stream_name" and (s,) in [r[:1] for r in cur.fetchall()]
+        conn.execute("CREATE TABLE datacell.box (id INTEGER)")
+        cur = conn.execute("CALL datacell.dump()")
+        assert [d.name for d in cur.description] == ["dump"]
+        assert any("datacell.box" in r[0] for r in cur.fetchall())
 
 
 def test_psycopg_transactions_are_accepted(start_server):

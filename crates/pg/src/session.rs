@@ -567,7 +567,15 @@ impl Parser {
             }
         };
         let push = matches!(&stmt, Statement::Select(s) if s.emit_changes);
-        let listing = matches!(&stmt, Statement::Show(_) | Statement::Explain(_));
+        // Listings made as JSON; their columns are known when they run (no side effects).
+        let listing = match &stmt {
+            Statement::Show(_) | Statement::Explain(_) => true,
+            Statement::Sql(s) => s
+                .to_string()
+                .to_ascii_lowercase()
+                .starts_with("call datacell.dump("),
+            _ => false,
+        };
         let mut server_types: Vec<Option<arrow::datatypes::DataType>> = Vec::new();
         let columns = if listing {
             // A listing's columns are known when it runs (it has no side effects).

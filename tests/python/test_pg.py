@@ -232,7 +232,6 @@ def test_garbage_and_vanishing_clients_do_not_disturb_the_server(start_server):
     conn = connect(srv)
     conn.pgconn.send_query(f"SELECT a FROM {s} EMIT CHANGES".encode())
     conn.pgconn.flush()
-    os.close(os.dup(conn.fileno()))
     socket.socket(fileno=os.dup(conn.fileno())).shutdown(socket.SHUT_RDWR)
     with connect(srv) as conn2:
         conn2.execute(f"INSERT INTO {s} (a) VALUES (%s)", (7,))

@@ -891,15 +891,8 @@ impl Engine {
     ) -> Result<Option<Vec<Schema>>> {
         let mut schemas = Vec::new();
         for (i, stream) in streams_of(prepared).into_iter().enumerate() {
-            let catalog = self.catalog.clone();
-            let log = self.log.clone();
             let d = declared.get(i).cloned().flatten();
-            let schema = tokio::task::spawn_blocking(move || {
-                query::stream_schema(catalog.as_ref(), log, &stream, d.as_ref())
-            })
-            .await
-            .map_err(|e| EngineError::internal(e.to_string()))??;
-            match schema {
+            match self.sampled_schema(stream, d).await? {
                 Some(s) => schemas.push(s),
                 None => return Ok(None),
             }
@@ -1030,10 +1023,7 @@ impl Engine {
             .map(|e| e.shared.clone())
             .collect();
         for v in views {
-            let columns = match v.view_rows()? {
-                Some((schema, _)) => cols(&schema),
-                None => Vec::new(),
-            };
+            let columns = v.output_schema().map(|s| cols(&s)).unwrap_or_default();
             out.push(Relation {
                 schema: "public".into(),
                 name: v.name.clone(),
@@ -1069,19 +1059,9 @@ impl Engine {
             Statement::Select(select) => {
                 let ctx = plan::session();
                 let plan = self.pull_plan(&ctx, &select.query, None, false).await?;
-                let types = plan.get_parameter_types()?;
                 let mut params = Vec::new();
-                for (name, t) in types {
-                    if let Some(i) = name
-                        .strip_prefix('$')
-                        .and_then(|n| n.parse::<usize>().ok())
-                        .filter(|&i| i >= 1)
-                    {
-                        if params.len() < i {
-                            params.resize(i, None);
-                        }
-                        params[i - 1] = t;
-                    }
+                for (name, t) in plan.get_parameter_types()? {
+                    set_param(&mut params, &name, t);
                 }
                 Ok(Described {
                     schema: Some(plan.schema().as_arrow().clone().into()),
@@ -1120,23 +1100,13 @@ impl Engine {
                     for row in &values.rows {
                         for (c, e) in columns.iter().zip(row.content.iter()) {
                             let Expr::Value(v) = e else { continue };
-                            let sql::Value::Placeholder(p) = &v.value else {
-                                continue;
-                            };
-                            let Some(i) = p
-                                .strip_prefix('$')
-                                .and_then(|n| n.parse::<usize>().ok())
-                                .filter(|&i| i >= 1)
-                            else {
-                                continue;
-                            };
-                            if params.len() < i {
-                                params.resize(i, None);
+                            if let sql::Value::Placeholder(p) = &v.value {
+                                let t = schema
+                                    .field_with_name(c)
+                                    .ok()
+                                    .map(|f| f.data_type().clone());
+                                set_param(&mut params, p, t);
                             }
-                            params[i - 1] = schema
-                                .field_with_name(c)
-                                .ok()
-                                .map(|f| f.data_type().clone());
                         }
                     }
                     Ok(Described {
@@ -1256,15 +1226,24 @@ impl Engine {
     /// inferred from a sample of its records (none while it has none).
     async fn stream_columns(&self, stream: &str) -> Result<SchemaRef> {
         let declared = self.declared_schema(stream)?;
+        let schema = self.sampled_schema(stream.to_string(), declared).await?;
+        Ok(value::nullable(&schema.unwrap_or_else(Schema::empty)))
+    }
+
+    /// A stream's schema for planning: `declared`, or inferred from a sample of its records
+    /// (`None` while it has none). Reads the log off the async threads.
+    async fn sampled_schema(
+        &self,
+        stream: String,
+        declared: Option<SchemaRef>,
+    ) -> Result<Option<Schema>> {
         let catalog = self.catalog.clone();
         let log = self.log.clone();
-        let name = stream.to_string();
-        let schema = tokio::task::spawn_blocking(move || {
-            query::stream_schema(catalog.as_ref(), log, &name, declared.as_ref())
+        tokio::task::spawn_blocking(move || {
+            query::stream_schema(catalog.as_ref(), log, &stream, declared.as_ref())
         })
         .await
-        .map_err(|e| EngineError::internal(e.to_string()))??;
-        Ok(value::nullable(&schema.unwrap_or_else(Schema::empty)))
+        .map_err(|e| EngineError::internal(e.to_string()))?
     }
 
     async fn drop_object(&self, kind: ObjectKind, name: &str, if_exists: bool) -> Result<Output> {
@@ -1674,6 +1653,24 @@ fn reject_windows(query: &sql::Query) -> Result<()> {
 }
 
 /// A JSON value from a literal in `VALUES`.
+/// Records the type of the parameter named `$n` (1-based) in `params`, growing it.
+fn set_param(
+    params: &mut Vec<Option<arrow::datatypes::DataType>>,
+    name: &str,
+    t: Option<arrow::datatypes::DataType>,
+) {
+    if let Some(i) = name
+        .strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .filter(|&i| i >= 1)
+    {
+        if params.len() < i {
+            params.resize(i, None);
+        }
+        params[i - 1] = t;
+    }
+}
+
 fn literal(e: &Expr) -> Result<Value> {
     use sql::Value as V;
     match e {

@@ -249,17 +249,17 @@ impl QueryShared {
         *lock(&self.pipeline) = p;
     }
 
-    /// The output columns once bound (empty before).
-    pub fn output_columns(&self) -> Vec<String> {
+    /// The output schema once bound.
+    pub fn output_schema(&self) -> Option<SchemaRef> {
         lock(&self.pipeline)
             .as_ref()
-            .map(|p| {
-                p.output_schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().clone())
-                    .collect()
-            })
+            .map(|p| p.output_schema.clone())
+    }
+
+    /// The output columns once bound (empty before).
+    pub fn output_columns(&self) -> Vec<String> {
+        self.output_schema()
+            .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
             .unwrap_or_default()
     }
 

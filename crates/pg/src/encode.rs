@@ -256,11 +256,13 @@ fn encode_cell(enc: &mut DataRowEncoder, kind: Kind, col: &dyn Array, row: usize
 
 /// A listing made of JSON objects (`SHOW …`): each column typed by the values it holds
 /// (all integers: `int8`; numbers: `float8`; booleans: `bool`; otherwise `text`, objects
-/// and arrays as their JSON text).
+/// and arrays as their JSON text), or every column `text` with `all_text` (the extended
+/// protocol, whose Describe announced text before the rows existed).
 pub fn json_table(
     columns: &[String],
     rows: &[String],
     format: &Format,
+    all_text: bool,
 ) -> Result<(Arc<Vec<FieldInfo>>, Vec<DataRow>)> {
     let objects: Vec<Map<String, Value>> = rows
         .iter()
@@ -273,7 +275,13 @@ pub fn json_table(
         .collect::<Result<_>>()?;
     let kinds: Vec<Kind> = columns
         .iter()
-        .map(|c| json_kind(objects.iter().filter_map(|o| o.get(c))))
+        .map(|c| {
+            if all_text {
+                Kind::Text
+            } else {
+                json_kind(objects.iter().filter_map(|o| o.get(c)))
+            }
+        })
         .collect();
     let fields: Arc<Vec<FieldInfo>> = Arc::new(
         columns
@@ -378,13 +386,15 @@ mod tests {
             r#"{"name": "a", "n": 1, "x": 1, "e": null}"#.to_string(),
             r#"{"name": "b", "n": 2, "x": 2.5, "e": null}"#.to_string(),
         ];
-        let (f, r) = json_table(&cols, &rows, &Format::UnifiedText).unwrap();
+        let (f, r) = json_table(&cols, &rows, &Format::UnifiedText, false).unwrap();
         let types: Vec<Type> = f.iter().map(|f| f.datatype().clone()).collect();
         assert_eq!(
             types,
             vec![Type::TEXT, Type::INT8, Type::FLOAT8, Type::TEXT]
         );
         assert_eq!(r.len(), 2);
-        assert!(json_table(&cols, &["[1]".to_string()], &Format::UnifiedText).is_err());
+        assert!(json_table(&cols, &["[1]".to_string()], &Format::UnifiedText, false).is_err());
+        let (f, _) = json_table(&cols, &rows, &Format::UnifiedText, true).unwrap();
+        assert!(f.iter().all(|f| f.datatype() == &Type::TEXT));
     }
 }

@@ -75,29 +75,15 @@ struct Credentials {
 
 impl Credentials {
     fn new(user: &str, password: &str) -> Credentials {
-        let salt: Vec<u8> = (0..16).map(|_| rand_byte()).collect();
-        let decoy_password: String = (0..32)
-            .map(|_| char::from(b'a' + rand_byte() % 26))
-            .collect();
+        let salt: [u8; 16] = rand::random();
+        let decoy_password = format!("{:x}", rand::random::<u128>());
         Credentials {
             user: user.to_string(),
             salted: gen_salted_password(password, &salt, SCRAM_ITERATIONS),
             decoy: gen_salted_password(&decoy_password, &salt, SCRAM_ITERATIONS),
-            salt,
+            salt: salt.to_vec(),
         }
     }
-}
-
-/// A random byte from the OS-seeded hasher (enough for salts; no extra crate).
-fn rand_byte() -> u8 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    (h.finish() >> 24) as u8
 }
 
 #[async_trait]

@@ -177,31 +177,6 @@ fn schema_columns(schema: &SchemaRef) -> Vec<(String, Type)> {
         .collect()
 }
 
-/// A listing's rows with every column as text (extended protocol: its Describe said text).
-fn listing_as_text(
-    columns: &[String],
-    rows: &[String],
-    format: &Format,
-) -> Result<(Arc<Vec<FieldInfo>>, Vec<DataRow>)> {
-    let cols: Vec<(String, Type)> = columns.iter().map(|c| (c.clone(), Type::TEXT)).collect();
-    let fields = Arc::new(text_fields(&cols, format));
-    let mut enc = DataRowEncoder::new(fields.clone());
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(r)
-            .map_err(|e| PgError::Internal(format!("a listing row is not JSON: {e}")))?;
-        for c in columns {
-            let v = obj.get(c).filter(|v| !v.is_null()).map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-            enc.encode_field(&v)?;
-        }
-        out.push(enc.take_row());
-    }
-    Ok((fields, out))
-}
-
 fn rows_response(fields: Arc<Vec<FieldInfo>>, rows: Vec<DataRow>) -> QueryResponse {
     QueryResponse::new(fields, stream::iter(rows.into_iter().map(Ok)))
 }
@@ -359,7 +334,8 @@ impl Session {
                     send_query_response(client, response, true).await?;
                 }
                 Output::Rows { columns, rows } => {
-                    let (fields, rows) = encode::json_table(&columns, &rows, &Format::UnifiedText)?;
+                    let (fields, rows) =
+                        encode::json_table(&columns, &rows, &Format::UnifiedText, false)?;
                     send_query_response(client, rows_response(fields, rows), true).await?;
                 }
                 Output::Push { schema, rx, guard } => {
@@ -811,11 +787,7 @@ impl ExtendedQueryHandler for Session {
                         format,
                     )?),
                     Output::Rows { columns, rows } => {
-                        let (fields, rows) = if *listing {
-                            listing_as_text(&columns, &rows, format)?
-                        } else {
-                            encode::json_table(&columns, &rows, format)?
-                        };
+                        let (fields, rows) = encode::json_table(&columns, &rows, format, *listing)?;
                         Response::Query(rows_response(fields, rows))
                     }
                     Output::Push { .. } => {

@@ -54,6 +54,17 @@ pub enum QueryKind {
     View,
 }
 
+impl QueryKind {
+    /// The kind as listings and metrics name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            QueryKind::Push => "push",
+            QueryKind::Stream => "stream",
+            QueryKind::View => "view",
+        }
+    }
+}
+
 /// A query's state as users see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryStatus {

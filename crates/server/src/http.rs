@@ -109,7 +109,7 @@ impl From<Status> for HttpError {
             Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        let mut e = HttpError::new(status, status_message(&s));
+        let mut e = HttpError::new(status, crate::sql::status_message(&s));
         if s.code() == Code::AlreadyExists {
             e.kind = "already_exists";
         }
@@ -122,27 +122,11 @@ impl From<EngineError> for HttpError {
         if !e.is_user_error() {
             tracing::warn!(error = %e, "HTTP request failed");
         }
-        let mut h = HttpError::from(crate::sql::status(&e));
-        h.message = e.to_string();
-        h
+        HttpError::from(crate::sql::status(&e))
     }
 }
 
 type HttpResult = Result<Response, HttpError>;
-
-/// The message of a status whose body is HStreamDB's JSON `{"error": …, "message": …}`
-/// (the message itself otherwise).
-fn status_message(s: &Status) -> String {
-    serde_json::from_str::<Value>(s.message())
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-        .unwrap_or_else(|| s.message().to_string())
-}
-
-/// A name quoted as a SQL identifier.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
     (
@@ -178,10 +162,6 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(f)
         .await
         .map_err(|e| HttpError::internal(format!("the request's task failed: {e}")))?
-}
-
-fn engine(state: &HttpState) -> Arc<Engine> {
-    state.engine.clone()
 }
 
 // ---- /health, /metrics ------------------------------------------------------------------
@@ -357,18 +337,13 @@ async fn delete_stream(
 
 // ---- queries and views --------------------------------------------------------------------
 
-fn kind_word(k: QueryKind) -> &'static str {
-    match k {
-        QueryKind::Push => "push",
-        QueryKind::Stream => "stream",
-        QueryKind::View => "view",
-    }
-}
-
-fn query_json(q: &streamcell_engine::QueryInfo, engine: &Engine) -> Value {
-    let (records_in, rows_out) = engine
-        .query_stats()
-        .into_iter()
+/// A query as JSON; `stats` are the engine's counters of every query.
+fn query_json(
+    q: &streamcell_engine::QueryInfo,
+    stats: &[streamcell_engine::engine::QueryStats],
+) -> Value {
+    let (records_in, rows_out) = stats
+        .iter()
         .find(|s| s.name == q.name)
         .map_or((0, 0), |s| (s.records_in, s.rows_out));
     let error = match &q.status {
@@ -377,7 +352,7 @@ fn query_json(q: &streamcell_engine::QueryInfo, engine: &Engine) -> Value {
     };
     json!({
         "name": q.name,
-        "kind": kind_word(q.kind),
+        "kind": q.kind.label(),
         "status": q.status.label(),
         "sql": q.sql,
         "source": q.source,
@@ -401,20 +376,23 @@ fn view_json(q: &streamcell_engine::QueryInfo) -> Value {
 }
 
 async fn list_queries(State(state): Shared) -> HttpResult {
-    let e = engine(&state);
-    let all: Vec<Value> = e.list().iter().map(|q| query_json(q, &e)).collect();
+    let e = state.engine.clone();
+    let stats = e.query_stats();
+    let all: Vec<Value> = e.list().iter().map(|q| query_json(q, &stats)).collect();
     ok(&json!({ "queries": all }))
 }
 
 async fn get_query(State(state): Shared, name: Result<Path<String>, PathRejection>) -> HttpResult {
     let name = path_name(name)?;
-    let e = engine(&state);
+    let e = state.engine.clone();
     let q = e.get(&name)?;
-    ok(&query_json(&q, &e))
+    ok(&query_json(&q, &e.query_stats()))
 }
 
 async fn list_views(State(state): Shared) -> HttpResult {
-    let all: Vec<Value> = engine(&state)
+    let all: Vec<Value> = state
+        .engine
+        .clone()
         .list()
         .iter()
         .filter(|q| q.kind == QueryKind::View)
@@ -446,7 +424,7 @@ fn output_json(out: Output) -> Result<Value, HttpError> {
 
 async fn get_view(State(state): Shared, name: Result<Path<String>, PathRejection>) -> HttpResult {
     let name = path_name(name)?;
-    let e = engine(&state);
+    let e = state.engine.clone();
     let view = match e.get(&name) {
         Ok(q) if q.kind == QueryKind::View => q,
         _ => {
@@ -456,15 +434,8 @@ async fn get_view(State(state): Shared, name: Result<Path<String>, PathRejection
         }
     };
     let mut body = view_json(&view);
-    let sql = format!("SELECT * FROM {}", ident(&name));
-    let rows = detached(async move {
-        let mut stmts = e.parse(&sql)?;
-        let stmt = stmts
-            .pop()
-            .ok_or_else(|| HttpError::internal("no statement"))?;
-        output_json(e.execute(stmt).await?)
-    })
-    .await?;
+    let sql = format!("SELECT * FROM {}", crate::sql::ident(&name));
+    let rows = detached(async move { output_json(crate::sql::run_one(&e, &sql).await?) }).await?;
     body["columns"] = rows["columns"].clone();
     body["rows"] = rows["rows"].clone();
     ok(&body)
@@ -481,7 +452,7 @@ struct SqlRequest {
 
 async fn run_sql(State(state): Shared, body: Result<Bytes, BytesRejection>) -> HttpResult {
     let req: SqlRequest = parse_body(body)?;
-    let e = engine(&state);
+    let e = state.engine.clone();
     let statements = e.parse(&req.sql)?;
     if statements.is_empty() {
         return Err(HttpError::bad_request("no SQL statement given"));

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use streamcell_engine::datacell::adapter::{Adapter, Direction};
-use streamcell_engine::{Engine, QueryKind};
+use streamcell_engine::Engine;
 use streamcell_store::{now_ms, ReadLimits, Store};
 
 use crate::subscriptions::Subscriptions;
@@ -442,14 +442,6 @@ fn lag(store: &Store, progress: &[(u64, u64)], now: i64) -> Lag {
     lag
 }
 
-fn kind_label(k: QueryKind) -> &'static str {
-    match k {
-        QueryKind::Push => "push",
-        QueryKind::Stream => "stream",
-        QueryKind::View => "view",
-    }
-}
-
 /// The process's resident memory in bytes (Linux: `/proc/self/statm`; elsewhere `None`).
 pub fn resident_memory_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
@@ -620,7 +612,7 @@ pub async fn render(src: &Sources) -> Result<String, String> {
     // -- persistent queries and views
     let qlabels: Vec<(String, &'static str)> = queries
         .iter()
-        .map(|q| (q.name.clone(), kind_label(q.kind)))
+        .map(|q| (q.name.clone(), q.kind.label()))
         .collect();
     x.family(
         "streamcell_query_records_in_total",

@@ -102,16 +102,6 @@ impl StreamApi {
         &self.store
     }
 
-    /// The per-stream counters.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
-    }
-
-    /// The SQL engine, once attached.
-    pub fn sql_engine(&self) -> Option<&Arc<streamcell_engine::Engine>> {
-        self.engine.get()
-    }
-
     /// Attaches the SQL engine (once).
     pub fn set_engine(&self, engine: Arc<streamcell_engine::Engine>) {
         let _ = self.engine.set(engine);

@@ -38,7 +38,7 @@ impl Host {
 }
 
 /// The message of a status whose body is HStreamDB's JSON `{"error": …, "message": …}`.
-fn status_message(s: &Status) -> String {
+pub(crate) fn status_message(s: &Status) -> String {
     serde_json::from_str::<serde_json::Value>(s.message())
         .ok()
         .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
@@ -344,12 +344,12 @@ pub async fn execute_query(
 }
 
 /// A name quoted as a SQL identifier.
-fn ident(name: &str) -> String {
+pub(crate) fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Runs one statement built by the management RPCs.
-async fn run_one(engine: &Arc<Engine>, text: &str) -> Result<Output, EngineError> {
+pub(crate) async fn run_one(engine: &Arc<Engine>, text: &str) -> Result<Output, EngineError> {
     let mut stmts = engine.parse(text)?;
     match stmts.pop() {
         Some(s) if stmts.is_empty() => engine.execute(s).await,

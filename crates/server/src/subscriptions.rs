@@ -322,17 +322,18 @@ impl Checkpointer {
                     let ok = if pending.is_empty() {
                         true
                     } else {
-                        let entries: Vec<(String, u64, Vec<u8>)> = pending
-                            .iter()
-                            .map(|((s, sh), v)| (s.clone(), *sh, v.clone()))
+                        let entries: Vec<(String, u64, Vec<u8>)> = std::mem::take(&mut pending)
+                            .into_iter()
+                            .map(|((s, sh), v)| (s, sh, v))
                             .collect();
                         last_commit = Some(Instant::now());
                         match store.catalog.save_checkpoints(&entries) {
-                            Ok(()) => {
-                                pending.clear();
-                                true
-                            }
+                            Ok(()) => true,
                             Err(e) => {
+                                // Kept for the retry (newer saves that arrive meanwhile win).
+                                pending.extend(
+                                    entries.into_iter().map(|(s, sh, v)| ((s, sh), v)),
+                                );
                                 tracing::error!(
                                     "saving subscription checkpoints failed: {e}; retrying in {RETRY_AFTER_FAILURE:?}"
                                 );

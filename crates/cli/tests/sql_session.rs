@@ -423,3 +423,30 @@ async fn session_windows_keep_their_sessions_across_kill_9() {
         ]
     );
 }
+
+#[tokio::test]
+async fn inserts_and_query_output_larger_than_one_append_are_split() {
+    // A 4 KiB append limit: 600 rows of ~120 bytes need many appends, both for the INSERT and
+    // for the persistent query's first micro-batch (which reads every batch already there).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(&dir.path().join("data"), &["--max-record-size", "4096"]).await;
+    server.sql_ok("CREATE STREAM src;").await;
+    let pad = "p".repeat(100);
+    let values: Vec<String> = (0..600).map(|i| format!("({i}, '{pad}')")).collect();
+    server
+        .sql_ok(&format!(
+            "INSERT INTO src (i, pad) VALUES {};",
+            values.join(", ")
+        ))
+        .await;
+    server
+        .sql_ok("CREATE STREAM copy AS SELECT i, pad FROM src;")
+        .await;
+    server.sql_ok("FLUSH;").await;
+    let out = server
+        .sql_ok("SELECT COUNT(*) AS n, SUM(i) AS s FROM copy;")
+        .await;
+    assert_eq!(out, vec![r#"{"n": 600, "s": 179700.0}"#]);
+    let queries = server.sql_ok("SHOW QUERIES;").await.join("\n");
+    assert!(!queries.contains("FAILED"), "{queries}");
+}

@@ -487,8 +487,7 @@ impl Engine {
                     Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
                 };
                 self.check_declared(&stream, &row)?;
-                self.host
-                    .append_json(&stream, vec![row], Vec::new())
+                crate::host::append_rows(self.host.as_ref(), &stream, &[row], |_| Vec::new())
                     .await?;
                 Ok(done())
             }
@@ -1602,11 +1601,8 @@ impl Engine {
                         rows
                     }
                 };
-                for chunk in rows.chunks(10_000) {
-                    self.host
-                        .append_json(&stream, chunk.to_vec(), Vec::new())
-                        .await?;
-                }
+                crate::host::append_rows(self.host.as_ref(), &stream, &rows, |_| Vec::new())
+                    .await?;
                 Ok(done())
             }
             sql::Statement::Set(set) => {

@@ -902,13 +902,19 @@ fn deliver(
                 let host = run.host.clone();
                 let target = target.clone();
                 // Each record says which query wrote it and how many rows it had written
-                // with this batch: a restart reads that back to skip what it replays.
-                let attributes = vec![
-                    (QUERY_ATTR.to_string(), shared.name.clone()),
-                    (ROWS_ATTR.to_string(), (*rows_out + n as u64).to_string()),
-                ];
+                // once its batch was: a restart reads that back to skip what it replays. A
+                // micro-batch too large for one append is split, each part saying how far it
+                // got.
+                let before = *rows_out + skip as u64;
+                let name = shared.name.clone();
+                let attributes = move |end: usize| {
+                    vec![
+                        (QUERY_ATTR.to_string(), name.clone()),
+                        (ROWS_ATTR.to_string(), (before + end as u64).to_string()),
+                    ]
+                };
                 run.runtime.block_on(async move {
-                    host.append_json(&target, objects, attributes).await
+                    crate::host::append_rows(host.as_ref(), &target, &objects, attributes).await
                 })?;
             }
         }

@@ -74,6 +74,11 @@ pub struct StreamApi {
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 impl StreamApi {
+    /// The largest batch an append may carry, in bytes (`--max-record-size`).
+    pub fn max_record_size(&self) -> usize {
+        self.max_record_size
+    }
+
     /// A service over `store`, counting appends and reads in `metrics`.
     pub fn new(
         store: Arc<Store>,

@@ -96,10 +96,10 @@ impl StreamHost for Host {
         })
     }
 
-    fn append_json<'a>(
+    fn append_structs<'a>(
         &'a self,
         stream: &'a str,
-        rows: Vec<streamcell_engine::value::JsonRow>,
+        payloads: Vec<Vec<u8>>,
         attributes: Vec<(String, String)>,
     ) -> HostFuture<'a, ()> {
         Box::pin(async move {
@@ -114,15 +114,15 @@ impl StreamHost for Host {
                 .ok_or_else(|| {
                     EngineError::Internal(format!("stream {stream:?} has no shard for key \"\""))
                 })?;
-            let records: Vec<api::HStreamRecord> = rows
-                .iter()
-                .map(|r| api::HStreamRecord {
+            let records: Vec<api::HStreamRecord> = payloads
+                .into_iter()
+                .map(|payload| api::HStreamRecord {
                     header: Some(api::HStreamRecordHeader {
                         flag: Flag::Json as i32,
                         attributes: attributes.iter().cloned().collect(),
                         key: String::new(),
                     }),
-                    payload: streamcell_engine::value::encode_struct(r).into(),
+                    payload: payload.into(),
                 })
                 .collect();
             HStreamApi::append(
@@ -137,6 +137,14 @@ impl StreamHost for Host {
             .map_err(engine_error)?;
             Ok(())
         })
+    }
+
+    fn max_batch_bytes(&self) -> usize {
+        // Before the server is up (or once it is gone) the default limit; appends fail then
+        // anyway.
+        self.api()
+            .map(|api| api.max_record_size())
+            .unwrap_or(crate::ServerConfig::default().max_record_size)
     }
 }
 

@@ -169,11 +169,8 @@ impl Engine {
                             rows.push(value::row_object(b, r)?);
                         }
                     }
-                    for chunk in rows.chunks(10_000) {
-                        self.host
-                            .append_json(&name, chunk.to_vec(), Vec::new())
-                            .await?;
-                    }
+                    crate::host::append_rows(self.host.as_ref(), &name, &rows, |_| Vec::new())
+                        .await?;
                 }
             }
         }

@@ -54,7 +54,7 @@ JSON (`--json PATH`), stable; the top-level orchestrator bench/run.sh reads it:
        "check": "ok" | "mismatch: ..." | "unsupported: <Flink's error>" | "error: ..."
                 | "unchecked: <why>",
        "shape": "<what runs, in words>",
-       "sql": "<the SELECT>"}},
+       "sql": ["<the SELECT of the timed INSERT INTO blackhole>"]}},
    ... plus "runs" (every run), "checks" (the totals read back), "benchmark", "pyflink",
    "python", "java", "events_dir", "setup_seconds"}
 """
@@ -576,7 +576,7 @@ def main():
             "per_core_basis": "jvm_cpu" if measured else "parallelism",
             "check": failed.get(q) or check_results.get(q, "unchecked"),
             "shape": SHAPES[q],
-            "sql": " ".join(QUERIES[q].split()),
+            "sql": [" ".join(QUERIES[q].split())],
         }
     report = {
         "system": "flink",

@@ -6,7 +6,7 @@
 #      prometheus-client (its parser checks /metrics) and psycopg 3 (PostgreSQL driver); the
 #      openssl CLI for the TLS tests' certificates and psql (postgresql-client) for the
 #      PostgreSQL-protocol tests (apt-get, as root, when missing);
-#   2. cargo build --workspace --all-targets;
+#   2. cargo build --workspace --all-targets, and the benchmark binary `peers` (feature `peers`);
 #   3. cargo test --workspace;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
 #      pytest's summary is the last line printed).
@@ -89,6 +89,9 @@ fi
 # ---------------------------------------------------------------------------------------------
 stage "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
+# The side-by-side benchmark (bench/run.sh) needs the Redis and NATS clients, which only the
+# `peers` feature builds: build it here too so that it cannot rot unnoticed.
+cargo build -p streamcell-bench --features peers --bin peers
 
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 case "$TARGET_DIR" in

@@ -31,11 +31,9 @@
 //!   date_time, extra FROM bid` into a stream (every bid written again). Check: rows and sums
 //!   of auction, bidder, price, date_time - base_time, length(extra).
 //! - `q1` (currency conversion): continuous persistent query, `price * 0.908 AS price`.
-//!   With the server's default `--max-record-size` (1 MiB) q0 and q1 FAIL here: the persistent
-//!   query writes a micro-batch's rows (about 14 MB for 200,000 bids) as one batch, which the
-//!   server refuses; they are reported as `error: … (max-record-size)`. To measure them anyway,
-//!   pass as `--server-bin` a script that runs
-//!   `exec target/release/streamcell "$@" --max-record-size 33554432`.
+//!   q0 and q1 write every bid into their output stream again (`--sync always`). A server built
+//!   before commit 9ecd06e fails them (`error: … (max-record-size)`: a micro-batch's rows went
+//!   out as one 14 MB batch, over the default 1 MiB `--max-record-size`).
 //! - `q2` (selection): continuous persistent query `SELECT auction, price … WHERE auction % 123
 //!   = 0`.
 //! - `q5` (hot items): continuous `CREATE VIEW` of COUNT(*) per (auction, HOP window of 10 s

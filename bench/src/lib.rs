@@ -82,7 +82,7 @@ pub enum BenchError {
     /// The JSON results could not be written.
     #[error("writing JSON results")]
     Json(#[from] serde_json::Error),
-    /// Ctrl-C.
+    /// Ctrl-C or SIGTERM.
     #[error("interrupted")]
     Interrupted,
 }
@@ -487,10 +487,20 @@ where
         }
     };
     let outcome = runtime.block_on(async {
-        // Dropping `run` on Ctrl-C drops its ServerGuard: the server is killed, the dir deleted.
+        // Dropping `run` on Ctrl-C or SIGTERM (a wrapping script stopped) drops its servers'
+        // guards: the servers are killed, their directories deleted.
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = run => r,
             _ = tokio::signal::ctrl_c() => Err(BenchError::Interrupted),
+            _ = terminate => Err(BenchError::Interrupted),
         }
     });
     match outcome {

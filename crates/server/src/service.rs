@@ -154,30 +154,30 @@ impl StreamApi {
     }
 
     /// The shard, checked to belong to `stream` when a stream name is given.
+    /// The shard's metadata, checked to belong to `stream`. Read-only catalog lookups (redb
+    /// readers never wait for a writer and never sync) run inline: on the append path a hop to
+    /// the blocking pool cost more than the lookup itself (bench/ANALYSIS.md).
     async fn shard_meta(&self, stream: Option<&str>, shard: u64) -> ApiResult<ShardMeta> {
-        let stream = stream.map(str::to_string);
-        self.blocking(move |s| {
-            let meta = s.catalog.get_shard(shard)?;
-            match (meta, stream) {
-                (Some(m), None) => Ok(m),
-                (Some(m), Some(name)) if m.stream == name => Ok(m),
-                (found, Some(name)) => {
-                    if s.catalog.get_stream(&name)?.is_none() {
-                        return Err(StoreError::StreamNotFound(name).into());
-                    }
-                    let detail = match found {
-                        Some(m) => format!(" (it belongs to stream {:?})", m.stream),
-                        None => String::new(),
-                    };
-                    Err(ApiError::not_found(
-                        ErrorCode::StreamNotFound,
-                        format!("stream {name:?} has no shard {shard}{detail}"),
-                    ))
+        let s = &self.store;
+        let meta = s.catalog.get_shard(shard)?;
+        match (meta, stream) {
+            (Some(m), None) => Ok(m),
+            (Some(m), Some(name)) if m.stream == name => Ok(m),
+            (found, Some(name)) => {
+                if s.catalog.get_stream(name)?.is_none() {
+                    return Err(StoreError::StreamNotFound(name.to_string()).into());
                 }
-                (None, None) => Err(StoreError::ShardNotFound(shard).into()),
+                let detail = match found {
+                    Some(m) => format!(" (it belongs to stream {:?})", m.stream),
+                    None => String::new(),
+                };
+                Err(ApiError::not_found(
+                    ErrorCode::StreamNotFound,
+                    format!("stream {name:?} has no shard {shard}{detail}"),
+                ))
             }
-        })
-        .await
+            (None, None) => Err(StoreError::ShardNotFound(shard).into()),
+        }
     }
 
     async fn read_blocking(

@@ -332,7 +332,7 @@ class Report:
             if d.get("error"):
                 notes.append(f"{side}: {d['error']}")
         return (f"{num(sc.get('events') or fl.get('events'))} Nexmark bids, the same events on both sides, "
-                "medians of the runs (bench/nexmark/README or its run.sh header says how each side is timed).\n\n"
+                "medians of the runs (the header of bench/nexmark/run.sh says how each side is timed; bench/HISTORY.md has earlier runs).\n\n"
                 + table(["query", "StreamCell events/s", "per core", "cores", "check", "Flink events/s",
                          "Flink per core", "Flink check", "ratio"], rows)
                 + ("\n\nWhat each StreamCell query is:\n" + "\n".join(shapes) if shapes else "")

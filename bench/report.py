@@ -112,8 +112,8 @@ def collect(args):
         "footprint": load(os.path.join(w, "footprint.json")),
     }
     flink = result["nexmark"]["flink"] or {}
-    if isinstance(flink, dict) and flink.get("flink_version"):
-        result["versions"]["flink"] = flink["flink_version"]
+    if isinstance(flink, dict) and flink.get("pyflink"):
+        result["versions"]["flink"] = f"{flink['pyflink']} (PyFlink, parallelism {flink.get('parallelism')})"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
@@ -491,6 +491,9 @@ def charts(res, outdir):
 def render(args):
     with open(args.results) as f:
         res = json.load(f)
+    flink = (res.get("nexmark") or {}).get("flink") or {}
+    if "flink" not in res.get("versions", {}) and flink.get("pyflink"):
+        res.setdefault("versions", {})["flink"] = f"{flink['pyflink']} (PyFlink, parallelism {flink.get('parallelism')})"
     rep = Report(res)
     m, v = res.get("machine", {}), res.get("versions", {})
     summary = rep.summary()

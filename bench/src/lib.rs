@@ -326,6 +326,12 @@ pub async fn create_stream(
             .map_err(rpc_err(what.clone()))
     })
     .await?;
+    list_shards(client, name).await
+}
+
+/// The shard ids of stream `name` as `ListShards` gives them (at least one). Bounded by
+/// [`RPC_TIMEOUT`].
+pub async fn list_shards(client: &mut HStreamApiClient<Channel>, name: &str) -> Result<Vec<u64>> {
     let what = format!("ListShards {name}");
     let shards = bounded(RPC_TIMEOUT, &what, async {
         client

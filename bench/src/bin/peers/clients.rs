@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use redis::aio::MultiplexedConnection;
 use streamcell_bench::{
-    bounded, connect, create_stream, rpc_err, BenchError, Result, XorShift, RPC_TIMEOUT,
+    bounded, connect, create_stream, list_shards, rpc_err, BenchError, Result, XorShift,
+    RPC_TIMEOUT,
 };
 use streamcell_proto::api::{
     BatchedRecord, GetSubscriptionRequest, GetTailRecordIdRequest, RecordId, SpecialOffset,
@@ -143,22 +144,7 @@ impl Producer {
         match server.system {
             System::StreamCell => {
                 let mut client = HStreamApiClient::new(connect(&server.addr()).await?);
-                let what = format!("ListShards {STREAM}");
-                let shards = bounded(RPC_TIMEOUT, &what, async {
-                    client
-                        .list_shards(streamcell_proto::api::ListShardsRequest {
-                            stream_name: STREAM.into(),
-                        })
-                        .await
-                        .map_err(rpc_err(what.clone()))
-                })
-                .await?
-                .into_inner()
-                .shards;
-                let shard = shards
-                    .first()
-                    .map(|s| s.shard_id)
-                    .ok_or_else(|| BenchError::Protocol("the stream has no shard".into()))?;
+                let shard = list_shards(&mut client, STREAM).await?[0];
                 Ok(Producer::StreamCell { client, shard })
             }
             System::Redis => Ok(Producer::Redis(redis_connect(server).await?)),
@@ -235,9 +221,7 @@ pub async fn stored(server: &Server) -> Result<(u64, u64)> {
     match server.system {
         System::StreamCell => {
             let mut client = HStreamApiClient::new(connect(&server.addr()).await?);
-            let Producer::StreamCell { shard, .. } = Producer::connect(server).await? else {
-                return Err(BenchError::Protocol("not a StreamCell producer".into()));
-            };
+            let shard = list_shards(&mut client, STREAM).await?[0];
             let what = "GetTailRecordId";
             let tail = bounded(RPC_TIMEOUT, what, async {
                 client

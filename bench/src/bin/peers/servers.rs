@@ -161,12 +161,7 @@ impl Bins {
         let Ok(bin) = self.resolve(system) else {
             return "not found".into();
         };
-        let out = match system {
-            System::StreamCell | System::Redis | System::Nats => {
-                Command::new(&bin).arg("--version").output()
-            }
-        };
-        match out {
+        match Command::new(&bin).arg("--version").output() {
             Ok(o) => String::from_utf8_lossy(&o.stdout)
                 .lines()
                 .next()

@@ -2,8 +2,10 @@
 //! group commit. It drains every append waiting in its queue, assigns each its sequence
 //! number and publish time, writes each shard's frames with one `write`, makes them durable
 //! with one `fdatasync` per shard (under the `always` policy), and only then makes them
-//! visible to readers and acknowledges them. It also rolls segments (by size, or by age for
-//! shards with a retention limit) and seals them with an index file.
+//! visible to readers and acknowledges them. Just before that it records the shard's new
+//! acknowledged end in the shard's marker file (one `pwrite`, no sync: see `marker.rs`). It
+//! also rolls segments (by size, or by age for shards with a retention limit) and seals them
+//! with an index file.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -17,6 +19,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::error::{Result, StoreError};
 use crate::frame::{self, FrameHeader};
+use crate::marker::{AckedPos, MARKER_FILE};
 use crate::segment::{self, IndexEntry, INDEX_INTERVAL_BYTES};
 use crate::shard::{empty_segment, Shard};
 use crate::{now_ms, Appended, NewBatch, SyncPolicy};
@@ -40,6 +43,10 @@ pub(crate) enum Request {
     /// Make everything durable, reply, and stop.
     Shutdown { reply: oneshot::Sender<()> },
 }
+
+/// How often, at most, a shard's acknowledged-end marker is `fdatasync`ed while the shard
+/// receives appends (it is also synced with the data under `interval`, and at shutdown).
+pub(crate) const MARKER_SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// One append waiting in a round: the batch and where to send its outcome.
 type AppendOne = (NewBatch, oneshot::Sender<Result<Appended>>);
@@ -338,14 +345,33 @@ impl Committer {
         Some(p)
     }
 
-    /// Makes a written (and, under `always`, synced) group visible and acknowledges it.
+    /// Makes a written (and, under `always`, synced) group visible and acknowledges it, after
+    /// recording the new acknowledged end in the shard's marker file.
     fn publish(&mut self, p: Pending) {
-        let Some(w) = self.writers.get(&p.shard) else {
+        let Some(w) = self.writers.get_mut(&p.shard) else {
             return;
         };
         let Some(last) = p.replies.last().map(|(_, a)| *a) else {
             return;
         };
+        let acked = AckedPos {
+            base_seq: w.base_seq,
+            end: w.offset,
+            last_seq: last.seq,
+        };
+        if let Err(e) = w.shard.record_acked(acked) {
+            // Without the record, a later loss of these batches could not be told from a torn
+            // tail: do not acknowledge them.
+            let err = format!("writing {MARKER_FILE} failed: {e}");
+            let _ = w.file.set_len(p.prev_offset);
+            w.offset = p.prev_offset;
+            w.next_seq = p.prev_next_seq;
+            fail_shard(&w.shard, &err);
+            for (reply, _) in p.replies {
+                let _ = reply.send(Err(log_failed(w.shard.id, &err)));
+            }
+            return;
+        }
         {
             let mut st = w.shard.state_mut();
             if let Some(seg) = st.segments.get_mut(&w.base_seq) {
@@ -373,6 +399,9 @@ impl Committer {
         }
         let now = now_ms();
         for w in self.writers.values_mut() {
+            if let Err(e) = w.shard.sync_acked(Some(MARKER_SYNC_EVERY)) {
+                fail_shard(&w.shard, &format!("fdatasync of {MARKER_FILE} failed: {e}"));
+            }
             let ret = w.shard.retention_ms();
             if ret == 0 || w.is_empty() {
                 continue;
@@ -393,6 +422,10 @@ impl Committer {
                     Ok(()) => w.dirty = false,
                     Err(e) => fail_shard(&w.shard, &format!("fdatasync failed: {e}")),
                 }
+            }
+            // After the data, so that the marker on disk rarely claims more than the data.
+            if let Err(e) = w.shard.sync_acked(None) {
+                fail_shard(&w.shard, &format!("fdatasync of {MARKER_FILE} failed: {e}"));
             }
         }
         self.last_sync = Instant::now();

@@ -7,6 +7,9 @@
 //! - every batch is checksummed (CRC32C) and a batch that fails its check is never served;
 //! - recovery cuts off a torn tail (an append that was never acknowledged) and keeps, but
 //!   refuses to serve, damage in the middle of a log;
+//! - each shard records how far it acknowledged (`marker.rs`): acknowledged batches that are
+//!   missing at recovery (a truncated or deleted segment) are reported as lost, reads of them
+//!   fail, and their sequence numbers are never handed out again;
 //! - sequence numbers per shard strictly increase and publish times never decrease.
 //!
 //! Layout on disk and byte formats: `docs/storage-format.md`.
@@ -16,6 +19,7 @@ mod committer;
 pub mod error;
 pub mod frame;
 pub mod log;
+pub mod marker;
 pub mod segment;
 pub mod shard;
 
@@ -170,6 +174,36 @@ pub struct ShardBounds {
     pub tail_timestamp_ms: i64,
     /// The sequence number the next append will get.
     pub next_seq: u64,
+}
+
+/// What a shard cannot serve (see `docs/storage-format.md` §5.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardDamage {
+    /// Acknowledged batches that the recovery at this start found missing from the log
+    /// (inclusive sequence ranges): the active segment cut, zeroed or deleted below the
+    /// acknowledged end, or a gap between sealed segments (one cut short or deleted). Reads of
+    /// them fail with a corruption error (DATA_LOSS); their sequence numbers are never reused.
+    /// A loss at the end of the log is recorded in an index file and reported only by the
+    /// start that found it; a gap between sealed segments is found again at every start.
+    pub lost: Vec<(u64, u64)>,
+    /// Every range at or after the first readable sequence number that reads refuse with a
+    /// corruption error (damaged bytes, and lost batches found by this or an earlier start),
+    /// sorted and merged.
+    pub unreadable: Vec<(u64, u64)>,
+    /// The last sequence number recorded as acknowledged.
+    pub acked_seq: u64,
+}
+
+impl ShardDamage {
+    /// Number of batches in `lost`.
+    pub fn lost_batches(&self) -> u64 {
+        self.lost.iter().map(|&(a, b)| b - a + 1).sum()
+    }
+
+    /// Number of batches in `unreadable`.
+    pub fn unreadable_batches(&self) -> u64 {
+        self.unreadable.iter().map(|&(a, b)| b - a + 1).sum()
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

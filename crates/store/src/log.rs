@@ -18,7 +18,9 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use crate::committer::{Committer, CommitterConfig, Request};
 use crate::error::{Result, StoreError};
 use crate::shard::Shard;
-use crate::{now_ms, Appended, LogOptions, NewBatch, ReadLimits, ShardBounds, StoredBatch};
+use crate::{
+    now_ms, Appended, LogOptions, NewBatch, ReadLimits, ShardBounds, ShardDamage, StoredBatch,
+};
 
 /// A boxed, sendable future (keeps `ShardLog` object-safe).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -49,6 +51,13 @@ pub trait ShardLog: Send + Sync {
     fn roll(&self, shard: u64) -> Result<()>;
     /// Applies retention to every shard now (normally done in the background).
     fn enforce_retention(&self) -> Result<()>;
+    /// What the shard cannot serve: acknowledged batches found missing when its log was
+    /// recovered, and the ranges reads refuse. (A backend that cannot lose acknowledged data
+    /// keeps the default: nothing.)
+    fn damage(&self, shard: u64) -> Result<ShardDamage> {
+        let _ = shard;
+        Ok(ShardDamage::default())
+    }
 }
 
 struct Lane {
@@ -370,6 +379,10 @@ impl ShardLog for LocalLog {
             .tx
             .send(Request::Roll { shard: s })
             .map_err(|_| StoreError::ShuttingDown)
+    }
+
+    fn damage(&self, shard: u64) -> Result<ShardDamage> {
+        Ok(self.shard(shard)?.damage())
     }
 
     fn enforce_retention(&self) -> Result<()> {

@@ -7,13 +7,15 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
 use crate::error::{Result, StoreError};
+use crate::marker::{AckMarker, AckedPos};
 use crate::segment::{self, IndexEntry, SealedIndex, Segment, SEGMENT_HEADER_LEN};
-use crate::{ReadLimits, StoredBatch};
+use crate::{ReadLimits, ShardDamage, StoredBatch};
 
 /// Bytes read per `pread` when scanning frames.
 const READ_CHUNK: usize = 1 << 20;
@@ -29,6 +31,8 @@ pub struct ShardState {
     pub start_seq: u64,
     /// Set once the shard's log failed; appends are refused until a restart.
     pub failed: Option<String>,
+    /// Acknowledged batches that the recovery of this start found missing (inclusive ranges).
+    pub lost: Vec<(u64, u64)>,
 }
 
 /// One shard's log.
@@ -45,6 +49,8 @@ pub struct Shard {
     retention_ms: AtomicU64,
     /// Set when the shard is being deleted: the committer refuses further appends.
     pub(crate) closed: AtomicBool,
+    /// The acknowledged-end marker (written by the committer only).
+    marker: Mutex<AckMarker>,
 }
 
 impl Shard {
@@ -55,6 +61,15 @@ impl Shard {
         if let Some(parent) = dir.parent() {
             segment::sync_dir(parent)?;
         }
+        let marker = AckMarker::create(
+            &dir,
+            id,
+            AckedPos {
+                base_seq: 1,
+                end: SEGMENT_HEADER_LEN,
+                last_seq: 0,
+            },
+        )?;
         let (path, file) = segment::create_segment(&dir, id, 1)?;
         let seg = Segment {
             base_seq: 1,
@@ -74,6 +89,8 @@ impl Shard {
             BTreeMap::from([(1, seg)]),
             1,
             retention_secs,
+            marker,
+            Vec::new(),
         ))
     }
 
@@ -83,6 +100,8 @@ impl Shard {
         segments: BTreeMap<u64, Segment>,
         start_seq: u64,
         retention_secs: u32,
+        marker: AckMarker,
+        lost: Vec<(u64, u64)>,
     ) -> Arc<Shard> {
         let tail = segments.values().next_back().map_or(0, |s| s.last_seq);
         Arc::new(Shard {
@@ -92,17 +111,26 @@ impl Shard {
                 segments,
                 start_seq,
                 failed: None,
+                lost,
             }),
             tail: watch::Sender::new(tail),
             retention_ms: AtomicU64::new(u64::from(retention_secs) * 1000),
             closed: AtomicBool::new(false),
+            marker: Mutex::new(marker),
         })
     }
 
     /// Opens an existing shard directory and recovers it: sealed segments are taken from their
     /// index files (or re-scanned when the index is missing or stale), the last segment is
-    /// scanned in full and a torn tail is cut off.
+    /// scanned in full and a torn tail is cut off. When the acknowledged-end marker shows that
+    /// acknowledged batches are missing (a truncated, zero-filled or deleted segment), they are
+    /// reported as lost, recorded as a damaged range that reads refuse, and new appends continue
+    /// after them: their sequence numbers are never handed out again.
     pub fn open(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
+        // How far the log was acknowledged. Shards written before the marker existed have none:
+        // they recover as they always did, and get a marker below.
+        let marker = AckMarker::load(&dir, id)?;
+        let acked = marker.as_ref().map(AckMarker::acked);
         let mut bases = Vec::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
@@ -119,14 +147,12 @@ impl Shard {
         }
         bases.sort_unstable();
         if bases.is_empty() {
-            tracing::warn!(
-                shard = id,
-                "shard directory has no segment; starting an empty log"
-            );
-            return Self::create_missing(dir, id, retention_secs);
+            tracing::warn!(shard = id, "shard directory has no segment");
         }
         let mut segments = BTreeMap::new();
-        let last_base = *bases.last().unwrap_or(&1);
+        // Lengths of the segment files as found, before any repair (for reports).
+        let mut found_len = BTreeMap::new();
+        let last_base = bases.last().copied().unwrap_or(1);
         for &base in &bases {
             let path = dir.join(segment::segment_file_name(base));
             let is_last = base == last_base;
@@ -135,6 +161,7 @@ impl Shard {
                 .metadata()
                 .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
                 .len();
+            found_len.insert(base, file_len);
             if !is_last && header_matches(&file, id, base) {
                 if let Some(ix) = SealedIndex::load(&dir, base).filter(|ix| ix.data_len == file_len)
                 {
@@ -145,7 +172,8 @@ impl Shard {
             let (data, header_problem) = segment::read_segment(&path, id, base)?;
             if let Some(problem) = header_problem {
                 if is_last && file_len <= SEGMENT_HEADER_LEN {
-                    // A crash while a new segment was being created: nothing was ever acked in it.
+                    // A crash while a new segment was being created: nothing was ever acked in
+                    // it. (If the marker says otherwise, the loss is reported below.)
                     tracing::warn!(path = %path.display(), "removing half-created segment: {problem}");
                     std::fs::remove_file(&path)
                         .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
@@ -174,8 +202,13 @@ impl Shard {
             };
             if let Some((at, len)) = rep.torn_tail {
                 if is_last {
-                    tracing::warn!(path = %path.display(), shard = id, offset = at, bytes = len,
-                        "cutting off a torn tail (an append that was never acknowledged)");
+                    if acked.is_some_and(|a| a.last_seq > seg.last_seq) {
+                        tracing::error!(path = %path.display(), shard = id, offset = at, bytes = len,
+                            "the segment ends in bytes that are not frames, below the acknowledged end; cutting them off (the loss is reported below)");
+                    } else {
+                        tracing::warn!(path = %path.display(), shard = id, offset = at, bytes = len,
+                            "cutting off a torn tail (an append that was never acknowledged)");
+                    }
                     seg.file
                         .set_len(at)
                         .and_then(|_| seg.file.sync_all())
@@ -194,28 +227,177 @@ impl Shard {
             }
             segments.insert(base, seg);
         }
-        // The last segment must be writable; if it was sealed (damage) or removed, start one.
+        let mut lost = Vec::new();
+        // A gap between two segments is acknowledged batches lost: everything before a segment's
+        // base was written and synced before it was created (a sealed segment cut short, whose
+        // remaining bytes are kept for inspection, or a sealed segment deleted). Such a gap is
+        // found again at every start; reads of it fail.
+        let mut prev: Option<&Segment> = None;
+        for seg in segments.values() {
+            if let Some(p) = prev {
+                if p.last_seq + 1 < seg.base_seq {
+                    let (a, b) = (p.last_seq + 1, seg.base_seq - 1);
+                    tracing::error!(
+                        shard = id,
+                        "DATA LOSS: acknowledged batches {a}..={b} of shard {id} are missing \
+                         between segments {} and {}; they will be reported as lost to readers",
+                        segment::segment_file_name(p.base_seq),
+                        segment::segment_file_name(seg.base_seq),
+                    );
+                    lost.push((a, b));
+                }
+            }
+            prev = Some(seg);
+        }
+        let trim_start = read_trim(&dir)?.max(1);
+        if let Some(acked) = acked {
+            let first_missing = segments
+                .values()
+                .next_back()
+                .map_or(trim_start, |s| s.last_seq + 1);
+            if first_missing <= acked.last_seq {
+                let range = (first_missing, acked.last_seq);
+                let found = match found_len.get(&acked.base_seq) {
+                    Some(len) => format!("was found {len} bytes long"),
+                    None => "is missing".to_string(),
+                };
+                tracing::error!(
+                    shard = id,
+                    "DATA LOSS: acknowledged batches {}..={} of shard {id} are missing from its log \
+                     (segment {} was acknowledged up to byte {} and {found}); they will be reported \
+                     as lost to readers and their sequence numbers are not reused",
+                    range.0,
+                    range.1,
+                    segment::segment_file_name(acked.base_seq),
+                    acked.end,
+                );
+                lost.push(range);
+                match segments.values_mut().next_back() {
+                    Some(seg) => {
+                        mark_lost(seg, range);
+                        seg.sealed_index().write(&dir, seg.base_seq)?;
+                    }
+                    None => {
+                        // Every segment is gone: an empty sealed segment stands for the lost
+                        // batches, so that reads of them fail instead of skipping them.
+                        let (path, file) = segment::create_segment(&dir, id, first_missing)?;
+                        let mut seg = empty_segment(first_missing, path, file);
+                        mark_lost(&mut seg, range);
+                        seg.sealed_index().write(&dir, first_missing)?;
+                        segments.insert(first_missing, seg);
+                    }
+                }
+            }
+        }
+        // The last segment must be writable; if it was sealed (damage, loss) or removed, start
+        // one.
         let needs_new = segments.values().next_back().is_none_or(|s| s.sealed);
         if needs_new {
-            let next = segments.values().next_back().map_or(1, |s| s.last_seq + 1);
+            let next = segments
+                .values()
+                .next_back()
+                .map_or(trim_start, |s| s.last_seq + 1);
             let (path, file) = segment::create_segment(&dir, id, next)?;
             segments.insert(next, empty_segment(next, path, file));
         }
         let first_base = segments.keys().next().copied().unwrap_or(1);
-        let start_seq = read_trim(&dir)?.max(first_base);
-        Ok(Self::assemble(id, dir, segments, start_seq, retention_secs))
-    }
-
-    fn create_missing(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
-        let start = read_trim(&dir)?.max(1);
-        let (path, file) = segment::create_segment(&dir, id, start)?;
+        let start_seq = trim_start.max(first_base);
+        // Everything now in the log is visible, so it counts as acknowledged from here on.
+        // (After a clean close the marker already says so: nothing is written then.)
+        let pos = segments.values().next_back().map_or(
+            AckedPos {
+                base_seq: trim_start,
+                end: SEGMENT_HEADER_LEN,
+                last_seq: trim_start - 1,
+            },
+            |s| AckedPos {
+                base_seq: s.base_seq,
+                end: s.end,
+                last_seq: s.last_seq,
+            },
+        );
+        let marker = match marker {
+            Some(m) if m.acked().last_seq == pos.last_seq => m,
+            Some(mut m) => {
+                m.record(pos)
+                    .and_then(|_| m.sync(None))
+                    .map_err(|e| StoreError::io(format!("writing {}", m.path().display()), e))?;
+                m
+            }
+            None => {
+                tracing::info!(
+                    shard = id,
+                    "shard has no acknowledged-end marker (written by an older version); creating one"
+                );
+                AckMarker::create(&dir, id, pos)?
+            }
+        };
         Ok(Self::assemble(
             id,
             dir,
-            BTreeMap::from([(start, empty_segment(start, path, file))]),
-            start,
+            segments,
+            start_seq,
             retention_secs,
+            marker,
+            lost,
         ))
+    }
+
+    fn marker(&self) -> MutexGuard<'_, AckMarker> {
+        self.marker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that everything up to `pos` is about to be acknowledged (one `pwrite` into the
+    /// marker file, no sync). Called by the committer before it publishes and acknowledges.
+    pub(crate) fn record_acked(&self, pos: AckedPos) -> std::io::Result<()> {
+        self.marker().record(pos)
+    }
+
+    /// Makes the recorded acknowledged end durable: always when `every` is `None`, otherwise
+    /// only if at least `every` passed since the last time.
+    pub(crate) fn sync_acked(&self, every: Option<Duration>) -> std::io::Result<()> {
+        self.marker().sync(every)
+    }
+
+    /// The last sequence number recorded as acknowledged.
+    pub fn acked_seq(&self) -> u64 {
+        self.marker().acked().last_seq
+    }
+
+    /// What this shard cannot serve: acknowledged batches found missing when it was opened,
+    /// and every range of sequence numbers (at or after the first readable one) that reads
+    /// refuse with a corruption error.
+    pub fn damage(&self) -> ShardDamage {
+        let acked_seq = self.acked_seq();
+        let st = self.state();
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut prev: Option<&Segment> = None;
+        for seg in st.segments.values() {
+            if let Some(p) = prev {
+                if p.last_seq + 1 < seg.base_seq {
+                    ranges.push((p.last_seq + 1, seg.base_seq - 1));
+                }
+            }
+            ranges.extend(seg.damaged.iter().copied());
+            prev = Some(seg);
+        }
+        let mut unreadable: Vec<(u64, u64)> = Vec::new();
+        ranges.sort_unstable();
+        for (a, b) in ranges {
+            let a = a.max(st.start_seq);
+            if a > b {
+                continue;
+            }
+            match unreadable.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => unreadable.push((a, b)),
+            }
+        }
+        ShardDamage {
+            lost: st.lost.clone(),
+            unreadable,
+            acked_seq,
+        }
     }
 
     /// Read access to the shard state.
@@ -285,7 +467,10 @@ impl Shard {
                     if out.is_empty() {
                         return Err(StoreError::Corrupt {
                             path: seg.path.clone(),
-                            detail: format!("batches {a}..={b} of shard {} are damaged", self.id),
+                            detail: format!(
+                                "batches {a}..={b} of shard {} are damaged or lost",
+                                self.id
+                            ),
                         });
                     }
                     break;
@@ -297,7 +482,7 @@ impl Shard {
                             return Err(StoreError::Corrupt {
                                 path: seg.path.clone(),
                                 detail: format!(
-                                    "batches {seq}..={} of shard {} are damaged",
+                                    "batches {seq}..={} of shard {} are damaged or lost",
                                     next_base - 1,
                                     self.id
                                 ),
@@ -384,7 +569,7 @@ impl Shard {
     /// The first sequence number whose publish time is at or after `ts_ms`, or the next
     /// sequence number to be written if there is none yet.
     pub fn find_time(&self, ts_ms: i64) -> Result<u64> {
-        let (file, path, offset, end, next) = {
+        let (file, path, offset, end, next, lost_tail) = {
             let st = self.state();
             let next = st
                 .segments
@@ -401,12 +586,19 @@ impl Shard {
             if seg.first_ts >= ts_ms {
                 return Ok(seg.base_seq.max(st.start_seq));
             }
+            // Batches lost at the end of the segment were published after its last frame.
+            let lost_tail = seg
+                .damaged
+                .iter()
+                .find(|&&(_, b)| b == seg.last_seq)
+                .map(|&(a, _)| a);
             (
                 seg.file.clone(),
                 seg.path.clone(),
                 seg.seek_time(ts_ms),
                 seg.end,
                 next,
+                lost_tail,
             )
         };
         let mut found = None;
@@ -418,7 +610,10 @@ impl Shard {
                 true
             }
         })?;
-        Ok(found.unwrap_or(next).max(self.state().start_seq))
+        Ok(found
+            .or(lost_tail)
+            .unwrap_or(next)
+            .max(self.state().start_seq))
     }
 
     /// Makes every batch up to and including `seq` unreadable; deletes sealed segments that
@@ -505,6 +700,20 @@ fn header_matches(file: &File, shard: u64, base: u64) -> bool {
     use std::os::unix::fs::FileExt;
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     file.read_exact_at(&mut h, 0).is_ok() && segment::decode_segment_header(&h) == Ok((shard, base))
+}
+
+/// Seals `seg` and records the acknowledged batches `a..=b` after its last one as lost: reads of
+/// them fail, and the next segment starts after `b`.
+fn mark_lost(seg: &mut Segment, (a, b): (u64, u64)) {
+    let was_empty = seg.is_empty();
+    seg.sealed = true;
+    seg.damaged.push((a, b));
+    seg.last_seq = b;
+    // The lost batches were published before now; retention counts from here.
+    seg.last_ts = seg.last_ts.max(crate::now_ms());
+    if was_empty {
+        seg.first_ts = seg.last_ts;
+    }
 }
 
 fn sealed_from_index(base: u64, path: PathBuf, file: File, ix: SealedIndex) -> Segment {

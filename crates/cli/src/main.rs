@@ -86,6 +86,7 @@ fn server(flags: config::ServerFlags) -> ExitCode {
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(streamcell_server::RUNTIME_THREAD_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,

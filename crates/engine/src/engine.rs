@@ -297,8 +297,11 @@ impl Engine {
             match self.launch(&shared, &saved.sql) {
                 Ok(t) => entry.thread = Some(t),
                 Err(e) => {
+                    // Marked FAILED with the reason (GetQuery, SHOW QUERIES say why); the
+                    // server serves everything else.
                     tracing::warn!(query = %name, error = %e, "saved query cannot restart");
                     shared.control(Control::Stop);
+                    shared.set_status(QueryStatus::Failed(format!("cannot restart: {e}")));
                 }
             }
             lock(&self.queries).insert(name, entry);

@@ -222,8 +222,15 @@ pub async fn run(
     let relations = engine.relations().await?;
     let ctx = context(&relations, settings)?;
     let text = rewrite(sql);
+    only_a_query(&text)?;
     let text = aggregate_scalar_subqueries(&text).unwrap_or(text);
-    let result = match ctx.sql(&text).await {
+    // Read-only, also for what the text check above could miss: DataFusion's own SQL has
+    // `COPY … TO`, `CREATE EXTERNAL TABLE` and `SET`, none of which a catalog query needs.
+    let options = datafusion::execution::context::SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let result = match ctx.sql_with_options(&text, options).await {
         Ok(df) => {
             let logical = postgres_names(df.schema().as_arrow());
             df.collect().await.and_then(|batches| {
@@ -248,6 +255,24 @@ pub async fn run(
             ))
         })
     })
+}
+
+/// Fails unless `sql` is one query (`SELECT`, `WITH`, `VALUES`, set operations) of bounded
+/// size and depth: catalog queries run on DataFusion's SQL, which can also write files
+/// (`COPY … TO`, `EXPLAIN ANALYZE COPY …`), define tables over files, or change settings.
+fn only_a_query(sql: &str) -> Result<()> {
+    streamcell_sql::check_query_text(sql).map_err(|e| PgError::Engine(e.into()))?;
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let stmts = sqlparser::parser::Parser::parse_sql(&dialect, sql)
+        .map_err(|e| PgError::Syntax(e.to_string()))?;
+    match stmts.as_slice() {
+        [sqlparser::ast::Statement::Query(q)] => {
+            streamcell_sql::limits::check_depth(q.as_ref()).map_err(|e| PgError::Engine(e.into()))
+        }
+        _ => Err(PgError::Unsupported(
+            "only queries (SELECT) can read the catalogs".to_string(),
+        )),
+    }
 }
 
 /// Output columns named as PostgreSQL names them: an unaliased function call by the

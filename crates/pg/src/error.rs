@@ -35,6 +35,9 @@ impl PgError {
     pub fn sqlstate(&self) -> &'static str {
         match self {
             PgError::Engine(e) => match e {
+                // program_limit_exceeded / statement_too_complex
+                EngineError::Syntax(streamcell_sql::SqlError::TooLarge(_)) => "54000",
+                EngineError::Syntax(streamcell_sql::SqlError::TooComplex { .. }) => "54001",
                 EngineError::Syntax(_) => "42601",
                 EngineError::Invalid(_) => "42000",
                 EngineError::NotFound(_) => "42P01",

@@ -32,6 +32,9 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::{ApiError, ServerError};
+/// The stack each thread of the server's runtime should have: statements are planned and
+/// evaluated on them, up to the parser's depth limit (`streamcell_sql::limits`).
+pub const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
 pub use service::{NodeInfo, StreamApi};
 
 /// The largest `max-record-size`: a stored batch frame holds at most 256 MiB.

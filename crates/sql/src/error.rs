@@ -17,6 +17,19 @@ pub enum SqlError {
     /// The input holds no statement.
     #[error("no SQL statement given")]
     Empty,
+    /// The text is longer than one request may be ([`crate::limits::MAX_STATEMENT_BYTES`]).
+    #[error("{0}")]
+    TooLarge(String),
+    /// An expression nests deeper than [`crate::limits::MAX_EXPRESSION_DEPTH`] levels.
+    #[error("statement too complex at line {line}, column {column}: {message}")]
+    TooComplex {
+        /// What is too deep, and what to do instead.
+        message: String,
+        /// Line of the token where the limit was passed (1-based; 0 if unknown).
+        line: u64,
+        /// Its column (1-based; 0 if unknown).
+        column: u64,
+    },
 }
 
 impl SqlError {

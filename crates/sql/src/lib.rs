@@ -7,8 +7,10 @@
 
 pub mod ast;
 pub mod error;
+pub mod limits;
 pub mod parser;
 
 pub use ast::{CreateStream, ObjectKind, Select, Statement};
 pub use error::SqlError;
+pub use limits::check_query_text;
 pub use parser::{parse, split};

@@ -13,9 +13,14 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::ast::{CreateStream, ObjectKind, Select, Statement};
 use crate::error::SqlError;
+use crate::limits;
 
 /// Parses one or more `;`-separated statements.
+///
+/// Statements larger or deeper than [`crate::limits`] allows are refused before any tree is
+/// built from them.
 pub fn parse(sql_text: &str) -> Result<Vec<Statement>, SqlError> {
+    limits::check_size(sql_text)?;
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql_text)
         .tokenize_with_location()
@@ -23,7 +28,10 @@ pub fn parse(sql_text: &str) -> Result<Vec<Statement>, SqlError> {
     let mut out = Vec::new();
     for stmt in split_statements(tokens) {
         let end = end_location(&stmt);
-        out.push(parse_one(stmt).map_err(|e| at_end_if_unplaced(e, end))?);
+        limits::check_tokens(&stmt)?;
+        let parsed = parse_one(stmt).map_err(|e| at_end_if_unplaced(e, end))?;
+        check_statement_depth(&parsed)?;
+        out.push(parsed);
     }
     if out.is_empty() {
         return Err(SqlError::Empty);
@@ -35,6 +43,7 @@ pub fn parse(sql_text: &str) -> Result<Vec<Statement>, SqlError> {
 /// front doors that look at a statement before the engine parses it (the PostgreSQL one
 /// answers `SET`, `BEGIN`, … itself).
 pub fn split(sql_text: &str) -> Result<Vec<String>, SqlError> {
+    limits::check_size(sql_text)?;
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql_text)
         .tokenize_with_location()
@@ -60,6 +69,32 @@ pub fn split(sql_text: &str) -> Result<Vec<String>, SqlError> {
             sql_text.get(a..b.max(a)).map(str::to_string)
         })
         .collect())
+}
+
+/// [`limits::check_depth`] over every sqlparser tree a statement holds.
+fn check_statement_depth(stmt: &Statement) -> Result<(), SqlError> {
+    let select = |s: &crate::ast::Select| -> Result<(), SqlError> {
+        limits::check_depth(&s.query)?;
+        s.within.iter().try_for_each(limits::check_depth)
+    };
+    match stmt {
+        Statement::CreateStream(cs) => {
+            cs.duration.iter().try_for_each(limits::check_depth)?;
+            cs.as_select.iter().try_for_each(select)
+        }
+        Statement::CreateView { query, .. } | Statement::Select(query) => select(query),
+        Statement::Explain(inner) => check_statement_depth(inner),
+        Statement::CreateProcedure { body, .. } => body.iter().try_for_each(check_statement_depth),
+        Statement::Sql(s) => limits::check_depth(s.as_ref()),
+        Statement::InsertJson { .. }
+        | Statement::Drop { .. }
+        | Statement::Show(_)
+        | Statement::Terminate(_)
+        | Statement::Pause(_)
+        | Statement::Resume(_)
+        | Statement::Flush
+        | Statement::CreateTableLike { .. } => Ok(()),
+    }
 }
 
 /// Splits at top-level `;`, dropping whitespace and comments and empty statements. The `;`s

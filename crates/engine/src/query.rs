@@ -163,7 +163,7 @@ impl QueryShared {
         lock(&self.status).clone()
     }
 
-    fn set_status(&self, s: QueryStatus) {
+    pub(crate) fn set_status(&self, s: QueryStatus) {
         *lock(&self.status) = s;
         self.progress_tick.send_modify(|t| *t += 1);
     }
@@ -323,6 +323,13 @@ struct CheckpointHeader {
     /// Bytes of the aggregate snapshot at the start of the state; a join's buffers follow.
     #[serde(default)]
     agg_len: Option<usize>,
+    /// A persistent query's micro-batch whose output may be partly written: each side's
+    /// positions after it (the source's, then a join's right side). Empty when none. The
+    /// header's `positions`, state and `rows_out` are those before it; a restart reads
+    /// exactly `positions..pending_end` again (in the same order), so it produces the same
+    /// rows, and skips those the output stream already holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pending_end: Vec<Vec<(u64, u64)>>,
 }
 
 /// Encodes a checkpoint: a JSON header line, then the aggregate snapshot.
@@ -384,6 +391,8 @@ pub fn spawn(run: QueryRun) -> Result<std::thread::JoinHandle<()>> {
     let name = format!("query-{}", run.shared.name);
     std::thread::Builder::new()
         .name(name.chars().take(15).collect())
+        // Expressions as deep as the parser lets through evaluate with room to spare.
+        .stack_size(streamcell_sql::limits::THREAD_STACK_BYTES)
         .spawn(move || {
             let shared = run.shared.clone();
             let push_tx = match &run.sink {
@@ -647,6 +656,7 @@ fn run_query(run: QueryRun) -> Result<()> {
     let window = run.prepared.source.window.clone();
     let mut watermark = header.watermark_ms;
     let mut rows_out = header.rows_out;
+    let mut replay = (!header.pending_end.is_empty()).then(|| header.pending_end.clone());
     let written = match &run.sink {
         Sink::Stream(_) if !header.sink_positions.is_empty() => {
             rows_written_after(&run, &shared.name, &header.sink_positions)?
@@ -692,21 +702,44 @@ fn run_query(run: QueryRun) -> Result<()> {
                 break;
             }
         }
+        // Read the micro-batch (every side) before running any of it: a persistent query
+        // makes where it began and ended durable before its first output row is.
+        let before: Vec<Vec<(u64, u64)>> = cursors.iter().map(|c| c.positions().to_vec()).collect();
         let mut n_in = 0u64;
-        let mut n_out = 0u64;
         for side in 0..cursors.len() {
-            cursors[side].poll_into(MICRO_BATCH, &mut decoders[side])?;
-            if decoders[side].is_empty() {
-                continue;
-            }
-            let (batch, times) = decoders[side].finish()?;
-            n_in += times.len() as u64;
-            let chunks = {
+            match replay.as_ref().and_then(|r| r.get(side)) {
+                Some(end) => cursors[side].poll_until(end, &mut decoders[side])?,
+                None => cursors[side].poll_into(MICRO_BATCH, &mut decoders[side])?,
+            };
+            n_in += decoders[side].len() as u64;
+        }
+        replay = None;
+        let mut n_out = 0u64;
+        if n_in > 0 {
+            let pending = match (&run.sink, run.saved_as) {
+                (Sink::Stream(_), Some(_)) => Some(PendingCheckpoint {
+                    header: CheckpointHeader {
+                        positions: before[0].clone(),
+                        right_positions: before.get(1).cloned().unwrap_or_default(),
+                        watermark_ms: watermark,
+                        rows_out,
+                        pending_end: cursors.iter().map(|c| c.positions().to_vec()).collect(),
+                        ..CheckpointHeader::default()
+                    },
+                    state: snapshot_state(&shared)?,
+                }),
+                _ => None,
+            };
+            let mut chunks = Vec::new();
+            for (side, decoder) in decoders.iter_mut().enumerate() {
+                if decoder.is_empty() {
+                    continue;
+                }
+                let (batch, times) = decoder.finish()?;
                 let mut guard = lock(&shared.pipeline);
                 let p = guard
                     .as_mut()
                     .ok_or_else(|| EngineError::internal("pipeline missing"))?;
-                let mut chunks = Vec::new();
                 match p.join.as_mut() {
                     Some(join) => {
                         for joined in join.push(side, batch, &times)? {
@@ -738,8 +771,13 @@ fn run_query(run: QueryRun) -> Result<()> {
                         }
                     }
                 }
-                chunks
-            };
+            }
+            if let Some(pending) = pending {
+                if chunks.iter().any(|c| c.batch.num_rows() > 0) {
+                    save_checkpoint(&run, &shared, pending.header, &pending.state)?;
+                    last_checkpoint = Instant::now();
+                }
+            }
             for chunk in chunks {
                 n_out += deliver(&run, &shared, chunk, &mut rows_out, written)?;
             }
@@ -776,9 +814,9 @@ fn run_query(run: QueryRun) -> Result<()> {
         }
         dirty = true;
         if run.saved_as.is_some() {
-            let due = shared.kind == QueryKind::Stream && n_out > 0
-                || last_checkpoint.elapsed() >= VIEW_CHECKPOINT_EVERY;
-            if due {
+            // A persistent query's output is covered by the checkpoint taken before it was
+            // written; the state after it is saved on this timer or when the query idles.
+            if last_checkpoint.elapsed() >= VIEW_CHECKPOINT_EVERY {
                 checkpoint(&run, &shared, &cursors, watermark, rows_out)?;
                 dirty = false;
                 last_checkpoint = Instant::now();
@@ -809,6 +847,42 @@ fn publish_progress(shared: &QueryShared, cursors: &[StreamCursor]) {
     shared.progress_tick.send_modify(|t| *t += 1);
 }
 
+/// A checkpoint taken before a persistent query's micro-batch ran, saved only if the
+/// micro-batch writes rows (just before it does).
+struct PendingCheckpoint {
+    header: CheckpointHeader,
+    state: SavedState,
+}
+
+/// A pipeline's state as a checkpoint stores it: the aggregate's snapshot, then a join's.
+#[derive(Default)]
+struct SavedState {
+    bytes: Vec<u8>,
+    has_state: bool,
+    agg_len: usize,
+}
+
+fn snapshot_state(shared: &QueryShared) -> Result<SavedState> {
+    let mut out = SavedState::default();
+    let mut guard = lock(&shared.pipeline);
+    if let Some(p) = guard.as_mut() {
+        if let Some(Stage::Aggregate(agg)) = p
+            .stages
+            .iter_mut()
+            .find(|s| matches!(s, Stage::Aggregate(_)))
+        {
+            out.bytes = agg.snapshot()?;
+            out.has_state = true;
+        }
+        out.agg_len = out.bytes.len();
+        if let Some(join) = p.join.as_ref() {
+            out.bytes.extend(join.snapshot()?);
+        }
+    }
+    Ok(out)
+}
+
+/// Saves the query's state now: positions, state, rows written, output tails.
 fn checkpoint(
     run: &QueryRun,
     shared: &QueryShared,
@@ -816,28 +890,8 @@ fn checkpoint(
     watermark: Option<i64>,
     rows_out: u64,
 ) -> Result<()> {
-    let Some(kind) = run.saved_as else {
+    if run.saved_as.is_none() {
         return Ok(());
-    };
-    let mut state = Vec::new();
-    let mut has_state = false;
-    let mut agg_len = 0;
-    {
-        let mut guard = lock(&shared.pipeline);
-        if let Some(p) = guard.as_mut() {
-            if let Some(Stage::Aggregate(agg)) = p
-                .stages
-                .iter_mut()
-                .find(|s| matches!(s, Stage::Aggregate(_)))
-            {
-                state = agg.snapshot()?;
-                has_state = true;
-            }
-            agg_len = state.len();
-            if let Some(join) = p.join.as_ref() {
-                state.extend(join.snapshot()?);
-            }
-        }
     }
     let header = CheckpointHeader {
         positions: cursors[0].positions().to_vec(),
@@ -847,14 +901,29 @@ fn checkpoint(
             .unwrap_or_default(),
         watermark_ms: watermark,
         rows_out,
-        has_state,
-        agg_len: Some(agg_len),
-        sink_positions: match &run.sink {
-            Sink::Stream(target) => sink_positions(run, target)?,
-            _ => Vec::new(),
-        },
+        ..CheckpointHeader::default()
     };
-    let bytes = encode_checkpoint(&header, &state)?;
+    save_checkpoint(run, shared, header, &snapshot_state(shared)?)
+}
+
+/// Completes `header` with the state's layout and the output stream's tails, and commits
+/// it in one catalog transaction.
+fn save_checkpoint(
+    run: &QueryRun,
+    shared: &QueryShared,
+    mut header: CheckpointHeader,
+    state: &SavedState,
+) -> Result<()> {
+    let Some(kind) = run.saved_as else {
+        return Ok(());
+    };
+    header.has_state = state.has_state;
+    header.agg_len = Some(state.agg_len);
+    header.sink_positions = match &run.sink {
+        Sink::Stream(target) => sink_positions(run, target)?,
+        _ => Vec::new(),
+    };
+    let bytes = encode_checkpoint(&header, &state.bytes)?;
     match run.catalog.save_object_state(kind, &shared.name, &bytes) {
         Ok(()) => Ok(()),
         // Dropped meanwhile: the thread is about to be stopped.
@@ -941,7 +1010,8 @@ fn sink_positions(run: &QueryRun, target: &str) -> Result<Vec<(u64, u64)>> {
 }
 
 /// How many rows the query had written in all, read from its output stream after the
-/// checkpoint's positions (0 if none of its records are there).
+/// checkpoint's positions (0 if none of its records are there). Output that cannot be read
+/// fails the query: guessing would write rows twice or lose them.
 fn rows_written_after(run: &QueryRun, name: &str, positions: &[(u64, u64)]) -> Result<u64> {
     use streamcell_proto::api::CompressionType;
     let mut most = 0;
@@ -954,22 +1024,26 @@ fn rows_written_after(run: &QueryRun, name: &str, positions: &[(u64, u64)]) -> R
                     .read(shard, next, streamcell_store::ReadLimits::batches(256))
                 {
                     Ok(b) => b,
-                    // The output stream was deleted or trimmed: nothing to skip.
-                    Err(_) => break,
+                    // The output stream was deleted: nothing to skip.
+                    Err(streamcell_store::StoreError::ShardNotFound(_)) => break,
+                    Err(e) => return Err(e.into()),
                 };
             if batches.is_empty() {
                 break;
             }
             for b in &batches {
                 next = b.seq + 1;
-                let Ok(compression) = CompressionType::try_from(i32::from(b.flags)) else {
-                    continue;
+                let unreadable = |e: String| {
+                    EngineError::internal(format!(
+                        "query {name:?}: its output batch {} of shard {shard} cannot be read \
+                         to learn what it had written: {e}",
+                        b.seq
+                    ))
                 };
-                let Ok(records) =
-                    streamcell_proto::records::decode_payload(&b.payload, compression)
-                else {
-                    continue;
-                };
+                let compression = CompressionType::try_from(i32::from(b.flags))
+                    .map_err(|_| unreadable(format!("unknown compression {}", b.flags)))?;
+                let records = streamcell_proto::records::decode_payload(&b.payload, compression)
+                    .map_err(|e| unreadable(e.to_string()))?;
                 for r in records {
                     let Some(h) = r.header else { continue };
                     if h.attributes.get(QUERY_ATTR).map(String::as_str) == Some(name) {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use streamcell_proto::api::{h_stream_record_header::Flag, CompressionType};
 use streamcell_proto::records::{decompress, visit_records, MAX_DECOMPRESSED};
-use streamcell_store::{Catalog, ReadLimits, ShardLog};
+use streamcell_store::{Catalog, ReadLimits, ShardLog, StoredBatch};
 use tokio::sync::watch;
 
 use crate::decode::BatchDecoder;
@@ -42,7 +42,7 @@ pub struct StreamCursor {
     log: Arc<dyn ShardLog>,
     /// `(shard, next sequence number to read)`, in key-range order.
     positions: Vec<(u64, u64)>,
-    /// Round-robin start, so one busy shard does not starve the others.
+    /// Round-robin start of [`gather`](Self::gather)'s visits.
     turn: usize,
     /// Records skipped because they are not JSON objects.
     pub skipped: u64,
@@ -90,7 +90,8 @@ impl StreamCursor {
     /// (or everything available) are in `out`. Returns how many records were added.
     /// Blocking file I/O.
     pub fn poll(&mut self, max_records: usize, out: &mut Vec<SourceRecord>) -> Result<usize> {
-        self.read(max_records, |time_ms, flag, payload| {
+        let batches = self.gather(max_records)?;
+        self.decode(batches, |time_ms, flag, payload| {
             match json_object(flag, payload) {
                 Some(row) => {
                     out.push(SourceRecord { time_ms, row });
@@ -103,62 +104,116 @@ impl StreamCursor {
 
     /// Like [`poll`](Self::poll), decoding the records straight into `decoder`'s columns.
     pub fn poll_into(&mut self, max_records: usize, decoder: &mut BatchDecoder) -> Result<usize> {
-        self.read(max_records, |time_ms, flag, payload| match flag {
-            Flag::Json => decoder.push_struct(payload, time_ms),
-            Flag::Raw => match json_object(flag, payload) {
-                Some(row) => {
-                    decoder.push_row(&row, time_ms);
-                    true
-                }
-                None => false,
-            },
-        })
+        let batches = self.gather(max_records)?;
+        self.decode(batches, |t, f, p| push_into(decoder, t, f, p))
     }
 
-    /// The loop of `poll`: `take` gets each record (publish time, flag, payload) and says
-    /// whether it was a JSON object; the others are counted in `skipped`.
-    fn read(
-        &mut self,
-        max_records: usize,
-        mut take: impl FnMut(i64, Flag, &[u8]) -> bool,
-    ) -> Result<usize> {
+    /// Reads exactly the batches from the cursor's positions up to `end` (each shard's next
+    /// sequence number after the read) into `decoder`, in the order [`poll_into`] decodes
+    /// them: a micro-batch replayed after a restart is the micro-batch first read. Shards
+    /// not in `end` are not read. Batches trimmed meanwhile (retention) are gone and not
+    /// replayed; the cursor ends at `end` in any case.
+    ///
+    /// [`poll_into`]: Self::poll_into
+    pub fn poll_until(&mut self, end: &[(u64, u64)], decoder: &mut BatchDecoder) -> Result<usize> {
+        let mut batches = Vec::new();
+        for (i, &(shard, from)) in self.positions.iter().enumerate() {
+            let Some(&(_, stop)) = end.iter().find(|(s, _)| *s == shard) else {
+                continue;
+            };
+            let mut next = from;
+            let mut got = Vec::new();
+            while next < stop {
+                let read = self.log.read(shard, next, ReadLimits::batches(64))?;
+                let Some(last) = read.last() else { break };
+                next = last.seq + 1;
+                got.extend(read.into_iter().filter(|b| b.seq < stop));
+            }
+            if got.first().is_some_and(|b| b.seq != from) {
+                tracing::warn!(
+                    stream = %self.stream,
+                    shard,
+                    from,
+                    first = got.first().map(|b| b.seq),
+                    "batches a query had read before a restart were trimmed before it replayed them"
+                );
+            }
+            batches.push((i, got));
+        }
+        let n = self.decode(batches, |t, f, p| push_into(decoder, t, f, p))?;
+        for (shard, next) in self.positions.iter_mut() {
+            if let Some(&(_, stop)) = end.iter().find(|(s, _)| s == shard) {
+                *next = (*next).max(stop);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Takes whole batches from each shard in turn (up to 64 per visit, so one busy shard
+    /// does not starve the others) until they hold at least `max_records` records or no
+    /// shard has more, and moves the positions past them. Returns them per shard index.
+    fn gather(&mut self, max_records: usize) -> Result<Vec<(usize, Vec<StoredBatch>)>> {
         let n = self.positions.len();
-        let mut added = 0;
+        let mut per_shard: Vec<(usize, Vec<StoredBatch>)> = Vec::new();
+        let mut records = 0usize;
         let mut idle = 0;
-        while added < max_records && idle < n {
+        while records < max_records && idle < n {
             let i = self.turn % n;
             self.turn = self.turn.wrapping_add(1);
             let (shard, next) = self.positions[i];
             let batches = self.log.read(shard, next, ReadLimits::batches(64))?;
-            if batches.is_empty() {
+            let Some(last) = batches.last() else {
                 idle += 1;
                 continue;
-            }
+            };
             idle = 0;
-            for b in &batches {
-                let compression = CompressionType::try_from(i32::from(b.flags)).map_err(|_| {
-                    EngineError::internal(format!(
-                        "stream {}: batch {} has unknown compression {}",
-                        self.stream, b.seq, b.flags
-                    ))
-                })?;
-                let plain = decompress(&b.payload, compression, MAX_DECOMPRESSED).map_err(|e| {
-                    EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
-                })?;
-                let mut skipped = 0;
-                visit_records(&plain, |flag, payload| {
-                    if take(b.timestamp_ms, flag, payload) {
-                        added += 1;
-                    } else {
-                        skipped += 1;
-                    }
-                })
-                .map_err(|e| {
-                    EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
-                })?;
-                self.skipped += skipped;
-                self.positions[i].1 = b.seq + 1;
+            self.positions[i].1 = last.seq + 1;
+            records += batches
+                .iter()
+                .map(|b| b.record_count as usize)
+                .sum::<usize>();
+            match per_shard.iter_mut().find(|(j, _)| *j == i) {
+                Some((_, v)) => v.extend(batches),
+                None => per_shard.push((i, batches)),
             }
+        }
+        Ok(per_shard)
+    }
+
+    /// Hands every record of `batches` to `take` (publish time, flag, payload), shard by
+    /// shard in key-range order and each shard's batches in sequence order, whatever order
+    /// they were read in: the rows of a micro-batch depend only on the ranges read. `take`
+    /// says whether the record was a JSON object; the others are counted in `skipped`.
+    /// Returns how many were taken.
+    fn decode(
+        &mut self,
+        mut batches: Vec<(usize, Vec<StoredBatch>)>,
+        mut take: impl FnMut(i64, Flag, &[u8]) -> bool,
+    ) -> Result<usize> {
+        batches.sort_by_key(|(i, _)| *i);
+        let mut added = 0;
+        for b in batches.iter().flat_map(|(_, v)| v) {
+            let compression = CompressionType::try_from(i32::from(b.flags)).map_err(|_| {
+                EngineError::internal(format!(
+                    "stream {}: batch {} has unknown compression {}",
+                    self.stream, b.seq, b.flags
+                ))
+            })?;
+            let plain = decompress(&b.payload, compression, MAX_DECOMPRESSED).map_err(|e| {
+                EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
+            })?;
+            let mut skipped = 0;
+            visit_records(&plain, |flag, payload| {
+                if take(b.timestamp_ms, flag, payload) {
+                    added += 1;
+                } else {
+                    skipped += 1;
+                }
+            })
+            .map_err(|e| {
+                EngineError::internal(format!("stream {}: batch {}: {e}", self.stream, b.seq))
+            })?;
+            self.skipped += skipped;
         }
         Ok(added)
     }
@@ -179,6 +234,20 @@ impl StreamCursor {
             .iter()
             .map(|&(shard, _)| Ok(self.log.watch_tail(shard)?))
             .collect()
+    }
+}
+
+/// Decodes one record into `decoder`; false if it is not a JSON object.
+fn push_into(decoder: &mut BatchDecoder, time_ms: i64, flag: Flag, payload: &[u8]) -> bool {
+    match flag {
+        Flag::Json => decoder.push_struct(payload, time_ms),
+        Flag::Raw => match json_object(flag, payload) {
+            Some(row) => {
+                decoder.push_row(&row, time_ms);
+                true
+            }
+            None => false,
+        },
     }
 }
 

@@ -70,6 +70,17 @@ async fn append_seqs(store: &Store, shard: u64, from: u64, n: u64) {
     }
 }
 
+/// A data directory with one stream "s" of one shard holding batches `1..=n` (1 MiB
+/// segments), closed cleanly; returns it and the shard id.
+async fn closed_shard(n: u64) -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
+    let shard = new_stream(&store, "s");
+    append_seqs(&store, shard, 1, n).await;
+    drop(store);
+    (dir, shard)
+}
+
 fn shard_dir(dir: &Path, shard: u64) -> PathBuf {
     dir.join("shards").join(shard.to_string())
 }
@@ -261,13 +272,7 @@ async fn truncating_the_active_segment_after_a_crash_is_data_loss() {
 
 #[tokio::test]
 async fn a_torn_unacknowledged_tail_is_still_cut_silently() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 20).await;
-    }
+    let (dir, shard) = closed_shard(20).await;
     let seg = active_segment(dir.path(), shard);
     let good_len = std::fs::metadata(&seg).expect("stat").len();
     // Half of the frame of an append that was never acknowledged (batch 21).
@@ -309,13 +314,7 @@ async fn a_torn_unacknowledged_tail_is_still_cut_silently() {
 
 #[tokio::test]
 async fn a_zero_filled_acknowledged_region_is_data_loss() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 30).await;
-    }
+    let (dir, shard) = closed_shard(30).await;
     let seg = active_segment(dir.path(), shard);
     let len = std::fs::metadata(&seg).expect("stat").len();
     let offsets = frame_offsets(&seg);
@@ -328,13 +327,7 @@ async fn a_zero_filled_acknowledged_region_is_data_loss() {
 
 #[tokio::test]
 async fn zeros_past_the_acknowledged_end_are_still_a_torn_tail() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 10).await;
-    }
+    let (dir, shard) = closed_shard(10).await;
     let seg = active_segment(dir.path(), shard);
     let len = std::fs::metadata(&seg).expect("stat").len();
     write_at(&seg, &[0u8; 4096], len);
@@ -369,13 +362,7 @@ async fn a_deleted_active_segment_is_data_loss() {
 
 #[tokio::test]
 async fn an_active_segment_cut_to_nothing_is_data_loss() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(1 << 20)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 12).await;
-    }
+    let (dir, shard) = closed_shard(12).await;
     // Cut to zero bytes: it looks like a segment whose creation a crash interrupted.
     truncate(&active_segment(dir.path(), shard), 0);
     let store = Store::open(dir.path(), opts(1 << 20)).expect("reopen");

@@ -38,6 +38,16 @@ def test_invalid_stream_name(server, bad):
     still_serves(server)
 
 
+@pytest.mark.parametrize("factor", [0, 6, 1_000_000, 2**32 - 1])
+def test_replication_factor_is_bounded(server, factor):
+    name = uid()
+    err = rpc_error(server.stub().CreateStream,
+                    pb.Stream(streamName=name, replicationFactor=factor, shardCount=1), timeout=10)
+    assert_rpc_error(err, INVALID, E("StreamInvalidReplicaFactor"))
+    assert "between 1 and 5" in err.details()
+    still_serves(server)
+
+
 def test_shard_count_zero(server):
     name = uid()
 

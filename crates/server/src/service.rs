@@ -39,6 +39,10 @@ const MAX_STREAM_MESSAGE_BYTES: usize = 1 << 20;
 const MAX_BATCHES_PER_MESSAGE: usize = 256;
 /// Most shards a stream may have.
 const MAX_SHARDS: u32 = 4096;
+/// The most copies a stream may ask for: NATS JetStream, the replicated backend of cluster
+/// mode, keeps at most 5 replicas of a stream. (One node keeps one copy and records the
+/// factor.)
+const MAX_REPLICATION: u32 = 5;
 /// Longest acknowledgement timeout a subscription may have (10 hours, as HStreamDB).
 const MAX_ACK_TIMEOUT_SECS: i32 = 36_000;
 
@@ -450,10 +454,13 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             &req.stream_name,
             ErrorCode::StreamInvalidObjectIdentifier,
         )?;
-        if req.replication_factor == 0 {
+        if req.replication_factor == 0 || req.replication_factor > MAX_REPLICATION {
             return Err(ApiError::invalid(
                 ErrorCode::StreamInvalidReplicaFactor,
-                "replication factor must be at least 1",
+                format!(
+                    "replication factor must be between 1 and {MAX_REPLICATION}, got {}",
+                    req.replication_factor
+                ),
             )
             .into());
         }

@@ -81,6 +81,17 @@ async fn closed_shard(n: u64) -> (tempfile::TempDir, u64) {
     (dir, shard)
 }
 
+/// Like [`closed_shard`] with 4 KiB segments (so most are sealed), shut down cleanly.
+async fn sealed_segments(n: u64) -> (tempfile::TempDir, u64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), opts(4096)).expect("open");
+    let shard = new_stream(&store, "s");
+    append_seqs(&store, shard, 1, n).await;
+    store.shutdown().await;
+    drop(store);
+    (dir, shard)
+}
+
 fn shard_dir(dir: &Path, shard: u64) -> PathBuf {
     dir.join("shards").join(shard.to_string())
 }
@@ -339,14 +350,7 @@ async fn zeros_past_the_acknowledged_end_are_still_a_torn_tail() {
 
 #[tokio::test]
 async fn a_deleted_active_segment_is_data_loss() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(4096)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 300).await;
-        store.shutdown().await;
-    }
+    let (dir, shard) = sealed_segments(300).await;
     let seg = active_segment(dir.path(), shard);
     let base: u64 = seg
         .file_stem()
@@ -372,14 +376,7 @@ async fn an_active_segment_cut_to_nothing_is_data_loss() {
 
 #[tokio::test]
 async fn a_shard_whose_segments_all_vanished_keeps_its_numbers() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(4096)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 200).await;
-        store.shutdown().await;
-    }
+    let (dir, shard) = sealed_segments(200).await;
     for ext in ["log", "idx"] {
         for f in files_with_ext(dir.path(), shard, ext) {
             std::fs::remove_file(f).expect("rm");
@@ -399,14 +396,7 @@ async fn a_shard_whose_segments_all_vanished_keeps_its_numbers() {
 
 #[tokio::test]
 async fn a_truncated_sealed_segment_is_reported_as_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(4096)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 200).await;
-        store.shutdown().await;
-    }
+    let (dir, shard) = sealed_segments(200).await;
     let segs = files_with_ext(dir.path(), shard, "log");
     assert!(segs.len() > 3);
     let sealed = &segs[1];
@@ -435,14 +425,7 @@ async fn a_truncated_sealed_segment_is_reported_as_lost() {
 
 #[tokio::test]
 async fn a_deleted_sealed_segment_is_reported_as_lost() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let shard;
-    {
-        let store = Store::open(dir.path(), opts(4096)).expect("open");
-        shard = new_stream(&store, "s");
-        append_seqs(&store, shard, 1, 200).await;
-        store.shutdown().await;
-    }
+    let (dir, shard) = sealed_segments(200).await;
     let segs = files_with_ext(dir.path(), shard, "log");
     let base = |p: &Path| -> u64 {
         p.file_stem()

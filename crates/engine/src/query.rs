@@ -681,6 +681,8 @@ fn run_query(run: QueryRun) -> Result<()> {
     shared.set_status(QueryStatus::Running);
     let mut last_checkpoint = Instant::now();
     let mut dirty = false;
+    // A persistent query: its micro-batches are checkpointed before their output is written.
+    let durable_output = matches!(run.sink, Sink::Stream(_)) && run.saved_as.is_some();
     loop {
         let wanted = *control.borrow_and_update();
         match wanted {
@@ -704,7 +706,11 @@ fn run_query(run: QueryRun) -> Result<()> {
         }
         // Read the micro-batch (every side) before running any of it: a persistent query
         // makes where it began and ended durable before its first output row is.
-        let before: Vec<Vec<(u64, u64)>> = cursors.iter().map(|c| c.positions().to_vec()).collect();
+        let before: Vec<Vec<(u64, u64)>> = if durable_output {
+            cursors.iter().map(|c| c.positions().to_vec()).collect()
+        } else {
+            Vec::new()
+        };
         let mut n_in = 0u64;
         for side in 0..cursors.len() {
             match replay.as_ref().and_then(|r| r.get(side)) {
@@ -716,19 +722,21 @@ fn run_query(run: QueryRun) -> Result<()> {
         replay = None;
         let mut n_out = 0u64;
         if n_in > 0 {
-            let pending = match (&run.sink, run.saved_as) {
-                (Sink::Stream(_), Some(_)) => Some(PendingCheckpoint {
+            let pending = if durable_output {
+                let mut before = before.into_iter();
+                Some(PendingCheckpoint {
                     header: CheckpointHeader {
-                        positions: before[0].clone(),
-                        right_positions: before.get(1).cloned().unwrap_or_default(),
+                        positions: before.next().unwrap_or_default(),
+                        right_positions: before.next().unwrap_or_default(),
                         watermark_ms: watermark,
                         rows_out,
                         pending_end: cursors.iter().map(|c| c.positions().to_vec()).collect(),
                         ..CheckpointHeader::default()
                     },
                     state: snapshot_state(&shared)?,
-                }),
-                _ => None,
+                })
+            } else {
+                None
             };
             let mut chunks = Vec::new();
             for (side, decoder) in decoders.iter_mut().enumerate() {

@@ -129,7 +129,7 @@ impl StreamCursor {
                 next = last.seq + 1;
                 got.extend(read.into_iter().filter(|b| b.seq < stop));
             }
-            if got.first().is_some_and(|b| b.seq != from) {
+            if from < stop && got.first().map(|b| b.seq) != Some(from) {
                 tracing::warn!(
                     stream = %self.stream,
                     shard,

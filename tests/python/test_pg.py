@@ -282,3 +282,16 @@ def test_information_schema_for_query_editors(start_server):
         assert [d.name for d in cur.description] == ["current_database", "current_user", "current_setting"]
         assert cur.fetchone() == ("streamcell", "streamcell", "public")
         assert conn.execute("SELECT version()").fetchone()[0].startswith("PostgreSQL 16")
+
+
+def test_catalog_names_in_strings_are_data(start_server):
+    """A statement is routed to the catalogs by the names it reads, not by its text: a value
+    or a comment that mentions a catalog is stored like any other."""
+    srv = start_server()
+    s = uid("notes")
+    with connect(srv) as c:
+        c.execute(f"CREATE STREAM {s} (note STRING)")
+        c.execute(f"INSERT INTO {s} (note) VALUES ('see pg_type and current_user') -- pg_class")
+        c.execute(f"INSERT INTO {s} (note) VALUES (%s)", ("information_schema.tables",))
+        rows = c.execute(f"SELECT note FROM {s} ORDER BY note").fetchall()
+        assert rows == [("information_schema.tables",), ("see pg_type and current_user",)]

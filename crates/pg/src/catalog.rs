@@ -49,13 +49,15 @@ const NS_DATACELL: i32 = 16_300;
 const ROLE_OID: i32 = 10;
 const FIRST_RELATION_OID: i32 = 16_384;
 
-/// Whether `sql` reads PostgreSQL's catalogs (and so runs here).
+/// Whether `sql` reads PostgreSQL's catalogs (and so runs here): a name in it (not a string
+/// literal or a comment) is a catalog, a catalog schema or one of their functions. Text that
+/// does not tokenize is not a catalog query (the engine reports the error).
 pub fn is_catalog_query(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    const MARKS: [&str; 20] = [
-        "current_setting(",
-        "pg_catalog.",
-        "information_schema.",
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    const NAMES: [&str; 20] = [
+        "current_setting",
+        "pg_catalog",
+        "information_schema",
         "pg_class",
         "pg_namespace",
         "pg_attribute",
@@ -65,16 +67,26 @@ pub fn is_catalog_query(sql: &str) -> bool {
         "pg_user",
         "pg_settings",
         "pg_tables",
-        "current_database(",
+        "current_database",
         "current_schema",
         "current_user",
         "session_user",
-        "pg_backend_pid(",
-        "has_table_privilege(",
-        "pg_is_in_recovery(",
-        "format_type(",
+        "pg_backend_pid",
+        "has_table_privilege",
+        "pg_is_in_recovery",
+        "format_type",
     ];
-    MARKS.iter().any(|m| lower.contains(m))
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return false;
+    };
+    tokens.iter().any(|t| match t {
+        Token::Word(w) => {
+            let name = w.value.to_ascii_lowercase();
+            NAMES.iter().any(|n| name.starts_with(n))
+        }
+        _ => false,
+    })
 }
 
 /// `sql` with PostgreSQL-only spellings replaced by what DataFusion reads.
@@ -1215,6 +1227,11 @@ mod tests {
         assert!(is_catalog_query(sql));
         assert!(is_catalog_query("select current_database()"));
         assert!(!is_catalog_query("SELECT * FROM readings"));
+        // Names in strings and comments are data, not catalogs.
+        assert!(!is_catalog_query(
+            "INSERT INTO notes (a) VALUES ('pg_type and current_user') -- pg_class"
+        ));
+        assert!(is_catalog_query("SELECT \"pg_class\".oid FROM pg_class"));
     }
 
     #[test]

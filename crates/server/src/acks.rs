@@ -66,11 +66,11 @@ impl AckState {
         true
     }
 
-    /// Acknowledges everything before batch `seq` (batches that were trimmed or expired and
-    /// will never be delivered).
-    pub fn skip_to(&mut self, seq: u64) {
-        if (seq, 0) > self.frontier {
-            self.insert(self.frontier, (seq, 0));
+    /// Acknowledges every record of batches `from..to` (batches skipped by an operator, or
+    /// trimmed before they were delivered), leaving the state of other batches as it is.
+    pub fn ack_batches(&mut self, from: u64, to: u64) {
+        if from < to {
+            self.insert((from, 0), (to, 0));
         }
     }
 
@@ -185,6 +185,20 @@ mod tests {
     }
 
     #[test]
+    fn skipped_batches_leave_earlier_unacked_records_alone() {
+        let mut a = AckState::starting_at(5);
+        a.ack_batches(7, 9); // batch 5 and 6 were delivered and are not acknowledged
+        assert_eq!(a.frontier(), (5, 0));
+        assert!(!a.is_acked((5, 0)) && !a.is_acked((6, 3)));
+        assert!(a.is_acked((7, 0)) && a.is_acked((8, 99)) && !a.is_acked((9, 0)));
+        a.ack(5, 0, 1);
+        a.ack(6, 0, 1);
+        assert_eq!(a.frontier(), (9, 0));
+        a.ack_batches(9, 9); // an empty range changes nothing
+        assert_eq!(a.frontier(), (9, 0));
+    }
+
+    #[test]
     fn out_of_order_acks_are_remembered_exactly() {
         let mut a = AckState::starting_at(10);
         a.ack(10, 1, 4);
@@ -243,7 +257,7 @@ mod tests {
     fn skipping_trimmed_batches_and_bad_checkpoints() {
         let mut a = AckState::starting_at(1);
         a.ack(7, 0, 2);
-        a.skip_to(7);
+        a.ack_batches(1, 7);
         assert_eq!(a.frontier(), (7, 1));
         let mut bytes = a.encode();
         bytes[3] ^= 1;

@@ -1,6 +1,7 @@
 //! The HTTP front door (`--http-port`): `GET /health`, `GET /metrics` (Prometheus text, see
-//! [`crate::metrics`]) and a small JSON REST API under `/api/v1` for streams, persistent
-//! queries, views and SQL statements.
+//! [`crate::metrics`]) and a small JSON REST API under `/api/v1` for streams, subscriptions
+//! (state, and the operator's `skip-damaged` action), persistent queries, views and SQL
+//! statements.
 //!
 //! Handlers call the gRPC service's own handlers ([`StreamApi`]) and the SQL engine, so names
 //! are validated, DDL is serialized and errors are worded exactly as for gRPC clients. Every
@@ -302,6 +303,14 @@ async fn create_stream(State(state): Shared, body: Result<Bytes, BytesRejection>
 }
 
 /// True for `force=true` (or `force=1`, or a bare `force`) in a query string.
+/// The value of `name` in a query string, if given.
+fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
 fn flag(query: Option<&str>, name: &str) -> bool {
     query.is_some_and(|q| {
         q.split('&').any(|kv| {
@@ -333,6 +342,72 @@ async fn delete_stream(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- subscriptions -----------------------------------------------------------------------
+
+async fn get_subscription(
+    State(state): Shared,
+    id: Result<Path<String>, PathRejection>,
+) -> HttpResult {
+    let id = path_name(id)?;
+    let r = HStreamApi::get_subscription(
+        state.api.as_ref(),
+        Request::new(api::GetSubscriptionRequest { id }),
+    )
+    .await?
+    .into_inner();
+    let sub = r.subscription.unwrap_or_default();
+    let offsets: Vec<Value> = r
+        .offsets
+        .iter()
+        .map(|o| json!({ "shard": o.shard_id, "batch": o.batch_id }))
+        .collect();
+    let held: Vec<Value> = r
+        .streamcell_held_shards
+        .iter()
+        .map(|h| {
+            json!({
+                "shard": h.shard_id,
+                "batch": h.batch_id,
+                "reason": h.reason,
+                "since_ms": h.since.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
+            })
+        })
+        .collect();
+    ok(&json!({
+        "id": sub.subscription_id,
+        "stream": sub.stream_name,
+        "ack_timeout_seconds": sub.ack_timeout_seconds,
+        "max_unacked_records": sub.max_unacked_records,
+        "offsets": offsets,
+        "held": held,
+    }))
+}
+
+/// `POST /api/v1/subscriptions/{id}/skip-damaged[?shard=N]`: the operator accepts the loss of
+/// the batches a held shard cannot deliver; delivery resumes after them.
+async fn skip_damaged(
+    State(state): Shared,
+    id: Result<Path<String>, PathRejection>,
+    RawQuery(query): RawQuery,
+) -> HttpResult {
+    let id = path_name(id)?;
+    let shard = match query_value(query.as_deref(), "shard") {
+        None => None,
+        Some(v) => Some(v.parse::<u64>().map_err(|_| {
+            HttpError::bad_request(format!("shard must be a shard id (a number), not {v:?}"))
+        })?),
+    };
+    let handle = state.subs.get(&id).map_err(Status::from)?;
+    let skipped =
+        detached(async move { Ok(handle.skip_damaged(shard).await.map_err(Status::from)?) })
+            .await?;
+    let skipped: Vec<Value> = skipped
+        .iter()
+        .map(|s| json!({ "shard": s.shard, "from": s.from, "to": s.to, "batches": s.to - s.from }))
+        .collect();
+    ok(&json!({ "skipped": skipped }))
 }
 
 // ---- queries and views --------------------------------------------------------------------
@@ -491,7 +566,7 @@ async fn run_sql(State(state): Shared, body: Result<Bytes, BytesRejection>) -> H
 async fn no_route(method: Method, uri: Uri) -> HttpError {
     HttpError::not_found(format!(
         "no route {method} {}: the endpoints are /health, /metrics and /api/v1/{{streams, \
-         queries, views, sql}}",
+         subscriptions, queries, views, sql}}",
         uri.path()
     ))
 }
@@ -512,6 +587,11 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(
             "/api/v1/streams/{name}",
             get(get_stream).delete(delete_stream),
+        )
+        .route("/api/v1/subscriptions/{id}", get(get_subscription))
+        .route(
+            "/api/v1/subscriptions/{id}/skip-damaged",
+            post(skip_damaged),
         )
         .route("/api/v1/queries", get(list_queries))
         .route("/api/v1/queries/{name}", get(get_query))

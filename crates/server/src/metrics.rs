@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use streamcell_engine::datacell::adapter::{Adapter, Direction};
 use streamcell_engine::Engine;
-use streamcell_store::{now_ms, ReadLimits, Store};
+use streamcell_store::{now_ms, ReadLimits, ShardDamage, Store};
 
 use crate::subscriptions::Subscriptions;
 
@@ -178,6 +178,12 @@ pub struct SubscriptionCounters {
     pub unacked: AtomicU64,
     /// Consumers attached (a gauge).
     pub consumers: AtomicU64,
+    /// Times a shard's delivery was held at damaged or lost data.
+    pub holds: AtomicU64,
+    /// Shards held now (a gauge).
+    pub held_shards: AtomicU64,
+    /// Batches an operator skipped as unreadable.
+    pub skipped_batches: AtomicU64,
 }
 
 /// The server's own counters, by stream.
@@ -457,22 +463,32 @@ pub async fn render(src: &Sources) -> Result<String, String> {
     let store = src.store.clone();
     let progress: Vec<Vec<(u64, u64)>> = queries.iter().map(|q| q.progress.clone()).collect();
     // Catalog, directory sizes and lag reads touch the disk: off the async executor.
-    let (streams, stream_bytes, total_bytes, lags) = tokio::task::spawn_blocking(move || {
-        let streams = store.catalog.list_streams().map_err(|e| e.to_string())?;
-        let bytes: Vec<u64> = streams
-            .iter()
-            .map(|s| s.shards.iter().map(|&id| store.shard_disk_bytes(id)).sum())
-            .collect();
-        let total = store.disk_bytes();
-        let now = now_ms();
-        let lags: Vec<Option<Lag>> = progress
-            .iter()
-            .map(|p| (!p.is_empty()).then(|| lag(&store, p, now)))
-            .collect();
-        Ok::<_, String>((streams, bytes, total, lags))
-    })
-    .await
-    .map_err(|e| format!("the metrics task failed: {e}"))??;
+    let (streams, stream_bytes, total_bytes, lags, damaged) =
+        tokio::task::spawn_blocking(move || {
+            let streams = store.catalog.list_streams().map_err(|e| e.to_string())?;
+            let bytes: Vec<u64> = streams
+                .iter()
+                .map(|s| s.shards.iter().map(|&id| store.shard_disk_bytes(id)).sum())
+                .collect();
+            // Only damaged shards get a series, so a healthy server's scrape stays small.
+            let damaged: Vec<(String, u64, ShardDamage)> = streams
+                .iter()
+                .flat_map(|s| s.shards.iter().map(move |&id| (s, id)))
+                .filter_map(|(s, id)| {
+                    let d = store.log.damage(id).ok()?;
+                    (d.lost_batches() + d.unreadable_batches() > 0).then(|| (s.name.clone(), id, d))
+                })
+                .collect();
+            let total = store.disk_bytes();
+            let now = now_ms();
+            let lags: Vec<Option<Lag>> = progress
+                .iter()
+                .map(|p| (!p.is_empty()).then(|| lag(&store, p, now)))
+                .collect();
+            Ok::<_, String>((streams, bytes, total, lags, damaged))
+        })
+        .await
+        .map_err(|e| format!("the metrics task failed: {e}"))??;
 
     let mut x = Exposition::new();
     let m = &src.metrics;
@@ -552,6 +568,30 @@ pub async fn render(src: &Sources) -> Result<String, String> {
         );
     }
 
+    for (name, help, count) in [
+        (
+            "streamcell_shard_lost_batches",
+            "Acknowledged batches the recovery at this start found missing from a shard's log \
+             (only damaged shards are listed; see docs/storage-format.md).",
+            ShardDamage::lost_batches as fn(&ShardDamage) -> u64,
+        ),
+        (
+            "streamcell_shard_unreadable_batches",
+            "Batches of a shard that reads refuse as damaged or lost (DATA_LOSS); only damaged \
+             shards are listed.",
+            ShardDamage::unreadable_batches,
+        ),
+    ] {
+        x.family(name, Kind::Gauge, help);
+        for (stream, shard, d) in &damaged {
+            x.sample(
+                name,
+                &[("stream", stream), ("shard", &shard.to_string())],
+                count(d),
+            );
+        }
+    }
+
     // -- subscriptions
     let subs: Vec<_> = src
         .subs
@@ -607,6 +647,28 @@ pub async fn render(src: &Sources) -> Result<String, String> {
         Kind::Gauge,
         "Consumers attached to the subscription.",
         &|c| &c.consumers,
+    );
+    sub_family(
+        &mut x,
+        "streamcell_subscription_damage_holds_total",
+        Kind::Counter,
+        "Times delivery of one of the subscription's shards stopped at damaged or lost data.",
+        &|c| &c.holds,
+    );
+    sub_family(
+        &mut x,
+        "streamcell_subscription_held_shards",
+        Kind::Gauge,
+        "Shards whose delivery is held at damaged data until an operator skips it \
+         (POST /api/v1/subscriptions/{id}/skip-damaged).",
+        &|c| &c.held_shards,
+    );
+    sub_family(
+        &mut x,
+        "streamcell_subscription_skipped_batches_total",
+        Kind::Counter,
+        "Unreadable batches an operator skipped (their records are lost to the subscription).",
+        &|c| &c.skipped_batches,
     );
 
     // -- persistent queries and views

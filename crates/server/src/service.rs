@@ -1111,6 +1111,7 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
         let id = request.into_inner().id;
         let handle = self.subs.get(&id)?;
         let offsets = handle.offsets().await?;
+        let held = handle.held();
         // From the catalog: a forced stream deletion renames the stream it reads.
         let meta = self
             .blocking(move |s| {
@@ -1124,6 +1125,15 @@ impl api::h_stream_api_server::HStreamApi for StreamApi {
             offsets: offsets
                 .into_iter()
                 .map(|(shard_id, batch_id)| api::SubscriptionOffset { shard_id, batch_id })
+                .collect(),
+            streamcell_held_shards: held
+                .into_iter()
+                .map(|h| api::HeldShard {
+                    shard_id: h.shard,
+                    batch_id: h.batch,
+                    reason: h.reason,
+                    since: Some(timestamp(h.since_ms)),
+                })
                 .collect(),
         }))
     }

@@ -17,7 +17,14 @@
 //!   every 10 ms. After a crash, only acknowledgements that arrived in the last interval and
 //!   commit (about 10-15 ms) can be lost, and nothing unacknowledged is skipped. The offsets
 //!   `GetSubscription` reports are answered only once they (and every ack applied before the
-//!   request) are committed.
+//!   request) are committed;
+//! - **damage**: a shard whose next batch the store refuses as damaged or lost is *held*: its
+//!   delivery stops there (nothing after an undelivered record is sent, so nothing is skipped
+//!   on the server's own), the consumer that owned it sees its fetch stream end once with
+//!   DATA_LOSS, and the hold is logged, counted in `/metrics` and listed by `GetSubscription`.
+//!   Other shards go on. An operator releases it with [`SubHandle::skip_damaged`] (HTTP
+//!   `POST /api/v1/subscriptions/{id}/skip-damaged`), which acknowledges exactly the
+//!   unreadable batches for this subscription and resumes at the first readable one.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -97,10 +104,42 @@ enum Event {
         force: bool,
         reply: oneshot::Sender<ApiResult<()>>,
     },
+    SkipDamaged {
+        shard: Option<u64>,
+        reply: oneshot::Sender<ApiResult<Vec<Skipped>>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
 }
+
+/// A shard whose delivery stopped at data the store cannot serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldShard {
+    /// The shard.
+    pub shard: u64,
+    /// The first batch it cannot deliver (nothing at or after it is sent).
+    pub batch: u64,
+    /// What the store reported.
+    pub reason: String,
+    /// When delivery stopped, in milliseconds since the Unix epoch.
+    pub since_ms: i64,
+}
+
+/// Batches an operator skipped on one shard: `from..to` (`to` exclusive; equal when the
+/// data was readable again and nothing had to be skipped).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The shard.
+    pub shard: u64,
+    /// The first batch skipped.
+    pub from: u64,
+    /// Where delivery resumes.
+    pub to: u64,
+}
+
+/// Held shards by shard id, written by the actor and read by `GetSubscription` and scrapes.
+type HeldShards = Arc<Mutex<BTreeMap<u64, HeldShard>>>;
 
 /// A handle on a running subscription.
 #[derive(Clone)]
@@ -110,6 +149,7 @@ pub struct SubHandle {
     pub meta: Arc<SubscriptionMeta>,
     /// Its delivery counters (kept by its actor).
     pub counters: Arc<SubscriptionCounters>,
+    held: HeldShards,
 }
 
 fn gone() -> ApiError {
@@ -166,6 +206,24 @@ impl SubHandle {
     pub async fn offsets(&self) -> ApiResult<Vec<(u64, u64)>> {
         self.ask(|reply| Event::Offsets { reply }).await?
     }
+
+    /// The shards whose delivery is held at damaged data, by shard id.
+    pub fn held(&self) -> Vec<HeldShard> {
+        lock_held(&self.held).values().cloned().collect()
+    }
+
+    /// Releases held shards (all of them, or only `shard`): the batches the store cannot
+    /// serve from the hold on are acknowledged for this subscription (their records are lost
+    /// to it) and delivery resumes at the first readable batch after them. Returns what was
+    /// skipped per shard, once that progress is durable.
+    pub async fn skip_damaged(&self, shard: Option<u64>) -> ApiResult<Vec<Skipped>> {
+        self.ask(|reply| Event::SkipDamaged { shard, reply })
+            .await?
+    }
+}
+
+fn lock_held(held: &HeldShards) -> std::sync::MutexGuard<'_, BTreeMap<u64, HeldShard>> {
+    held.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// All subscriptions of the server.
@@ -203,10 +261,12 @@ impl Subscriptions {
             tx,
             meta: Arc::new(meta.clone()),
             counters: Arc::default(),
+            held: HeldShards::default(),
         };
         let counted = Counted {
             sub: handle.counters.clone(),
             stream: self.metrics.stream(&meta.stream),
+            held: handle.held.clone(),
         };
         let actor = Actor::new(
             meta,
@@ -395,7 +455,12 @@ struct ShardCursor {
     tail: watch::Receiver<u64>,
     acks: AckState,
     outstanding: BTreeMap<u64, Sent>,
+    /// After a read failed for a reason that may pass (I/O, a failed log): when to try again.
     retry_at: Option<Instant>,
+    /// Set while reads keep failing (so the failure is logged once, not every second).
+    failing: bool,
+    /// The batch delivery is held at: the store refused it as damaged or lost.
+    held: Option<u64>,
 }
 
 /// Where an actor counts what it does.
@@ -403,6 +468,8 @@ struct Counted {
     sub: Arc<SubscriptionCounters>,
     /// The stream's records-read counter (deliveries are reads).
     stream: Arc<StreamCounters>,
+    /// Shards held at damaged data (published for `GetSubscription`).
+    held: HeldShards,
 }
 
 struct Actor {
@@ -477,6 +544,8 @@ impl Actor {
                     acks,
                     outstanding: BTreeMap::new(),
                     retry_at: None,
+                    failing: false,
+                    held: None,
                 },
             );
         }
@@ -615,6 +684,23 @@ impl Actor {
                 if ok {
                     return Flow::Stop;
                 }
+            }
+            Event::SkipDamaged { shard, reply } => {
+                let r = self.skip_damaged(shard).await;
+                let checkpointer = self.checkpointer.clone();
+                let sub = self.meta.id.clone();
+                tokio::spawn(async move {
+                    // Answered once the skip is durable, so that a crash cannot undo it.
+                    let r = match r {
+                        Ok(skipped) if !skipped.is_empty() && !checkpointer.flush().await => {
+                            Err(ApiError::Store(StoreError::Catalog(format!(
+                                "the progress of subscription {sub:?} cannot be saved now (see the server log)"
+                            ))))
+                        }
+                        r => r,
+                    };
+                    let _ = reply.send(r);
+                });
             }
             Event::Shutdown { reply } => {
                 for (&shard, c) in &self.shards {
@@ -877,7 +963,7 @@ impl Actor {
             return 0;
         };
         let Some(owner) = cur.owner else { return 0 };
-        if cur.retry_at.is_some_and(|t| Instant::now() < t) {
+        if cur.held.is_some() || cur.retry_at.is_some_and(|t| Instant::now() < t) {
             return 0;
         }
         let mut read_n = 0;
@@ -900,15 +986,28 @@ impl Actor {
             .await;
             let batches = match read {
                 Ok(Ok(b)) => b,
+                Ok(Err(e @ StoreError::Corrupt { .. })) => {
+                    self.hold(shard, from, e.to_string());
+                    return 0;
+                }
                 Ok(Err(e)) => {
-                    tracing::error!(sub = %self.meta.id, shard, "cannot read batch {from}: {e}; retrying in 1 s");
                     if let Some(c) = self.shards.get_mut(&shard) {
+                        if !c.failing {
+                            tracing::error!(sub = %self.meta.id, shard, "cannot read batch {from}: {e}; retrying every second");
+                        }
+                        c.failing = true;
                         c.retry_at = Some(Instant::now() + Duration::from_secs(1));
                     }
                     return 0;
                 }
                 Err(_) => return 0,
             };
+            if let Some(c) = self.shards.get_mut(&shard) {
+                if c.failing {
+                    tracing::info!(sub = %self.meta.id, shard, "reads of the shard work again");
+                    c.failing = false;
+                }
+            }
             read_n = batches.len();
             if let Some(c) = self.shards.get_mut(&shard) {
                 c.ahead.extend(batches);
@@ -928,7 +1027,7 @@ impl Actor {
                 }
                 if b.seq > cur.next_read {
                     // Batches in between were trimmed or expired: nothing to deliver there.
-                    cur.acks.skip_to(b.seq);
+                    cur.acks.ack_batches(cur.next_read, b.seq);
                 }
                 cur.next_read = b.seq + 1;
                 let unacked: Vec<u32> = (0..b.record_count)
@@ -968,6 +1067,96 @@ impl Actor {
             }
         }
         read_n.max(sent)
+    }
+
+    /// Stops delivery of `shard` at batch `from`, which the store refused as damaged or lost,
+    /// and tells the consumer that owns it (its fetch stream ends with DATA_LOSS; it may join
+    /// again and goes on receiving the other shards).
+    fn hold(&mut self, shard: u64, from: u64, reason: String) {
+        let id = self.meta.id.clone();
+        let Some(cur) = self.shards.get_mut(&shard) else {
+            return;
+        };
+        cur.held = Some(from);
+        cur.ahead.clear();
+        let owner = cur.owner;
+        let message = format!(
+            "subscription {id:?} cannot deliver batch {from} of shard {shard} ({reason}); \
+             delivery of that shard is held there, other shards go on. Restore the data, or \
+             accept the loss with POST /api/v1/subscriptions/{id}/skip-damaged"
+        );
+        tracing::error!(sub = %id, shard, batch = from, "DATA LOSS: {message}");
+        self.counted.sub.holds.fetch_add(1, Ordering::Relaxed);
+        let mut held = lock_held(&self.counted.held);
+        held.insert(
+            shard,
+            HeldShard {
+                shard,
+                batch: from,
+                reason,
+                since_ms: now_ms(),
+            },
+        );
+        self.counted
+            .sub
+            .held_shards
+            .store(held.len() as u64, Ordering::Relaxed);
+        drop(held);
+        if let Some(owner) = owner {
+            let status = Status::new(
+                tonic::Code::DataLoss,
+                crate::error::body(ErrorCode::InternalError, &message),
+            );
+            self.kick(owner, status);
+        }
+    }
+
+    /// Releases held shards (every one, or only `only`): acknowledges, for this subscription,
+    /// the batches from the hold up to the first one the store can read, and resumes there.
+    async fn skip_damaged(&mut self, only: Option<u64>) -> ApiResult<Vec<Skipped>> {
+        if let Some(s) = only {
+            if !self.shards.contains_key(&s) {
+                return Err(ApiError::invalid(
+                    ErrorCode::SubscriptionInvalidObjectIdentifier,
+                    format!("subscription {:?} does not read shard {s}", self.meta.id),
+                ));
+            }
+        }
+        let held: Vec<(u64, u64)> = self
+            .shards
+            .iter()
+            .filter(|(s, _)| only.is_none_or(|o| o == **s))
+            .filter_map(|(&s, c)| c.held.map(|from| (s, from)))
+            .collect();
+        let mut skipped = Vec::new();
+        for (shard, from) in held {
+            let store = self.store.clone();
+            let to = tokio::task::spawn_blocking(move || first_readable(&store, shard, from))
+                .await
+                .map_err(|_| gone())??;
+            let Some(cur) = self.shards.get_mut(&shard) else {
+                continue;
+            };
+            cur.acks.ack_batches(from, to);
+            cur.next_read = to;
+            cur.ahead.clear();
+            cur.held = None;
+            self.checkpointer.save(&self.meta.id, shard, &cur.acks);
+            let mut held = lock_held(&self.counted.held);
+            held.remove(&shard);
+            self.counted
+                .sub
+                .held_shards
+                .store(held.len() as u64, Ordering::Relaxed);
+            drop(held);
+            self.counted
+                .sub
+                .skipped_batches
+                .fetch_add(to - from, Ordering::Relaxed);
+            tracing::warn!(sub = %self.meta.id, shard, "operator skipped damaged batches {from}..{to} (exclusive); delivery resumes at {to}");
+            skipped.push(Skipped { shard, from, to });
+        }
+        Ok(skipped)
     }
 
     /// Sends the records `unacked` of batch `b` to consumer `to`; returns the bytes sent.
@@ -1088,6 +1277,31 @@ impl Actor {
             }
         }
     }
+}
+
+/// The first batch at or after `from` that the store serves (or the next one to be written):
+/// steps over the ranges the store knows to be unreadable and probes one batch at a time
+/// where damage was found only by reading.
+fn first_readable(store: &Store, shard: u64, from: u64) -> Result<u64, StoreError> {
+    let damage = store.log.damage(shard)?;
+    let end = store.log.bounds(shard)?.next_seq;
+    let mut seq = from;
+    while seq < end {
+        if let Some(&(_, last)) = damage
+            .unreadable
+            .iter()
+            .find(|&&(a, b)| a <= seq && seq <= b)
+        {
+            seq = last + 1;
+            continue;
+        }
+        match store.log.read(shard, seq, ReadLimits::batches(1)) {
+            Ok(_) => return Ok(seq),
+            Err(StoreError::Corrupt { .. }) => seq += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(seq)
 }
 
 trait ExpectShard<T> {

@@ -26,7 +26,8 @@ def start_server(request, tmp_path):
     """Factory: `start_server(*extra_args, data_dir=None, name="server", wait=True, tls_client=None)`.
 
     With `tls_client` (kwargs of grpc.ssl_channel_credentials) it is a TlsServerProcess: pass
-    the --tls-* flags in extra_args yourself.
+    the --tls-* flags in extra_args yourself; with `token` too, its channels carry
+    `authorization: Bearer <token>` as the official client's call credentials do.
 
     Starts `streamcell server` on fresh 127.0.0.1 ports with a data dir under tmp_path.
     Every process is killed at teardown; its stderr is attached to the report on failure.
@@ -42,14 +43,15 @@ def start_server(request, tmp_path):
     request.node._streamcell_servers = servers
 
     def factory(*extra_args: str, data_dir: Optional[Path] = None, name: str = "server", wait: bool = True,
-                tls_client: Optional[dict] = None):
+                tls_client: Optional[dict] = None, token: Optional[str] = None):
         n = len(servers)
         ddir = Path(data_dir) if data_dir is not None else tmp_path / f"{name}{n}-data"
         ddir.mkdir(parents=True, exist_ok=True)
         if tls_client is not None:
             # A TLS-only server: the harness (wait_ready, stub()) connects with these
             # grpc.ssl_channel_credentials arguments.
-            srv = TlsServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args, tls_client)
+            srv = TlsServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args, tls_client,
+                                   token)
         else:
             srv = ServerProcess(binary, ddir, tmp_path / f"{name}{n}.stderr.log", extra_args)
         servers.append(srv)

@@ -93,6 +93,8 @@ def _aio_ready(target: str, timeout: float):
         asyncio.run(probe())
         return None
     except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return None  # a locked server answered: it is up
         return f"{e.code()} {e.details()}"
 
 
@@ -178,6 +180,8 @@ class ServerProcess:
             try:
                 stub.DescribeCluster(empty_pb2.Empty(), timeout=remaining, wait_for_ready=True)
             except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    return  # a locked server answered: it is up (callers bring credentials)
                 raise AssertionError(
                     f"DescribeCluster failed after startup: {e.code()} {e.details()}\n" + self.log_tail()
                 ) from e
@@ -796,9 +800,9 @@ def make_tls_files(directory: Path) -> dict:
     }
 
 
-def _aio_ready_tls(target: str, creds: dict, timeout: float):
+def _aio_ready_tls(target: str, make_creds, timeout: float):
     async def probe():
-        async with grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(**creds)) as ch:
+        async with grpc.aio.secure_channel(target, make_creds()) as ch:
             await pb_grpc.HStreamApiStub(ch).DescribeCluster(empty_pb2.Empty(), timeout=timeout,
                                                              wait_for_ready=True)
 
@@ -806,6 +810,8 @@ def _aio_ready_tls(target: str, creds: dict, timeout: float):
         asyncio.run(probe())
         return None
     except grpc.RpcError as e:
+        if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return None  # a locked server answered: it is up
         return f"{e.code()} {e.details()}"
 
 
@@ -815,12 +821,18 @@ class TlsServerProcess(ServerProcess):
     certificate_chain; PEM bytes) used by wait_ready() and stub()."""
 
     def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: Iterable[str] = (),
-                 client_creds: Optional[dict] = None):
+                 client_creds: Optional[dict] = None, token: Optional[str] = None):
         super().__init__(binary, data_dir, log_path, extra_args)
         self.client_creds = dict(client_creds or {})
+        self.token = token
 
     def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(**self.client_creds)
+        """TLS channel credentials, with the access token as call credentials if given
+        (what the official client takes as `credentials=`)."""
+        tls = grpc.ssl_channel_credentials(**self.client_creds)
+        if self.token is None:
+            return tls
+        return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(self.token))
 
     def channel(self) -> grpc.Channel:
         ch = grpc.secure_channel(self.target, self.credentials())
@@ -850,7 +862,7 @@ class TlsServerProcess(ServerProcess):
                                      + self.log_tail()) from e
         remaining = max(1.0, deadline - time.monotonic())
         err = []
-        t = threading.Thread(target=lambda: err.append(_aio_ready_tls(self.target, self.client_creds, remaining)))
+        t = threading.Thread(target=lambda: err.append(_aio_ready_tls(self.target, self.credentials, remaining)))
         t.start()
         t.join()
         if err[0] is not None:

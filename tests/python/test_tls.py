@@ -90,7 +90,9 @@ def test_mutual_tls_secure_client_and_url(mtls_server, tls_files):
 
 def test_server_side_tls_only(start_server, tls_files):
     """Without --tls-ca no client certificate is needed (one is still accepted)."""
-    srv = start_server(*_server_flags(tls_files, mutual=False), tls_client=_client_creds(tls_files, with_cert=False))
+    # TLS without credentials is half-locked: the server refuses it unless told.
+    srv = start_server(*_server_flags(tls_files, mutual=False), "--allow-partial-security",
+                       tls_client=_client_creds(tls_files, with_cert=False))
 
     async def main():
         client = await hstreamdb.secure_client(host=srv.host, port=srv.port,
@@ -184,7 +186,7 @@ def test_bad_tls_files_make_the_server_exit(start_server, tls_files, tmp_path, c
         cert = str(garbage)
     elif case == "garbage-key":
         key = str(garbage)
-    args = ["--tls-cert", cert, "--tls-key", key] + (["--tls-ca", ca] if ca else [])
+    args = ["--tls-cert", cert, "--tls-key", key, "--allow-partial-security"] + (["--tls-ca", ca] if ca else [])
     if case == "key-without-cert":
         args = ["--tls-key", key]
     srv = start_server(*args, wait=False)

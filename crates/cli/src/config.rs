@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use streamcell_server::ServerConfig;
+use streamcell_server::{Secret, ServerConfig};
 use streamcell_store::SyncPolicy;
 
 /// Flags of `streamcell server`. Every one is optional so that the file and the defaults can
@@ -26,11 +26,31 @@ pub struct ServerFlags {
     /// [default: 6572]
     #[arg(long, value_name = "PORT")]
     pub pg_port: Option<u16>,
-    /// The user PostgreSQL clients log in as when --pg-password is set [default: streamcell]
+    /// A user allowed on every door (repeat for more): SCRAM-SHA-256 on the PostgreSQL port,
+    /// Basic credentials on gRPC and HTTP. Once any user, token or --tls-ca is set, every
+    /// door requires credentials [default: none: anyone who can reach a port may connect]
+    #[arg(
+        long = "user",
+        value_name = "NAME:PASSWORD",
+        env = "STREAMCELL_USER",
+        hide_env_values = true
+    )]
+    pub users: Vec<String>,
+    /// An access token: `authorization: Bearer TOKEN` on gRPC (the official clients' call
+    /// credentials) and HTTP, and the password of any user name on the PostgreSQL port; at
+    /// least 16 characters
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STREAMCELL_AUTH_TOKEN",
+        hide_env_values = true
+    )]
+    pub auth_token: Option<String>,
+    /// Older spelling of --user: the user name that goes with --pg-password [default:
+    /// streamcell]
     #[arg(long, value_name = "NAME")]
     pub pg_user: Option<String>,
-    /// Require this password (SCRAM-SHA-256) on the PostgreSQL port [default: none: anyone
-    /// who can reach the port may connect]
+    /// Older spelling of --user: adds the user --pg-user with this password (on every door)
     #[arg(
         long,
         value_name = "PASSWORD",
@@ -38,7 +58,15 @@ pub struct ServerFlags {
         hide_env_values = true
     )]
     pub pg_password: Option<String>,
-    /// HTTP port for /health and /metrics (not served yet) [default: 6580]
+    /// Serve /health and /metrics without credentials (for probes and Prometheus)
+    #[arg(long)]
+    pub open_health: bool,
+    /// Start even with part of the security configured: credentials without TLS (they
+    /// cross the network in clear), or TLS without credentials (anyone may connect)
+    #[arg(long)]
+    pub allow_partial_security: bool,
+    /// HTTP port: /health, /metrics and the /api/v1 REST API (0 picks a free port)
+    /// [default: 6580]
     #[arg(long, value_name = "PORT")]
     pub http_port: Option<u16>,
     /// Address clients are told to connect to [default: the bind address; 127.0.0.1 when
@@ -65,13 +93,15 @@ pub struct ServerFlags {
     /// Seconds between retention passes, 1 to 86400 [default: 5]
     #[arg(long, value_name = "SECS")]
     pub retention_check_secs: Option<u64>,
-    /// TLS on the gRPC port: certificate chain (PEM); needs --tls-key
+    /// TLS on every port (gRPC, PostgreSQL, HTTP): certificate chain (PEM); needs --tls-key.
+    /// Once set, clients must use TLS on all three
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM)
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by this CA (PEM)
+    /// Client certificates signed by this CA (PEM) are a credential on every door; with no
+    /// --user or --auth-token they are the only one, and required
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<PathBuf>,
     /// TOML file with any of the settings above; flags override it
@@ -93,6 +123,14 @@ struct FileConfig {
     pg_user: Option<String>,
     #[serde(alias = "pg-password")]
     pg_password: Option<String>,
+    /// `[users]` table: name = "password".
+    users: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(alias = "auth-token")]
+    auth_token: Option<String>,
+    #[serde(alias = "open-health")]
+    open_health: Option<bool>,
+    #[serde(alias = "allow-partial-security")]
+    allow_partial_security: Option<bool>,
     #[serde(alias = "http-port")]
     http_port: Option<u16>,
     #[serde(alias = "advertised-address")]
@@ -127,6 +165,9 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
+    /// A `--user` value without a `:`.
+    #[error("--user wants NAME:PASSWORD, got a value without ':'")]
+    User,
     /// The file is not valid TOML or has unknown keys or wrong types.
     #[error("invalid config file {path}: {message}")]
     Parse {
@@ -164,16 +205,51 @@ impl ServerFlags {
             (None, None) => None,
         };
         let d = ServerConfig::default();
+        // Flags replace the file's users; --pg-password adds the user --pg-user.
+        let mut users: Vec<(String, Secret)> = if self.users.is_empty() {
+            file.users
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(u, p)| (u, Secret::new(p)))
+                .collect()
+        } else {
+            self.users
+                .iter()
+                .map(|v| {
+                    v.split_once(':')
+                        .map(|(u, p)| (u.to_string(), Secret::new(p)))
+                        .ok_or(ConfigError::User)
+                })
+                .collect::<Result<_, _>>()?
+        };
+        if let Some(p) = self
+            .pg_password
+            .or(file.pg_password)
+            .filter(|p| !p.is_empty())
+        {
+            let name = self
+                .pg_user
+                .or(file.pg_user)
+                .unwrap_or_else(|| "streamcell".into());
+            users.retain(|(u, _)| *u != name);
+            users.push((name, Secret::new(p)));
+        }
         Ok(ServerConfig {
             data_dir: self.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
             bind: self.bind.or(file.bind).unwrap_or(d.bind),
             port: self.port.or(file.port).unwrap_or(d.port),
             pg_port: self.pg_port.or(file.pg_port).unwrap_or(d.pg_port),
-            pg_user: self.pg_user.or(file.pg_user).unwrap_or(d.pg_user),
-            pg_password: self
-                .pg_password
-                .or(file.pg_password)
-                .filter(|p| !p.is_empty()),
+            users,
+            auth_token: self
+                .auth_token
+                .or(file.auth_token)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
+            open_health: self.open_health || file.open_health.unwrap_or(d.open_health),
+            allow_partial_security: self.allow_partial_security
+                || file
+                    .allow_partial_security
+                    .unwrap_or(d.allow_partial_security),
             http_port: self.http_port.or(file.http_port).unwrap_or(d.http_port),
             advertised_address: self.advertised_address.or(file.advertised_address),
             node_id: self.node_id.or(file.node_id).unwrap_or(d.node_id),
@@ -225,6 +301,49 @@ mod tests {
         assert_eq!(c.sync, SyncPolicy::Interval(Duration::from_millis(50)));
         assert_eq!(c.max_record_size, 2048);
         assert_eq!(c.http_port, 6580);
+    }
+
+    #[test]
+    fn users_come_from_flags_or_the_file_and_pg_password_adds_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sc.toml");
+        std::fs::write(
+            &path,
+            "auth-token = \"0123456789abcdef\"\nopen_health = true\n[users]\nrobot = \"a:b\"\n",
+        )
+        .expect("write");
+        let c = ServerFlags {
+            config: Some(path.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(c.users, vec![("robot".into(), Secret::new("a:b"))]);
+        assert_eq!(c.auth_token, Some(Secret::new("0123456789abcdef")));
+        assert!(c.open_health && !c.allow_partial_security);
+        let c = ServerFlags {
+            config: Some(path),
+            users: vec!["ops:pw:with:colons".into()],
+            pg_password: Some("old".into()),
+            ..Default::default()
+        }
+        .resolve()
+        .expect("resolve");
+        assert_eq!(
+            c.users,
+            vec![
+                ("ops".into(), Secret::new("pw:with:colons")),
+                ("streamcell".into(), Secret::new("old"))
+            ]
+        );
+        assert!(format!("{c:?}").contains("<secret>") && !format!("{c:?}").contains("old\""));
+        let err = ServerFlags {
+            users: vec!["nocolon".into()],
+            ..Default::default()
+        }
+        .resolve()
+        .expect_err("no colon");
+        assert!(err.to_string().contains("NAME:PASSWORD"), "{err}");
     }
 
     #[test]

@@ -72,6 +72,31 @@ pub struct SqlFlags {
     /// Name the server certificate must be valid for [default: --host]
     #[arg(long, value_name = "NAME", requires = "tls_ca")]
     pub tls_domain: Option<String>,
+    /// Log in as this user (with --password) on a server that requires credentials
+    #[arg(
+        long,
+        value_name = "NAME",
+        requires = "password",
+        conflicts_with = "token"
+    )]
+    pub user: Option<String>,
+    /// The user's password
+    #[arg(
+        long,
+        value_name = "PASSWORD",
+        env = "STREAMCELL_PASSWORD",
+        hide_env_values = true,
+        requires = "user"
+    )]
+    pub password: Option<String>,
+    /// Log in with the server's access token
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "STREAMCELL_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// Runs the shell and returns its exit code.
@@ -82,6 +107,17 @@ pub fn run(flags: SqlFlags) -> ExitCode {
         tls_ca: flags.tls_ca,
         tls_identity: flags.tls_cert.zip(flags.tls_key),
         tls_domain: flags.tls_domain,
+        authorization: match (flags.user, flags.password, flags.token) {
+            (_, _, Some(token)) => Some(format!("Bearer {token}")),
+            (Some(user), Some(password), None) => {
+                use base64::Engine as _;
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+                ))
+            }
+            _ => None,
+        },
     };
     let conn = match Connection::new(&target) {
         Ok(c) => c,

@@ -11,7 +11,9 @@
 //! - [`error`]: the SQLSTATE of each error.
 //!
 //! Authentication: none by default (the server binds to 127.0.0.1 unless told otherwise);
-//! with a password configured, SCRAM-SHA-256 for one user. Cancel requests (`psql`'s
+//! with users configured, SCRAM-SHA-256 for each of them (and the access token as the
+//! password of any user name). With TLS configured, `SSLRequest` is answered `S` and clients
+//! that do not start TLS are refused ([`PgAuth::require_tls`]). Cancel requests (`psql`'s
 //! Ctrl-C) end the statement running on the connection they name.
 
 pub mod catalog;
@@ -21,6 +23,7 @@ pub mod error;
 pub mod params;
 pub mod session;
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 
@@ -34,7 +37,7 @@ use pgwire::api::auth::{
 };
 use pgwire::api::cancel::DefaultCancelHandler;
 use pgwire::api::{ClientInfo, ConnectionManager, PgWireServerHandlers};
-use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use streamcell_engine::Engine;
 use tokio::net::TcpListener;
@@ -45,43 +48,83 @@ pub use error::PgError;
 /// SCRAM iterations for the configured password (PostgreSQL's default).
 const SCRAM_ITERATIONS: usize = 4096;
 
-/// How clients log in.
+/// TLS for the PostgreSQL port (a `tokio_rustls` acceptor, as `pgwire` takes it).
+pub type TlsAcceptor = pgwire::tokio::tokio_rustls::TlsAcceptor;
+
+/// How clients log in and whether they must encrypt.
 #[derive(Clone, Default)]
 pub struct PgAuth {
-    /// With a password: SCRAM-SHA-256, and only `user` may log in. Without: anyone.
-    pub password: Option<String>,
-    /// The user name that goes with the password.
-    pub user: String,
+    /// Users and their passwords (SCRAM-SHA-256). With none and no token, anyone may log in.
+    pub users: Vec<(String, String)>,
+    /// An access token that logs in any user name as its password.
+    pub token: Option<String>,
+    /// TLS: `SSLRequest` is answered `S` and the handshake done with this.
+    pub tls: Option<TlsAcceptor>,
+    /// Refuse clients that did not start TLS (cancel requests excepted: libpq sends those
+    /// unencrypted).
+    pub require_tls: bool,
+    /// The server certificate (PEM) for SCRAM channel binding (SCRAM-SHA-256-PLUS).
+    pub certificate_pem: Option<Vec<u8>>,
+}
+
+impl PgAuth {
+    /// Whether logging in takes a password.
+    pub fn locked(&self) -> bool {
+        !self.users.is_empty() || self.token.is_some()
+    }
 }
 
 impl Debug for PgAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PgAuth")
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field(
+                "users",
+                &self.users.iter().map(|(u, _)| u).collect::<Vec<_>>(),
+            )
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("tls", &self.tls.is_some())
+            .field("require_tls", &self.require_tls)
+            .field("channel_binding", &self.certificate_pem.is_some())
             .finish()
     }
 }
 
-/// The stored SCRAM verifier of the one configured user.
-#[derive(Debug)]
+/// The SCRAM verifiers of the configured users (each with its own salt), of the token, and
+/// a decoy that no password matches.
 struct Credentials {
-    user: String,
-    salt: Vec<u8>,
-    salted: Vec<u8>,
-    /// A verifier no password matches, for other user names (same work, same answer).
-    decoy: Vec<u8>,
+    users: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    token: Option<(Vec<u8>, Vec<u8>)>,
+    decoy: (Vec<u8>, Vec<u8>),
+}
+
+impl Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("users", &self.users.keys().collect::<Vec<_>>())
+            .field("token", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A random salt and the salted password.
+fn verifier(password: &str) -> (Vec<u8>, Vec<u8>) {
+    let salt: [u8; 16] = rand::random();
+    (
+        salt.to_vec(),
+        gen_salted_password(password, &salt, SCRAM_ITERATIONS),
+    )
 }
 
 impl Credentials {
-    fn new(user: &str, password: &str) -> Credentials {
-        let salt: [u8; 16] = rand::random();
-        let decoy_password = format!("{:x}", rand::random::<u128>());
+    fn new(auth: &PgAuth) -> Credentials {
         Credentials {
-            user: user.to_string(),
-            salted: gen_salted_password(password, &salt, SCRAM_ITERATIONS),
-            decoy: gen_salted_password(&decoy_password, &salt, SCRAM_ITERATIONS),
-            salt: salt.to_vec(),
+            users: auth
+                .users
+                .iter()
+                .map(|(u, p)| (u.clone(), verifier(p)))
+                .collect(),
+            token: auth.token.as_deref().map(verifier),
+            decoy: verifier(&format!("{:x}", rand::random::<u128>())),
         }
     }
 }
@@ -89,12 +132,16 @@ impl Credentials {
 #[async_trait]
 impl AuthSource for Credentials {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
-        let known = login.user() == Some(self.user.as_str());
-        if !known {
-            tracing::info!(user = ?login.user(), "PostgreSQL login for an unknown user");
-        }
-        let salted = if known { &self.salted } else { &self.decoy };
-        Ok(Password::new(Some(self.salt.clone()), salted.clone()))
+        let user = login.user().unwrap_or_default();
+        let (salt, salted) = match (self.users.get(user), &self.token) {
+            (Some(v), _) | (None, Some(v)) => v,
+            (None, None) => {
+                // Same work and the same answer as a wrong password.
+                tracing::info!(user, "PostgreSQL login for an unknown user");
+                &self.decoy
+            }
+        };
+        Ok(Password::new(Some(salt.clone()), salted.clone()))
     }
 }
 
@@ -110,8 +157,13 @@ impl NoopStartupHandler for Trust {
     }
 }
 
-/// The startup handler in use: trust or SCRAM.
-enum Startup {
+/// The startup handler in use: trust or SCRAM, behind the TLS requirement.
+struct Startup {
+    handler: Handler,
+    require_tls: bool,
+}
+
+enum Handler {
     Trust(Trust),
     Scram(Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>),
 }
@@ -128,9 +180,27 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Startup::Trust(t) => t.on_startup(client, message).await,
-            Startup::Scram(s) => s.on_startup(client, message).await,
+        if let (PgWireFrontendMessage::Startup(_), true) = (&message, self.require_tls) {
+            if !client.is_secure() {
+                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                    "FATAL".into(),
+                    "28000".into(),
+                    "this server requires TLS: connect with sslmode=require (or verify-full)"
+                        .into(),
+                ))));
+            }
+        }
+        let r = match &self.handler {
+            Handler::Trust(t) => t.on_startup(client, message).await,
+            Handler::Scram(s) => s.on_startup(client, message).await,
+        };
+        match r {
+            // libpq leaves the SCRAM user name empty (the user is in the startup message).
+            Err(PgWireError::InvalidPassword(named)) if named.is_empty() => {
+                let user = client.metadata().get("user").cloned().unwrap_or_default();
+                Err(PgWireError::InvalidPassword(user))
+            }
+            r => r,
         }
     }
 }
@@ -169,21 +239,29 @@ pub async fn serve(
     mut stopping: watch::Receiver<bool>,
 ) {
     let connections = Arc::new(ConnectionManager::new());
-    let startup = Arc::new(match &auth.password {
-        None => Startup::Trust(Trust {
-            connections: connections.clone(),
-        }),
-        Some(password) => {
-            let creds = Arc::new(Credentials::new(&auth.user, password));
-            let mut scram = ScramAuth::new(creds);
-            scram.set_iterations(SCRAM_ITERATIONS);
-            Startup::Scram(Box::new(
-                SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
-                    .with_scram(scram)
-                    .with_connection_manager(connections.clone()),
-            ))
+    let handler = if auth.locked() {
+        let mut scram = ScramAuth::new(Arc::new(Credentials::new(&auth)));
+        scram.set_iterations(SCRAM_ITERATIONS);
+        if let Some(pem) = &auth.certificate_pem {
+            if let Err(e) = scram.configure_certificate(pem) {
+                tracing::warn!("SCRAM channel binding is off (the certificate's signature algorithm is not supported: {e})");
+            }
         }
+        Handler::Scram(Box::new(
+            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+                .with_scram(scram)
+                .with_connection_manager(connections.clone()),
+        ))
+    } else {
+        Handler::Trust(Trust {
+            connections: connections.clone(),
+        })
+    };
+    let startup = Arc::new(Startup {
+        handler,
+        require_tls: auth.require_tls,
     });
+    let tls = auth.tls.clone();
     let cancel = Arc::new(DefaultCancelHandler::new(connections));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -199,8 +277,9 @@ pub async fn serve(
                         startup: startup.clone(),
                         cancel: cancel.clone(),
                     };
+                    let tls = tls.clone();
                     tasks.spawn(async move {
-                        if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                        if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, "PostgreSQL connection ended: {e}");
                         }
                     });

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod metrics;
 pub mod offsets;
 pub mod readers;
+pub mod security;
 pub mod service;
 pub mod sql;
 pub mod subscriptions;
@@ -32,6 +33,7 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::{ApiError, ServerError};
+pub use security::Secret;
 /// The stack each thread of the server's runtime should have: statements are planned and
 /// evaluated on them, up to the parser's depth limit (`streamcell_sql::limits`).
 pub const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
@@ -54,11 +56,16 @@ pub struct ServerConfig {
     pub port: u16,
     /// PostgreSQL wire protocol port (0 picks a free one).
     pub pg_port: u16,
-    /// The user allowed to log in over the PostgreSQL protocol when `pg_password` is set.
-    pub pg_user: String,
-    /// With a password, PostgreSQL clients log in as `pg_user` with SCRAM-SHA-256; without,
-    /// anyone may connect (bind to 127.0.0.1, the default, or set one).
-    pub pg_password: Option<String>,
+    /// Users and their passwords. Once any credential (a user, the token or `tls_ca`) is
+    /// set, every door requires one (see `docs/security.md`).
+    pub users: Vec<(String, Secret)>,
+    /// An access token: `Bearer` on gRPC and HTTP, the password of any user name on pgwire.
+    pub auth_token: Option<Secret>,
+    /// Serve `/health` and `/metrics` without credentials.
+    pub open_health: bool,
+    /// Start even when only part of the security is configured (credentials without TLS, or
+    /// TLS without credentials).
+    pub allow_partial_security: bool,
     /// HTTP port: `/health`, `/metrics`, `/api/v1` (0 picks a free one).
     pub http_port: u16,
     /// Host name or address given to clients in `DescribeCluster` and lookups; defaults to the
@@ -76,12 +83,12 @@ pub struct ServerConfig {
     pub committer_threads: usize,
     /// How often retention (stream backlog) is enforced.
     pub retention_check_interval: Duration,
-    /// TLS on the gRPC port: the server's certificate chain (PEM).
+    /// TLS on every port: the server's certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS: the server's private key (PEM).
     pub tls_key: Option<PathBuf>,
-    /// TLS: certificate authority (PEM) that client certificates must chain to; when set,
-    /// clients must present a certificate.
+    /// TLS: certificate authority (PEM) that client certificates must chain to. A verified
+    /// certificate is a credential; without users or a token it is the only one, and required.
     pub tls_ca: Option<PathBuf>,
 }
 
@@ -92,8 +99,10 @@ impl Default for ServerConfig {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             port: 6570,
             pg_port: 6572,
-            pg_user: "streamcell".to_string(),
-            pg_password: None,
+            users: Vec::new(),
+            auth_token: None,
+            open_health: false,
+            allow_partial_security: false,
             http_port: 6580,
             advertised_address: None,
             node_id: 1,
@@ -158,6 +167,51 @@ impl ServerConfig {
             }
             _ => {}
         }
+        for (user, password) in &self.users {
+            if user.is_empty() || user.contains(':') || user.chars().any(char::is_control) {
+                return Err(ServerError::Config(format!(
+                    "user name {user:?} is not valid: give NAME:PASSWORD, with a non-empty name \
+                     without ':'"
+                )));
+            }
+            if password.expose().is_empty() {
+                return Err(ServerError::Config(format!(
+                    "user {user:?} has an empty password"
+                )));
+            }
+        }
+        if let Some(t) = &self.auth_token {
+            let t = t.expose();
+            if t.chars().count() < security::MIN_TOKEN_CHARS
+                || t.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ServerError::Config(format!(
+                    "the access token must be at least {} characters without spaces",
+                    security::MIN_TOKEN_CHARS
+                )));
+            }
+        }
+        let credentials = !self.users.is_empty() || self.auth_token.is_some();
+        let tls = self.tls_cert.is_some();
+        if !self.allow_partial_security {
+            if credentials && !tls {
+                return Err(ServerError::Config(
+                    "users or a token are set but TLS is not: passwords and tokens would cross \
+                     the network in clear on the gRPC and HTTP ports (and the official clients \
+                     send tokens only over TLS). Give --tls-cert and --tls-key, or start with \
+                     --allow-partial-security"
+                        .into(),
+                ));
+            }
+            if tls && !credentials && self.tls_ca.is_none() {
+                return Err(ServerError::Config(
+                    "TLS is set but no credentials: anyone who reaches a port may connect. Give \
+                     --user NAME:PASSWORD, --auth-token or --tls-ca, or start with \
+                     --allow-partial-security"
+                        .into(),
+                ));
+            }
+        }
         if self.committer_threads == 0 || self.committer_threads > 64 {
             return Err(ServerError::Config(format!(
                 "committer-threads must be between 1 and 64, got {}",
@@ -202,51 +256,22 @@ fn incoming(
     })
 }
 
-/// The TLS settings, if TLS is configured: files are read (and checked by rustls) here so
-/// that a bad path or PEM stops the server at start with the file named.
-fn tls_config(
-    cfg: &ServerConfig,
-) -> Result<Option<tonic::transport::ServerTlsConfig>, ServerError> {
-    use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
-        return Ok(None);
-    };
-    let read = |p: &PathBuf, what: &str| {
-        std::fs::read(p).map_err(|e| {
-            ServerError::Config(format!("cannot read the TLS {what} {}: {e}", p.display()))
-        })
-    };
-    let pem = |p: &PathBuf, what: &str, marker: &str| {
-        let bytes = read(p, what)?;
-        let text = String::from_utf8_lossy(&bytes);
-        if !text.contains("-----BEGIN") || !text.contains(marker) {
-            return Err(ServerError::Config(format!(
-                "the TLS {what} {} is not a PEM file with a {marker:?} block",
-                p.display()
-            )));
-        }
-        Ok(bytes)
-    };
-    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
-        pem(cert, "certificate", "CERTIFICATE-----")?,
-        pem(key, "key", "PRIVATE KEY-----")?,
-    ));
-    if let Some(ca) = &cfg.tls_ca {
-        tls = tls.client_ca_root(Certificate::from_pem(pem(
-            ca,
-            "CA certificate",
-            "CERTIFICATE-----",
-        )?));
-    }
-    Ok(Some(tls))
-}
-
 /// Runs the server until `shutdown` completes.
 pub async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     cfg.validate()?;
+    let security = Arc::new(security::Security::load(
+        &cfg.users,
+        cfg.auth_token.as_ref(),
+        cfg.tls_cert.as_ref().zip(cfg.tls_key.as_ref()),
+        cfg.tls_ca.as_ref(),
+        cfg.open_health,
+    )?);
+    // Checked before the store opens, so that a bad certificate costs no recovery.
+    let pg_tls = security.rustls(&[b"postgresql"])?;
+    let http_tls = security.rustls(&[b"http/1.1"])?;
     let opts = LogOptions {
         sync: cfg.sync,
         segment_bytes: cfg.segment_bytes,
@@ -326,7 +351,7 @@ pub async fn run(
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_serving = stop.clone();
     let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls_config(&cfg)? {
+    if let Some(tls) = security.grpc_tls() {
         builder = builder.tls_config(tls).map_err(|e| {
             let mut why = e.to_string();
             let mut src = std::error::Error::source(&e);
@@ -346,9 +371,14 @@ pub async fn run(
                     .display(),
             ))
         })?;
-        tracing::info!(
-            client_certificates = cfg.tls_ca.is_some(),
-            "TLS enabled on the gRPC port"
+    }
+    tracing::info!("security: {}", security.describe());
+    if !security.locked() && !cfg.bind.is_loopback() {
+        tracing::warn!(
+            "listening on {} with no credentials: anyone who reaches the gRPC, PostgreSQL or \
+             HTTP port may read, write and delete everything. Set --user, --auth-token or \
+             --tls-ca (see docs/security.md)",
+            cfg.bind
         );
     }
     tracing::info!(
@@ -364,34 +394,48 @@ pub async fn run(
         stopping: stopping_rx.clone(),
     });
     let mut http_stopping = stopping_rx.clone();
-    let mut http_task = tokio::spawn(http::serve(http_listener, http_state, async move {
-        let _ = http_stopping.wait_for(|s| *s).await;
-    }));
-    tracing::info!("serving HTTP (/health, /metrics, /api/v1) on {http_local}");
-    if cfg.pg_password.is_none() && !cfg.bind.is_loopback() {
-        tracing::warn!(
-            "the PostgreSQL port {pg_local} accepts anyone: set --pg-password to require a \
-             password (SCRAM-SHA-256)"
-        );
-    }
+    let mut http_task = tokio::spawn(http::serve(
+        http_listener,
+        http_state,
+        security.clone(),
+        http_tls.map(tokio_rustls::TlsAcceptor::from),
+        async move {
+            let _ = http_stopping.wait_for(|s| *s).await;
+        },
+    ));
+    tracing::info!(
+        "serving {} (/health, /metrics, /api/v1) on {http_local}",
+        if security.encrypted() {
+            "HTTPS"
+        } else {
+            "HTTP"
+        }
+    );
+    let pg_auth = streamcell_pg::PgAuth {
+        users: security.users(),
+        token: security.token(),
+        tls: pg_tls.map(streamcell_pg::TlsAcceptor::from),
+        require_tls: security.encrypted(),
+        certificate_pem: security.certificate_pem().map(<[u8]>::to_vec),
+    };
+    let pg_mode = match (pg_auth.locked(), security.encrypted()) {
+        (true, true) => "SCRAM-SHA-256 over TLS",
+        (true, false) => "SCRAM-SHA-256, no TLS",
+        (false, true) if security.client_certificates() => "client certificates over TLS",
+        (false, true) => "TLS, no password",
+        (false, false) => "no password",
+    };
     let pg_task = tokio::spawn(streamcell_pg::serve(
         pg_listener,
         engine.clone(),
-        streamcell_pg::PgAuth {
-            user: cfg.pg_user.clone(),
-            password: cfg.pg_password.clone(),
-        },
+        pg_auth,
         stopping_rx.clone(),
     ));
-    tracing::info!(
-        "serving the PostgreSQL wire protocol on {pg_local} ({})",
-        if cfg.pg_password.is_some() {
-            format!("SCRAM-SHA-256 password for user {:?}", cfg.pg_user)
-        } else {
-            "no password".to_string()
-        }
-    );
+    tracing::info!("serving the PostgreSQL wire protocol on {pg_local} ({pg_mode})");
     let serve = builder
+        .layer(tonic::service::InterceptorLayer::new(security::GrpcAuth(
+            security.clone(),
+        )))
         .add_service(HStreamApiServer::from_arc(svc).max_decoding_message_size(decode_limit))
         .add_service(StreamCellSqlServer::new(sql::SqlService::new(
             engine.clone(),

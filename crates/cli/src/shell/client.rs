@@ -45,7 +45,7 @@ pub enum ShellError {
 }
 
 /// The connection settings of `streamcell sql`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Target {
     pub host: String,
     pub port: u16,
@@ -55,12 +55,31 @@ pub struct Target {
     pub tls_identity: Option<(PathBuf, PathBuf)>,
     /// Name the server certificate must carry [default: the host].
     pub tls_domain: Option<String>,
+    /// The `authorization` header sent with each call (`Basic …` or `Bearer …`).
+    pub authorization: Option<String>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_identity", &self.tls_identity)
+            .field("tls_domain", &self.tls_domain)
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
 }
 
 /// A connection to the server, made when first needed.
 pub struct Connection {
     endpoint: Endpoint,
     addr: String,
+    authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     client: Option<StreamCellSqlClient<Channel>>,
 }
 
@@ -104,9 +123,18 @@ impl Connection {
                 ShellError::Usage(format!("TLS settings ({files}) rejected: {}", chain(&e)))
             })?;
         }
+        let authorization = match &target.authorization {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|_| {
+                ShellError::Usage(
+                    "the user, password or token has characters a header cannot carry".into(),
+                )
+            })?),
+        };
         Ok(Connection {
             endpoint,
             addr,
+            authorization,
             client: None,
         })
     }
@@ -143,14 +171,14 @@ impl Connection {
             status,
             addr: addr.clone(),
         };
+        let mut request = tonic::Request::new(ExecuteRequest {
+            sql: sql.to_string(),
+        });
+        if let Some(a) = &self.authorization {
+            request.metadata_mut().insert("authorization", a.clone());
+        }
         let client = self.connect().await?;
-        let mut stream = client
-            .execute(ExecuteRequest {
-                sql: sql.to_string(),
-            })
-            .await
-            .map_err(status)?
-            .into_inner();
+        let mut stream = client.execute(request).await.map_err(status)?.into_inner();
         while let Some(item) = stream.message().await.map_err(status)? {
             match item.item {
                 Some(Item::Rows(rows)) => {
@@ -308,6 +336,7 @@ mod tests {
             tls_ca: None,
             tls_identity: None,
             tls_domain: None,
+            authorization: None,
         };
         let conn = Connection::new(&target).map_err(|e| e.to_string());
         assert_eq!(conn.as_ref().map(|c| c.addr()), Ok("[::1]:6570"));

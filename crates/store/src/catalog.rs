@@ -4,8 +4,12 @@
 //! is the embedded implementation.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -214,9 +218,47 @@ impl RedbCatalog {
         Ok(out)
     }
 
-    /// Opens or creates the catalog file.
+    /// Opens or creates the catalog file. Every page of the file is verified first (redb's
+    /// integrity check on open), so that a damaged catalog is refused with a clear error instead
+    /// of being trusted; a panic inside redb on a damaged file is turned into the same error.
     pub fn open(path: &Path) -> Result<RedbCatalog> {
-        let db = Database::create(path)?;
+        let rolled_back = Arc::new(AtomicBool::new(false));
+        let seen = rolled_back.clone();
+        let db = without_panic(path, || {
+            let mut builder = Database::builder();
+            builder.set_check_integrity_on_open(true);
+            // redb reports 0.3 only when the latest commit fails its checksums and is replaced
+            // by the one before it (a commit torn by a crash, or damage).
+            builder.set_repair_callback(move |s| {
+                if s.progress() == 0.3 {
+                    seen.store(true, Ordering::Relaxed);
+                }
+            });
+            let db = builder.create(path).map_err(|e| match e {
+                DatabaseError::Storage(StorageError::Corrupted(what)) => damaged(path, &what),
+                DatabaseError::Storage(StorageError::Io(e))
+                    if e.kind() == std::io::ErrorKind::InvalidData =>
+                {
+                    damaged(path, &e.to_string())
+                }
+                e => StoreError::Catalog(format!("opening the catalog {}: {e}", path.display())),
+            })?;
+            Self::prepare(&db)?;
+            Ok(db)
+        })?;
+        if rolled_back.load(Ordering::Relaxed) {
+            tracing::warn!(
+                path = %path.display(),
+                "the catalog's latest commit was incomplete or damaged and was rolled back to the \
+                 one before it: a change made just before a crash (a stream, reader or \
+                 subscription created or deleted, a checkpoint) may be undone"
+            );
+        }
+        Ok(RedbCatalog { db })
+    }
+
+    /// Creates the tables and checks the catalog version.
+    fn prepare(db: &Database) -> Result<()> {
         let tx = db.begin_write()?;
         {
             tx.open_table(STREAMS)?;
@@ -242,8 +284,30 @@ impl RedbCatalog {
             }
         }
         tx.commit()?;
-        Ok(RedbCatalog { db })
+        Ok(())
     }
+}
+
+/// The error for a catalog file that redb finds damaged.
+fn damaged(path: &Path, what: &str) -> StoreError {
+    StoreError::Catalog(format!(
+        "the catalog {} is damaged ({what}): restore it from a backup. The store is not \
+         opened on it, so that no stream is lost; the shard logs are untouched",
+        path.display()
+    ))
+}
+
+/// Runs `f`, turning a panic (redb panics on some damaged files) into the damaged-catalog error.
+/// Used for opening the catalog and for the reads made at start.
+pub(crate) fn without_panic<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic while reading it".to_string());
+        Err(damaged(path, &format!("redb: {what}")))
+    })
 }
 
 impl Catalog for RedbCatalog {

@@ -181,10 +181,11 @@ pub struct ShardBounds {
 pub struct ShardDamage {
     /// Acknowledged batches that the recovery at this start found missing from the log
     /// (inclusive sequence ranges): the active segment cut, zeroed or deleted below the
-    /// acknowledged end, or a gap between sealed segments (one cut short or deleted). Reads of
-    /// them fail with a corruption error (DATA_LOSS); their sequence numbers are never reused.
-    /// A loss at the end of the log is recorded in an index file and reported only by the
-    /// start that found it; a gap between sealed segments is found again at every start.
+    /// acknowledged end, a gap between sealed segments (one cut short or deleted), or the
+    /// first segments deleted (below the recorded start). Reads of them fail with a corruption
+    /// error (DATA_LOSS); their sequence numbers are never reused. A loss at the end or the
+    /// front of the log is recorded in an index file and reported only by the start that found
+    /// it; a gap between sealed segments is found again at every start.
     pub lost: Vec<(u64, u64)>,
     /// Every range at or after the first readable sequence number that reads refuse with a
     /// corruption error (damaged bytes, and lost batches found by this or an earlier start),
@@ -249,13 +250,18 @@ impl Store {
                 ))
             }
         }
-        let catalog = Arc::new(RedbCatalog::open(&dir.join("catalog.redb"))?);
-        let shards: Vec<(u64, u32)> = catalog
-            .all_shards()?
-            .into_iter()
-            .map(|(m, backlog)| (m.id, backlog))
-            .collect();
-        let local = LocalLog::open(dir.join("shards"), opts, &shards, catalog.next_shard_id()?)?;
+        let catalog_path = dir.join("catalog.redb");
+        let catalog = Arc::new(RedbCatalog::open(&catalog_path)?);
+        // A damaged catalog must refuse the start with an error, not a panic inside redb.
+        let (shards, next_shard_id) = catalog::without_panic(&catalog_path, || {
+            let shards: Vec<(u64, u32)> = catalog
+                .all_shards()?
+                .into_iter()
+                .map(|(m, backlog)| (m.id, backlog))
+                .collect();
+            Ok((shards, catalog.next_shard_id()?))
+        })?;
+        let local = LocalLog::open(dir.join("shards"), opts, &shards, next_shard_id)?;
         Ok(Store {
             catalog,
             log: local.clone(),

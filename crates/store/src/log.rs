@@ -82,8 +82,9 @@ const PERMIT_BYTES: usize = 1024;
 
 impl LocalLog {
     /// Opens (recovering) every shard in `shards` under `root` and starts the committer and
-    /// retention threads. Shard directories not in `shards` are removed (left over from a
-    /// stream deleted during a crash).
+    /// retention threads. A shard directory not in `shards` is removed only when it provably
+    /// holds nothing (a creation interrupted by a crash); one that holds data is kept in place
+    /// and reported (the catalog may be damaged or older than the logs).
     pub fn open(
         root: PathBuf,
         opts: LogOptions,
@@ -100,6 +101,15 @@ impl LocalLog {
         let mut leftovers = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            if name
+                .strip_suffix(REMOVING_SUFFIX)
+                .is_some_and(|id| id.parse::<u64>().is_ok())
+            {
+                // A shard deletion (asked for by a live catalog) that a crash interrupted.
+                tracing::info!(path = %entry.path().display(), "finishing the removal of a deleted shard log");
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
             let Ok(id) = name.parse::<u64>() else {
                 continue;
             };
@@ -119,13 +129,26 @@ impl LocalLog {
             leftovers.push((id, entry.path()));
         }
         for (id, path) in leftovers {
-            // Allocated once, no longer in the catalog: a stream deleted (or a creation
-            // interrupted) just before a crash.
-            tracing::warn!(
-                shard = id,
-                "removing the log of a shard the catalog no longer has"
-            );
-            let _ = std::fs::remove_dir_all(path);
+            // Never delete data on the catalog's word: only a directory that provably holds
+            // nothing (a stream creation interrupted before its catalog commit) is removed.
+            match crate::shard::interrupted_creation(&path, id) {
+                Ok(()) => {
+                    tracing::warn!(
+                        shard = id,
+                        path = %path.display(),
+                        "removing the empty log of a shard whose creation was interrupted"
+                    );
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+                Err(holds) => tracing::error!(
+                    shard = id,
+                    path = %path.display(),
+                    "shard {id} has data but the catalog does not list it: kept in place; the \
+                     catalog may be damaged or older than the data ({holds}). It is not served; \
+                     restore the catalog from a backup, or remove the directory by hand if the \
+                     shard was deleted on purpose"
+                ),
+            }
         }
         let mut map = HashMap::new();
         let mut failed = HashMap::new();
@@ -270,7 +293,15 @@ impl ShardLog for LocalLog {
     fn create_shard(&self, shard: u64, retention_secs: u32) -> Result<()> {
         let dir = self.root.join(shard.to_string());
         if dir.exists() {
-            // Left over from an interrupted creation: start clean.
+            // Only the remains of an interrupted creation are replaced; a log is never overwritten.
+            if let Err(holds) = crate::shard::interrupted_creation(&dir, shard) {
+                return Err(StoreError::Catalog(format!(
+                    "shard id {shard} was handed out for a new shard, but its log directory {} \
+                     exists and holds data ({holds}); refusing to overwrite it (is the catalog \
+                     older than the data?)",
+                    dir.display()
+                )));
+            }
             std::fs::remove_dir_all(&dir)
                 .map_err(|e| StoreError::io(format!("removing {}", dir.display()), e))?;
         }
@@ -299,7 +330,7 @@ impl ShardLog for LocalLog {
         Box::pin(async move {
             let Some(s) = removed else {
                 if was_failed {
-                    return tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                    return tokio::task::spawn_blocking(move || remove_shard_dir(&dir))
                         .await
                         .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
                         .map_err(|e| StoreError::io(format!("removing shard {shard}"), e));
@@ -316,7 +347,7 @@ impl ShardLog for LocalLog {
                 // Closing the segment files (usually the last reference) frees the inodes:
                 // blocking work, kept off the async executor.
                 drop(s);
-                std::fs::remove_dir_all(&dir)
+                remove_shard_dir(&dir)
             })
             .await
             .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
@@ -401,6 +432,19 @@ impl ShardLog for LocalLog {
         }
         Ok(())
     }
+}
+
+/// Suffix a shard directory gets while it is being removed: start-up finishes such removals.
+const REMOVING_SUFFIX: &str = ".removing";
+
+/// Removes a deleted shard's directory: first renamed aside (so that a crash part-way leaves a
+/// name that start-up recognises as a deletion in progress), then removed.
+fn remove_shard_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut aside = dir.as_os_str().to_owned();
+    aside.push(REMOVING_SUFFIX);
+    let aside = PathBuf::from(aside);
+    std::fs::rename(dir, &aside)?;
+    std::fs::remove_dir_all(&aside)
 }
 
 /// Default interval between retention passes.

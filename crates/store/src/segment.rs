@@ -55,6 +55,23 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     stem.parse().ok()
 }
 
+/// Parses an index file name back into the base sequence number of its segment.
+pub fn parse_index_file_name(name: &str) -> Option<u64> {
+    parse_segment_file_name(&format!("{}.log", name.strip_suffix(".idx")?))
+}
+
+/// Whether a segment header is damaged (it fails its checksum) while its shard id and base
+/// fields still say `shard` and `base_seq`: the file is then this shard's, only its header bytes
+/// went bad. (A header with a valid checksum is never second-guessed.)
+pub fn damaged_header_names(h: &[u8], shard: u64, base_seq: u64) -> bool {
+    let Some(h) = h.get(..SEGMENT_HEADER_LEN as usize) else {
+        return false;
+    };
+    crc32c::crc32c(&h[0..28]) != u32::from_le_bytes([h[28], h[29], h[30], h[31]])
+        && h[8..16] == shard.to_le_bytes()
+        && h[16..24] == base_seq.to_le_bytes()
+}
+
 /// Encodes the 32-byte segment header.
 pub fn encode_segment_header(shard: u64, base_seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];

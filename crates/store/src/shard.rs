@@ -125,13 +125,16 @@ impl Shard {
     /// scanned in full and a torn tail is cut off. When the acknowledged-end marker shows that
     /// acknowledged batches are missing (a truncated, zero-filled or deleted segment), they are
     /// reported as lost, recorded as a damaged range that reads refuse, and new appends continue
-    /// after them: their sequence numbers are never handed out again.
+    /// after them: their sequence numbers are never handed out again. Batches missing before
+    /// the first segment (below the recorded start) are reported and recorded the same way.
     pub fn open(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
         // How far the log was acknowledged. Shards written before the marker existed have none:
         // they recover as they always did, and get a marker below.
         let marker = AckMarker::load(&dir, id)?;
         let acked = marker.as_ref().map(AckMarker::acked);
         let mut bases = Vec::new();
+        // Index files, by base: one whose segment is missing names batches that were lost.
+        let mut index_bases = Vec::new();
         let entries = std::fs::read_dir(&dir)
             .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
         for entry in entries {
@@ -141,6 +144,8 @@ impl Shard {
             let name = name.to_string_lossy();
             if let Some(base) = segment::parse_segment_file_name(&name) {
                 bases.push(base);
+            } else if let Some(base) = segment::parse_index_file_name(&name) {
+                index_bases.push(base);
             } else if name.ends_with(".tmp") {
                 let _ = std::fs::remove_file(entry.path());
             }
@@ -153,7 +158,8 @@ impl Shard {
         // Lengths of the segment files as found, before any repair (for reports).
         let mut found_len = BTreeMap::new();
         let last_base = bases.last().copied().unwrap_or(1);
-        for &base in &bases {
+        let mut damaged_header = false;
+        for (i, &base) in bases.iter().enumerate() {
             let path = dir.join(segment::segment_file_name(base));
             let is_last = base == last_base;
             let file = segment::open_segment(&path)?;
@@ -179,10 +185,30 @@ impl Shard {
                         .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
                     continue;
                 }
-                return Err(StoreError::Corrupt {
-                    path,
-                    detail: format!("segment header: {problem}"),
-                });
+                if segment::damaged_header_names(&data, id, base) {
+                    // Bytes other than the shard and base went bad: the file is this shard's,
+                    // and each frame is still verified before it is served.
+                    tracing::error!(path = %path.display(), shard = id,
+                        "segment header is damaged ({problem}) but names this shard and base; its frames are verified one by one and appends continue in a new segment");
+                    damaged_header |= is_last;
+                } else if let Some(&next) = bases.get(i + 1) {
+                    // A sealed segment that may not be this shard's: none of it is served, the
+                    // rest of the shard is. The file is left as it is.
+                    let range = (base, next - 1);
+                    tracing::error!(path = %path.display(), shard = id,
+                        "segment header: {problem}; batches {}..={} in it are not served", range.0, range.1);
+                    let prev_ts = segments.values().next_back().map(|s: &Segment| s.last_ts);
+                    segments.insert(
+                        base,
+                        unreadable_segment(&dir, base, path, file, range, prev_ts),
+                    );
+                    continue;
+                } else {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        detail: format!("segment header: {problem}"),
+                    });
+                }
             }
             let rep = segment::scan(&data, base);
             for &(a, b) in &rep.damaged {
@@ -220,7 +246,7 @@ impl Shard {
             }
             if seg.sealed {
                 seg.sealed_index().write(&dir, base)?;
-            } else if !seg.damaged.is_empty() {
+            } else if !seg.damaged.is_empty() || damaged_header {
                 // Never append after damage: seal this segment and continue in a fresh one.
                 seg.sealed = true;
                 seg.sealed_index().write(&dir, base)?;
@@ -250,6 +276,35 @@ impl Shard {
             prev = Some(seg);
         }
         let trim_start = read_trim(&dir)?.max(1);
+        if let Some(range) = missing_front(&segments, &index_bases, trim_start, retention_secs) {
+            let first_base = range.1 + 1;
+            tracing::error!(
+                shard = id,
+                "DATA LOSS: acknowledged batches {}..={} of shard {id} are missing before its first \
+                 segment {} (the shard's recorded start is {trim_start}); they will be reported as \
+                 lost to readers",
+                range.0,
+                range.1,
+                segment::segment_file_name(first_base),
+            );
+            lost.insert(0, range);
+            // An empty sealed segment stands for them, so that reads of them fail instead of
+            // skipping them; they were published no later than the first batch that is left.
+            let ts = segments
+                .values()
+                .next()
+                .filter(|s| !s.is_empty())
+                .map_or_else(crate::now_ms, |s| s.first_ts);
+            let (path, file) = segment::create_segment(&dir, id, range.0)?;
+            let mut seg = empty_segment(range.0, path, file);
+            seg.sealed = true;
+            seg.damaged.push(range);
+            seg.last_seq = range.1;
+            seg.first_ts = ts;
+            seg.last_ts = ts;
+            seg.sealed_index().write(&dir, range.0)?;
+            segments.insert(range.0, seg);
+        }
         if let Some(acked) = acked {
             let first_missing = segments
                 .values()
@@ -449,7 +504,7 @@ impl Shard {
 
     /// Reads batches starting at sequence number `from` (or at the first readable one if `from`
     /// is smaller). Stops at `limits` or at the visible tail. A damaged batch is an error when it
-    /// is the first one asked for; otherwise the read ends before it.
+    /// is the first one asked for; otherwise the read ends before it (in whatever segment).
     pub fn read(&self, from: u64, limits: ReadLimits) -> Result<Vec<StoredBatch>> {
         let mut out: Vec<StoredBatch> = Vec::new();
         let mut bytes = 0usize;
@@ -538,7 +593,7 @@ impl Shard {
             );
             let served = out.len() - before;
             match scanned {
-                Err(e) if served == 0 => return Err(e),
+                Err(e) if out.is_empty() => return Err(e),
                 Err(_) => break, // serve what came before the damage; the next read reports it
                 Ok(()) => {}
             }
@@ -547,6 +602,11 @@ impl Shard {
                     break;
                 }
                 if target <= seg_last || mismatch.is_some() {
+                    if !out.is_empty() {
+                        // Batches from earlier segments are intact: serve them, the next read
+                        // reports this.
+                        break;
+                    }
                     return Err(StoreError::Corrupt {
                         path,
                         detail: format!(
@@ -680,6 +740,11 @@ impl Shard {
                 .filter_map(|b| st.segments.remove(&b).map(|s| (b, s.path)))
                 .collect()
         };
+        if !doomed.is_empty() {
+            // Index files whose segment was deleted by hand, below the new start, first: later
+            // they would be taken for batches missing at the front (see `missing_front`).
+            self.remove_orphan_indexes_below(start);
+        }
         for (base, path) in &doomed {
             let _ = std::fs::remove_file(self.dir.join(segment::index_file_name(*base)));
             std::fs::remove_file(path)
@@ -691,6 +756,63 @@ impl Shard {
         }
         Ok(())
     }
+
+    /// Removes the index files below `start` that have no segment file (best effort).
+    fn remove_orphan_indexes_below(&self, start: u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(base) = segment::parse_index_file_name(&name.to_string_lossy()) else {
+                continue;
+            };
+            if base < start && !self.dir.join(segment::segment_file_name(base)).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether the shard directory `dir` is provably what a creation interrupted by a crash leaves:
+/// at most an `ACKED` that records nothing acknowledged (or its temporary file) and a first
+/// segment no longer than its header. `Err` says what else it holds (then it may hold data and
+/// must be kept).
+pub(crate) fn interrupted_creation(dir: &Path, id: u64) -> std::result::Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list it: {e}"))?;
+    let first = segment::segment_file_name(1);
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot list it: {e}"))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        let meta = entry
+            .path()
+            .symlink_metadata()
+            .map_err(|e| format!("cannot stat {name}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("it holds {name}, which is not a file"));
+        }
+        if name == format!("{}.tmp", crate::marker::MARKER_FILE) {
+            continue;
+        }
+        if name == crate::marker::MARKER_FILE {
+            match AckMarker::load(dir, id) {
+                Ok(Some(m)) if m.acked().last_seq == 0 => continue,
+                Ok(Some(m)) => {
+                    return Err(format!(
+                        "its ACKED records batches up to {} as acknowledged",
+                        m.acked().last_seq
+                    ))
+                }
+                Ok(None) => continue,
+                Err(e) => return Err(format!("its ACKED cannot be read: {e}")),
+            }
+        }
+        if name == first && meta.len() <= SEGMENT_HEADER_LEN {
+            continue;
+        }
+        return Err(format!("it holds {name} ({} bytes)", meta.len()));
+    }
+    Ok(())
 }
 
 /// Whether the segment file starts with a valid header naming this shard and base. (The scan
@@ -700,6 +822,62 @@ fn header_matches(file: &File, shard: u64, base: u64) -> bool {
     use std::os::unix::fs::FileExt;
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     file.read_exact_at(&mut h, 0).is_ok() && segment::decode_segment_header(&h) == Ok((shard, base))
+}
+
+/// The acknowledged batches missing before the first segment, if any: the log should start at
+/// the recorded trim point (`TRIM`, or 1 without one), and only trimming and retention delete
+/// segments from the front. Retention does not record how far it deleted, so for a shard with
+/// retention only an index file left without its segment proves a loss (retention and trimming
+/// delete the index before the segment).
+fn missing_front(
+    segments: &BTreeMap<u64, Segment>,
+    index_bases: &[u64],
+    trim_start: u64,
+    retention_secs: u32,
+) -> Option<(u64, u64)> {
+    let first_base = *segments.keys().next()?;
+    let floor = if retention_secs == 0 {
+        trim_start
+    } else {
+        index_bases
+            .iter()
+            .copied()
+            .filter(|&b| b >= trim_start && b < first_base)
+            .min()?
+    };
+    (floor < first_base).then(|| (floor, first_base - 1))
+}
+
+/// A sealed segment none of whose batches (`range`) is served: its header does not prove that
+/// it belongs to this shard. Publish times come from its index file if that is readable, else
+/// from the segment before it (`prev_ts`), else now.
+fn unreadable_segment(
+    dir: &Path,
+    base: u64,
+    path: PathBuf,
+    file: File,
+    range: (u64, u64),
+    prev_ts: Option<i64>,
+) -> Segment {
+    let (first_ts, last_ts) = SealedIndex::load(dir, base).map_or_else(
+        || {
+            let ts = prev_ts.unwrap_or_else(crate::now_ms);
+            (ts, ts)
+        },
+        |ix| (ix.first_ts, ix.last_ts),
+    );
+    Segment {
+        base_seq: base,
+        path,
+        file: Arc::new(file),
+        index: Vec::new(),
+        last_seq: range.1,
+        first_ts,
+        last_ts,
+        end: SEGMENT_HEADER_LEN,
+        damaged: vec![range],
+        sealed: true,
+    }
 }
 
 /// Seals `seg` and records the acknowledged batches `a..=b` after its last one as lost: reads of

@@ -28,12 +28,17 @@ fn opts(segment_bytes: u64) -> LogOptions {
 }
 
 fn new_stream(store: &Store, name: &str) -> u64 {
+    new_stream_with_backlog(store, name, 0)
+}
+
+/// A stream of one shard whose retention is `backlog` seconds; returns the shard id.
+fn new_stream_with_backlog(store: &Store, name: &str, backlog: u32) -> u64 {
     let (_, metas) = store
         .catalog
         .create_stream(NewStream {
             name: name.into(),
             replication_factor: 1,
-            backlog_secs: 0,
+            backlog_secs: backlog,
             created_ms: 0,
             key_ranges: vec![("0".into(), "0".into())],
             epoch: 1,
@@ -41,7 +46,7 @@ fn new_stream(store: &Store, name: &str) -> u64 {
         })
         .expect("create stream");
     for m in &metas {
-        store.log.create_shard(m.id, 0).expect("create shard");
+        store.log.create_shard(m.id, backlog).expect("create shard");
     }
     metas[0].id
 }
@@ -83,9 +88,14 @@ async fn closed_shard(n: u64) -> (tempfile::TempDir, u64) {
 
 /// Like [`closed_shard`] with 4 KiB segments (so most are sealed), shut down cleanly.
 async fn sealed_segments(n: u64) -> (tempfile::TempDir, u64) {
+    sealed_segments_with_backlog(n, 0).await
+}
+
+/// Like [`sealed_segments`], for a stream whose retention is `backlog` seconds.
+async fn sealed_segments_with_backlog(n: u64, backlog: u32) -> (tempfile::TempDir, u64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path(), opts(4096)).expect("open");
-    let shard = new_stream(&store, "s");
+    let shard = new_stream_with_backlog(&store, "s", backlog);
     append_seqs(&store, shard, 1, n).await;
     store.shutdown().await;
     drop(store);
@@ -104,6 +114,14 @@ fn files_with_ext(dir: &Path, shard: u64, ext: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// The base sequence number a segment or index file is named by.
+fn base_of(p: &Path) -> u64 {
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base")
 }
 
 fn active_segment(dir: &Path, shard: u64) -> PathBuf {
@@ -622,4 +640,126 @@ async fn rolled_segments_and_many_restarts_report_no_false_loss() {
         assert_eq!(read_until_error(&store, shard, 1).0.len() as u64, next - 1);
         assert_eq!(store.log.bounds(shard).expect("bounds").next_seq, next);
     }
+}
+
+/// After the acknowledged batches `1..next` of the first segment went missing: reported as lost
+/// at the start that finds them (`reported`), unreadable at every start, and everything after
+/// them served.
+async fn check_front_loss(dir: &Path, shard: u64, next: u64, reported: bool) {
+    let store = Store::open(dir, opts(4096)).expect("reopen");
+    let d = damage(&store, shard);
+    let lost = if reported {
+        vec![(1, next - 1)]
+    } else {
+        vec![]
+    };
+    assert_eq!(d.lost, lost);
+    assert_eq!(d.unreadable, vec![(1, next - 1)]);
+    for seq in [1, next - 1] {
+        assert_corrupt(&store, shard, seq);
+    }
+    assert!(matches!(
+        store.log.read(shard, 0, ReadLimits::batches(10)),
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert_eq!(
+        read_until_error(&store, shard, next).0,
+        (next..=200).collect::<Vec<_>>()
+    );
+    let b = store.log.bounds(shard).expect("bounds");
+    assert_eq!((b.start_seq, b.next_seq), (1, 201));
+    store.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deleted_first_segment_is_reported_as_lost() {
+    let (dir, shard) = sealed_segments(200).await;
+    let segs = files_with_ext(dir.path(), shard, "log");
+    let next = base_of(&segs[1]);
+    // Its index file stays behind.
+    std::fs::remove_file(&segs[0]).expect("rm");
+    check_front_loss(dir.path(), shard, next, true).await;
+    check_front_loss(dir.path(), shard, next, false).await;
+}
+
+#[tokio::test]
+async fn a_first_segment_deleted_with_its_index_is_reported_as_lost() {
+    let (dir, shard) = sealed_segments(200).await;
+    let segs = files_with_ext(dir.path(), shard, "log");
+    let next = base_of(&segs[1]);
+    std::fs::remove_file(&segs[0]).expect("rm");
+    std::fs::remove_file(segs[0].with_extension("idx")).expect("rm idx");
+    check_front_loss(dir.path(), shard, next, true).await;
+}
+
+#[tokio::test]
+async fn a_deleted_first_segment_of_a_stream_with_retention_is_reported_by_its_index() {
+    let (dir, shard) = sealed_segments_with_backlog(200, 3600).await;
+    let segs = files_with_ext(dir.path(), shard, "log");
+    let next = base_of(&segs[1]);
+    std::fs::remove_file(&segs[0]).expect("rm");
+    check_front_loss(dir.path(), shard, next, true).await;
+}
+
+#[tokio::test]
+async fn segments_removed_by_retention_or_trimming_are_not_reported_as_lost() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (kept, expiring);
+    {
+        let store = Store::open(dir.path(), opts(4096)).expect("open");
+        kept = new_stream(&store, "trimmed");
+        expiring = new_stream_with_backlog(&store, "expiring", 1);
+        append_seqs(&store, kept, 1, 200).await;
+        append_seqs(&store, expiring, 1, 200).await;
+        store.log.trim(kept, 120).expect("trim");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store.log.enforce_retention().expect("retention");
+        assert!(store.log.bounds(expiring).expect("bounds").start_seq > 100);
+        store.shutdown().await;
+    }
+    assert!(base_of(&files_with_ext(dir.path(), kept, "log")[0]) > 1);
+    assert!(base_of(&files_with_ext(dir.path(), expiring, "log")[0]) > 100);
+    for _ in 0..2 {
+        let store = Store::open(dir.path(), opts(4096)).expect("reopen");
+        for shard in [kept, expiring] {
+            assert_eq!(
+                damage(&store, shard),
+                ShardDamage {
+                    acked_seq: 200,
+                    ..Default::default()
+                }
+            );
+        }
+        assert_eq!(store.log.bounds(kept).expect("bounds").start_seq, 121);
+        let from_start = store
+            .log
+            .read(kept, 1, ReadLimits::batches(1))
+            .expect("read");
+        assert_eq!(from_start[0].seq, 121);
+        assert_eq!(
+            read_until_error(&store, kept, 121).0,
+            (121..=200).collect::<Vec<_>>()
+        );
+        store.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_index_left_by_a_deleted_middle_segment_is_no_loss_once_retention_passed_it() {
+    let (dir, shard) = sealed_segments_with_backlog(400, 1).await;
+    let segs = files_with_ext(dir.path(), shard, "log");
+    assert!(segs.len() > 4);
+    let (gone, next) = (base_of(&segs[1]), base_of(&segs[2]));
+    // Deleted by hand; its index file stays behind.
+    std::fs::remove_file(&segs[1]).expect("rm");
+    {
+        let store = Store::open(dir.path(), opts(4096)).expect("reopen");
+        assert_eq!(damage(&store, shard).lost, vec![(gone, next - 1)]);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store.log.enforce_retention().expect("retention");
+        assert!(store.log.bounds(shard).expect("bounds").start_seq > next);
+        store.shutdown().await;
+    }
+    let store = Store::open(dir.path(), opts(4096)).expect("reopen");
+    assert_eq!(damage(&store, shard).lost, vec![]);
 }

@@ -586,7 +586,9 @@ async fn one_damaged_shard_does_not_stop_the_others() {
         .write(true)
         .open(&seg)
         .expect("open");
-    f.write_all_at(b"XX", 0).expect("damage header");
+    // The shard id field of the active segment's header: the file cannot be shown to be this
+    // shard's, so the shard is not served.
+    f.write_all_at(b"XX", 8).expect("damage header");
     drop(f);
     let store = Store::open(dir.path(), opts(1 << 20)).expect("the store still opens");
     assert!(matches!(
@@ -644,4 +646,122 @@ async fn a_segment_copied_from_another_shard_is_never_served() {
         ),
     }
     assert_eq!(read_all(&store, b).len(), 80);
+}
+
+/// The base sequence number a segment file is named by.
+fn base_of(p: &Path) -> u64 {
+    p.file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base")
+}
+
+/// A closed store with one shard holding batches 1..=100 (payloads `payload(0..100)`) in 2 KiB
+/// segments; returns the directory, the shard and its segment files.
+async fn many_segments() -> (tempfile::TempDir, u64, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shard;
+    {
+        let store = Store::open(dir.path(), opts(2048)).expect("open");
+        shard = new_stream(&store, "s", 1, 0)[0];
+        append_n(&store, shard, 0, 100).await;
+        store.shutdown().await;
+    }
+    let segs = segment_files(dir.path(), shard);
+    assert!(segs.len() > 4);
+    (dir, shard, segs)
+}
+
+fn write_at(path: &Path, bytes: &[u8], at: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .write_all_at(bytes, at)
+        .expect("write");
+}
+
+fn flip_bit(path: &Path, at: u64) {
+    let data = std::fs::read(path).expect("read");
+    write_at(path, &[data[at as usize] ^ 0x10], at);
+}
+
+#[tokio::test]
+async fn a_read_returns_the_intact_batches_before_damage_at_the_start_of_a_segment() {
+    let (dir, shard, segs) = many_segments().await;
+    let damaged = base_of(&segs[2]);
+    // The length of the segment's first frame is zeroed; its index file is intact.
+    write_at(&segs[2], &[0; 4], 32);
+    let store = Store::open(dir.path(), opts(2048)).expect("reopen");
+    for max in [damaged as usize - 1, damaged as usize, 1000] {
+        let got = store
+            .log
+            .read(shard, 1, ReadLimits::batches(max))
+            .expect("the batches before the damage are served");
+        assert_eq!(
+            got.iter().map(|b| b.seq).collect::<Vec<_>>(),
+            (1..damaged).collect::<Vec<_>>()
+        );
+        assert!(got.iter().all(|b| b.payload == payload(b.seq - 1)));
+    }
+    // The next read reports the damage.
+    assert!(matches!(
+        store.log.read(shard, damaged, ReadLimits::batches(1000)),
+        Err(StoreError::Corrupt { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_segment_headers_keeps_the_shard_served() {
+    let (dir, shard, segs) = many_segments().await;
+    // The magic of a sealed segment, the version of the active one.
+    flip_bit(&segs[1], 3);
+    flip_bit(segs.last().expect("active"), 25);
+    let store = Store::open(dir.path(), opts(2048)).expect("reopen");
+    let all = read_all(&store, shard);
+    assert_eq!(
+        all.iter().map(|b| b.0).collect::<Vec<_>>(),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert!(all.iter().all(|(seq, p)| *p == payload(seq - 1)));
+    assert_eq!(store.log.damage(shard).expect("damage").unreadable, vec![]);
+    // Appends continue, in a new segment.
+    assert_eq!(append_n(&store, shard, 100, 1).await, vec![101]);
+}
+
+#[tokio::test]
+async fn a_sealed_segment_whose_header_names_another_shard_is_not_served_but_the_rest_is() {
+    let (dir, shard, segs) = many_segments().await;
+    let (bad, next) = (base_of(&segs[1]), base_of(&segs[2]));
+    // A bit of the shard id field.
+    flip_bit(&segs[1], 8);
+    let store = Store::open(dir.path(), opts(2048)).expect("reopen");
+    assert_eq!(
+        store.log.damage(shard).expect("damage").unreadable,
+        vec![(bad, next - 1)]
+    );
+    for seq in [bad, next - 1] {
+        assert!(matches!(
+            store.log.read(shard, seq, ReadLimits::batches(10)),
+            Err(StoreError::Corrupt { .. })
+        ));
+    }
+    let before = store
+        .log
+        .read(shard, 1, ReadLimits::batches(1000))
+        .expect("read");
+    assert_eq!(
+        before.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        (1..bad).collect::<Vec<_>>()
+    );
+    let after = store
+        .log
+        .read(shard, next, ReadLimits::batches(1000))
+        .expect("read");
+    assert_eq!(
+        after.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        (next..=100).collect::<Vec<_>>()
+    );
+    assert!(after.iter().all(|b| b.payload == payload(b.seq - 1)));
+    assert_eq!(append_n(&store, shard, 100, 1).await, vec![101]);
 }

@@ -78,7 +78,7 @@ def start_fails(start_server, *args):
     srv = start_server(*args, wait=False)
     srv.spawn()
     rc = srv.proc.wait(30)
-    assert rc != 0, srv.last_run_log()
+    assert rc == 2, (rc, srv.last_run_log())  # a usage error, before anything is opened
     return srv.last_run_log()
 
 
@@ -95,6 +95,15 @@ def test_half_locked_configurations_are_refused(start_server, tls_files):
     log = start_fails(start_server, "--user", ":pw", "--allow-partial-security")
     assert "not valid" in log, log
     assert "s3cret" not in start_fails(start_server, "--user", "robot:s3cret")
+    # An empty secret (an unset variable) is refused, not taken as "no password".
+    log = start_fails(start_server, "--auth-token", "", "--allow-partial-security")
+    assert "--auth-token is empty" in log, log
+    log = start_fails(start_server, "--pg-password", "", "--allow-partial-security")
+    assert "--pg-password is empty" in log, log
+    log = start_fails(start_server, "--auth-token", "é" * 20, "--allow-partial-security")
+    assert "visible ASCII" in log, log
+    log = start_fails(start_server, "--auth-token", TOKEN, "--user", "token:pw", "--allow-partial-security")
+    assert "access token's" in log, log
 
 
 def test_unlocked_beyond_loopback_warns(tmp_path):
@@ -218,9 +227,11 @@ def test_psql_verify_full_scram_and_channel_binding(locked, tls_files):
     assert r.returncode == 0 and r.stdout.strip() == "1", r
     r = psql(locked, "viewer", "pw2", *full, "channel_binding=require")
     assert r.returncode == 0, r
-    # The token is the password of any user name.
-    r = psql(locked, "grafana", TOKEN, *full)
+    # The token is the password of the user "token" (and of no other name).
+    r = psql(locked, "token", TOKEN, *full)
     assert r.returncode == 0, r
+    r = psql(locked, "grafana", TOKEN, *full)
+    assert r.returncode != 0, r
     r = psql(locked, "robot", "wrong", *full)
     assert r.returncode != 0 and 'password authentication failed for user "robot"' in r.stderr.lower(), r
     r = psql(locked, "intruder", "s3cret:x", *full)

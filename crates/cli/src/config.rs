@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use streamcell_server::{Secret, ServerConfig};
+use streamcell_server::{Cidr, Secret, ServerConfig};
 use streamcell_store::SyncPolicy;
 
 /// Flags of `streamcell server`. Every one is optional so that the file and the defaults can
@@ -37,8 +37,8 @@ pub struct ServerFlags {
     )]
     pub users: Vec<String>,
     /// An access token: `authorization: Bearer TOKEN` on gRPC (the official clients' call
-    /// credentials) and HTTP, and the password of any user name on the PostgreSQL port; at
-    /// least 16 characters
+    /// credentials) and HTTP, and the password of the user `token` on the PostgreSQL port;
+    /// at least 16 visible ASCII characters
     #[arg(
         long,
         value_name = "TOKEN",
@@ -61,6 +61,10 @@ pub struct ServerFlags {
     /// Serve /health and /metrics without credentials (for probes and Prometheus)
     #[arg(long)]
     pub open_health: bool,
+    /// Let DataCell emitters (and active receptors) connect to this address block too, e.g.
+    /// 10.0.0.0/8 or 192.0.2.7 (repeatable) [default: loopback only]
+    #[arg(long, value_name = "ADDRESS[/PREFIX]")]
+    pub emitter_allow: Vec<Cidr>,
     /// Start even with part of the security configured: credentials without TLS (they
     /// cross the network in clear), or TLS without credentials (anyone may connect)
     #[arg(long)]
@@ -129,6 +133,8 @@ struct FileConfig {
     auth_token: Option<String>,
     #[serde(alias = "open-health")]
     open_health: Option<bool>,
+    #[serde(alias = "emitter-allow")]
+    emitter_allow: Option<Vec<String>>,
     #[serde(alias = "allow-partial-security")]
     allow_partial_security: Option<bool>,
     #[serde(alias = "http-port")]
@@ -168,6 +174,10 @@ pub enum ConfigError {
     /// A `--user` value without a `:`.
     #[error("--user wants NAME:PASSWORD, got a value without ':'")]
     User,
+    /// A password or token given empty (an unset variable, say): refused rather than
+    /// starting without it.
+    #[error("{0} is empty; give a value or leave it out")]
+    EmptySecret(&'static str),
     /// The file is not valid TOML or has unknown keys or wrong types.
     #[error("invalid config file {path}: {message}")]
     Parse {
@@ -222,11 +232,10 @@ impl ServerFlags {
                 })
                 .collect::<Result<_, _>>()?
         };
-        if let Some(p) = self
-            .pg_password
-            .or(file.pg_password)
-            .filter(|p| !p.is_empty())
-        {
+        if let Some(p) = self.pg_password.or(file.pg_password) {
+            if p.is_empty() {
+                return Err(ConfigError::EmptySecret("--pg-password"));
+            }
             let name = self
                 .pg_user
                 .or(file.pg_user)
@@ -240,12 +249,25 @@ impl ServerFlags {
             port: self.port.or(file.port).unwrap_or(d.port),
             pg_port: self.pg_port.or(file.pg_port).unwrap_or(d.pg_port),
             users,
-            auth_token: self
-                .auth_token
-                .or(file.auth_token)
-                .filter(|t| !t.is_empty())
-                .map(Secret::new),
+            auth_token: match self.auth_token.or(file.auth_token) {
+                Some(t) if t.is_empty() => return Err(ConfigError::EmptySecret("--auth-token")),
+                t => t.map(Secret::new),
+            },
             open_health: self.open_health || file.open_health.unwrap_or(d.open_health),
+            emitter_allow: if self.emitter_allow.is_empty() {
+                file.emitter_allow
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| {
+                        c.parse().map_err(|message| ConfigError::Parse {
+                            path: self.config.clone().unwrap_or_default(),
+                            message: format!("emitter_allow: {message}"),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                self.emitter_allow
+            },
             allow_partial_security: self.allow_partial_security
                 || file
                     .allow_partial_security

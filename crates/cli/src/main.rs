@@ -84,6 +84,10 @@ fn server(flags: config::ServerFlags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = cfg.validate() {
+        eprintln!("streamcell: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(streamcell_server::RUNTIME_THREAD_STACK_BYTES)

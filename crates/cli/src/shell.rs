@@ -119,6 +119,12 @@ pub fn run(flags: SqlFlags) -> ExitCode {
             _ => None,
         },
     };
+    if target.authorization.is_some() && target.tls_ca.is_none() {
+        eprintln!(
+            "streamcell sql: warning: sending credentials without TLS (give --tls-ca): anyone \
+             on the network path can read them"
+        );
+    }
     let conn = match Connection::new(&target) {
         Ok(c) => c,
         Err(e) => {

@@ -416,6 +416,12 @@ async fn bad_calls_get_clear_errors() {
         ("call datacell.pause('ghost');".into(), "no query, receptor or emitter named"),
         ("create table datacell.in1 (id integer);".into(), "exists already"),
         ("create table datacell.x (v blob);".into(), "basket columns are"),
+        // The server binds 127.0.0.1: SQL may not open a port on every interface, nor make
+        // the server connect beyond loopback (the cloud metadata address, a LAN host).
+        ("call datacell.receptor('datacell.in1', '0.0.0.0', 0);".into(), "listen only on the server's address 127.0.0.1"),
+        ("call datacell.emitter('datacell.out1', '169.254.169.254', 80, 'tcp', 'active');".into(), "connecting to 169.254.169.254 is not allowed"),
+        ("call datacell.emitter('datacell.out1', '10.1.2.3', 9);".into(), "--emitter-allow"),
+        ("call datacell.receptor('datacell.in1', '192.0.2.1', 9, 'tcp', 'active');".into(), "not allowed"),
     ];
     for (sql, want) in cases {
         match server.sql(&sql).await {

@@ -12,7 +12,7 @@
 //!
 //! Authentication: none by default (the server binds to 127.0.0.1 unless told otherwise);
 //! with users configured, SCRAM-SHA-256 for each of them (and the access token as the
-//! password of any user name). With TLS configured, `SSLRequest` is answered `S` and clients
+//! password of the user `token`). With TLS configured, `SSLRequest` is answered `S` and clients
 //! that do not start TLS are refused ([`PgAuth::require_tls`]). Cancel requests (`psql`'s
 //! Ctrl-C) end the statement running on the connection they name.
 
@@ -56,7 +56,7 @@ pub type TlsAcceptor = pgwire::tokio::tokio_rustls::TlsAcceptor;
 pub struct PgAuth {
     /// Users and their passwords (SCRAM-SHA-256). With none and no token, anyone may log in.
     pub users: Vec<(String, String)>,
-    /// An access token that logs in any user name as its password.
+    /// An access token: the password of the user [`TOKEN_USER`].
     pub token: Option<String>,
     /// TLS: `SSLRequest` is answered `S` and the handshake done with this.
     pub tls: Option<TlsAcceptor>,
@@ -89,19 +89,22 @@ impl Debug for PgAuth {
     }
 }
 
-/// The SCRAM verifiers of the configured users (each with its own salt), of the token, and
-/// a decoy that no password matches.
+/// The user name that logs in with the access token as its password.
+pub const TOKEN_USER: &str = "token";
+
+/// The SCRAM verifiers of the configured users (each with its own salt) and of the token
+/// (user [`TOKEN_USER`]), and a key for decoys: an unknown user name gets a salt and a
+/// verifier derived from it, the same at every attempt and different per name, so neither the
+/// salt nor the work tells which names exist.
 struct Credentials {
     users: HashMap<String, (Vec<u8>, Vec<u8>)>,
-    token: Option<(Vec<u8>, Vec<u8>)>,
-    decoy: (Vec<u8>, Vec<u8>),
+    decoy_key: ring::hmac::Key,
 }
 
 impl Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("users", &self.users.keys().collect::<Vec<_>>())
-            .field("token", &self.token.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -117,15 +120,32 @@ fn verifier(password: &str) -> (Vec<u8>, Vec<u8>) {
 
 impl Credentials {
     fn new(auth: &PgAuth) -> Credentials {
-        Credentials {
-            users: auth
-                .users
-                .iter()
-                .map(|(u, p)| (u.clone(), verifier(p)))
-                .collect(),
-            token: auth.token.as_deref().map(verifier),
-            decoy: verifier(&format!("{:x}", rand::random::<u128>())),
+        let mut users: HashMap<String, (Vec<u8>, Vec<u8>)> = auth
+            .users
+            .iter()
+            .map(|(u, p)| (u.clone(), verifier(p)))
+            .collect();
+        if let Some(t) = &auth.token {
+            users.insert(TOKEN_USER.to_string(), verifier(t));
         }
+        let key: [u8; 32] = rand::random();
+        Credentials {
+            users,
+            decoy_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key),
+        }
+    }
+
+    /// The salt and verifier an unknown user name gets (no password matches it).
+    fn decoy(&self, user: &str) -> (Vec<u8>, Vec<u8>) {
+        let tag = |what: &str| {
+            let mut ctx = ring::hmac::Context::with_key(&self.decoy_key);
+            ctx.update(what.as_bytes());
+            ctx.update(user.as_bytes());
+            ctx.sign().as_ref().to_vec()
+        };
+        let mut salt = tag("salt:");
+        salt.truncate(16);
+        (salt, tag("verifier:"))
     }
 }
 
@@ -133,15 +153,15 @@ impl Credentials {
 impl AuthSource for Credentials {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        let (salt, salted) = match (self.users.get(user), &self.token) {
-            (Some(v), _) | (None, Some(v)) => v,
-            (None, None) => {
-                // Same work and the same answer as a wrong password.
-                tracing::info!(user, "PostgreSQL login for an unknown user");
-                &self.decoy
+        let (salt, salted) = match self.users.get(user) {
+            Some(v) => v.clone(),
+            None => {
+                // The same answer as a wrong password.
+                tracing::debug!(user, "PostgreSQL login for an unknown user");
+                self.decoy(user)
             }
         };
-        Ok(Password::new(Some(salt.clone()), salted.clone()))
+        Ok(Password::new(Some(salt), salted))
     }
 }
 
@@ -295,4 +315,32 @@ pub async fn serve(
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_names_get_a_salt_of_their_own_that_does_not_change() {
+        let creds = Credentials::new(&PgAuth {
+            users: vec![("robot".into(), "pw".into())],
+            token: Some("0123456789abcdef".into()),
+            ..PgAuth::default()
+        });
+        assert!(creds.users.contains_key("robot") && creds.users.contains_key(TOKEN_USER));
+        let (a1, v1) = creds.decoy("ghost");
+        let (a2, v2) = creds.decoy("ghost");
+        let (b, _) = creds.decoy("admin");
+        assert_eq!((a1.len(), v1.len()), (16, 32));
+        assert_eq!((&a1, &v1), (&a2, &v2), "the same name gets the same answer");
+        assert_ne!(
+            a1, b,
+            "different names get different salts, as real users do"
+        );
+        assert!(creds
+            .users
+            .values()
+            .all(|(salt, _)| *salt != a1 && *salt != b));
+    }
 }

@@ -165,6 +165,9 @@ pub enum ServerError {
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A fault of the server itself while starting.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Result alias for RPC handlers.

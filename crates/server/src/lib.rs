@@ -34,6 +34,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::{ApiError, ServerError};
 pub use security::Secret;
+pub use streamcell_engine::datacell::network::{Cidr, NetworkPolicy};
 /// The stack each thread of the server's runtime should have: statements are planned and
 /// evaluated on them, up to the parser's depth limit (`streamcell_sql::limits`).
 pub const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
@@ -63,6 +64,8 @@ pub struct ServerConfig {
     pub auth_token: Option<Secret>,
     /// Serve `/health` and `/metrics` without credentials.
     pub open_health: bool,
+    /// Where DataCell emitters (and active receptors) may connect, besides loopback.
+    pub emitter_allow: Vec<Cidr>,
     /// Start even when only part of the security is configured (credentials without TLS, or
     /// TLS without credentials).
     pub allow_partial_security: bool,
@@ -102,6 +105,7 @@ impl Default for ServerConfig {
             users: Vec::new(),
             auth_token: None,
             open_health: false,
+            emitter_allow: Vec::new(),
             allow_partial_security: false,
             http_port: 6580,
             advertised_address: None,
@@ -182,17 +186,36 @@ impl ServerConfig {
         }
         if let Some(t) = &self.auth_token {
             let t = t.expose();
-            if t.chars().count() < security::MIN_TOKEN_CHARS
-                || t.chars().any(|c| c.is_whitespace() || c.is_control())
+            if t.len() < security::MIN_TOKEN_CHARS || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ServerError::Config(format!(
+                    "the access token must be at least {} visible ASCII characters (no spaces)",
+                    security::MIN_TOKEN_CHARS
+                )));
+            }
+            if self
+                .users
+                .iter()
+                .any(|(u, _)| u == streamcell_pg::TOKEN_USER)
             {
                 return Err(ServerError::Config(format!(
-                    "the access token must be at least {} characters without spaces",
-                    security::MIN_TOKEN_CHARS
+                    "the user name {:?} is the access token's on the PostgreSQL port: choose \
+                     another name",
+                    streamcell_pg::TOKEN_USER
                 )));
             }
         }
         let credentials = !self.users.is_empty() || self.auth_token.is_some();
         let tls = self.tls_cert.is_some();
+        if self.allow_partial_security && credentials != tls && !(tls && self.tls_ca.is_some()) {
+            tracing::warn!(
+                "{} (--allow-partial-security)",
+                if tls {
+                    "TLS without credentials: anyone who reaches a port may connect"
+                } else {
+                    "credentials without TLS: passwords and tokens cross the network in clear"
+                }
+            );
+        }
         if !self.allow_partial_security {
             if credentials && !tls {
                 return Err(ServerError::Config(
@@ -283,7 +306,7 @@ pub async fn run(
     let started = std::time::Instant::now();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir, opts))
         .await
-        .map_err(|e| ServerError::Config(format!("store open task failed: {e}")))??;
+        .map_err(|e| ServerError::Internal(format!("opening the store failed: {e}")))??;
     let store = Arc::new(store);
     tracing::info!(
         data_dir = %cfg.data_dir.display(),
@@ -342,6 +365,12 @@ pub async fn run(
         tokio::runtime::Handle::current(),
     );
     svc.set_engine(engine.clone());
+    let mut connect = streamcell_engine::datacell::network::loopback();
+    connect.extend(cfg.emitter_allow.iter().copied());
+    engine.datacell().set_network(NetworkPolicy {
+        listen: cfg.bind,
+        connect,
+    });
     engine
         .start()
         .map_err(|e| ServerError::Config(format!("restarting saved queries: {e}")))?;
@@ -350,7 +379,10 @@ pub async fn run(
     let decode_limit = (cfg.max_record_size * 2 + (64 << 10)).max(4 << 20);
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_serving = stop.clone();
-    let mut builder = tonic::transport::Server::builder();
+    // Dead peers are found by HTTP/2 pings; a TLS handshake must finish in time.
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = security.grpc_tls() {
         builder = builder.tls_config(tls).map_err(|e| {
             let mut why = e.to_string();

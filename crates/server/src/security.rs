@@ -188,7 +188,8 @@ impl Security {
         let Some(header) = authorization else {
             return Err(Unauthenticated(self.what_is_needed()));
         };
-        let (scheme, value) = header.trim().split_once(' ').unwrap_or((header, ""));
+        let header = header.trim();
+        let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
         let value = value.trim();
         if scheme.eq_ignore_ascii_case("bearer") {
             return match &self.token {
@@ -213,9 +214,10 @@ impl Security {
                 ))),
             };
         }
-        Err(Unauthenticated(format!(
-            "unsupported authorization scheme {scheme:?}: use Bearer <token> or Basic <user:password>"
-        )))
+        // The value is not echoed: it may be a secret sent without its scheme.
+        Err(Unauthenticated(
+            "unsupported authorization: use Bearer <token> or Basic <user:password>".into(),
+        ))
     }
 
     fn what_is_needed(&self) -> String {
@@ -252,7 +254,9 @@ impl Security {
     pub fn grpc_tls(&self) -> Option<tonic::transport::ServerTlsConfig> {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
         let t = self.tls.as_ref()?;
-        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&t.cert, &t.key));
+        let mut tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(&t.cert, &t.key))
+            .timeout(crate::http::HANDSHAKE_TIMEOUT);
         if let Some(ca) = &t.ca {
             tls = tls
                 .client_ca_root(Certificate::from_pem(ca))

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::basket::{now_us, Basket};
 use super::csv::{write_rows, LineParser};
+use super::network::NetworkPolicy;
 use crate::error::{EngineError, Result};
 
 /// Lines longer than this are refused (and counted as errors).
@@ -186,17 +187,28 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr> {
 }
 
 /// Starts a receptor or emitter (paused). Passive ones bind at once, so a port in use is an
-/// error here.
+/// error here. Where it may listen or connect is checked against `policy` once the host is
+/// resolved (the address checked is the one used: no second lookup).
 pub async fn start(
     direction: Direction,
     basket: Arc<Basket>,
-    host: String,
-    port: u16,
+    (host, port): (String, u16),
     protocol: Protocol,
     mode: Mode,
+    policy: &NetworkPolicy,
     wake: Arc<tokio::sync::Notify>,
 ) -> Result<Arc<Adapter>> {
     let addr = resolve(&host, port).await?;
+    let listens = matches!(
+        (direction, protocol, mode),
+        (_, Protocol::Tcp, Mode::Passive) | (Direction::Receptor, Protocol::Udp, _)
+    );
+    if listens {
+        policy.check_listen(addr.ip())
+    } else {
+        policy.check_connect(addr.ip())
+    }
+    .map_err(EngineError::invalid)?;
     let in_use = |e: std::io::Error| {
         EngineError::invalid(format!("cannot listen on {addr}: {e} (port in use?)"))
     };

@@ -17,6 +17,7 @@
 pub mod adapter;
 pub mod basket;
 pub mod csv;
+pub mod network;
 pub mod run;
 
 use std::collections::{BTreeMap, HashMap};
@@ -95,6 +96,8 @@ pub struct DataCell {
     procedures: Mutex<BTreeMap<String, (Vec<sql::Insert>, String)>>,
     /// Woken when a basket gets rows.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Where receptors and emitters may listen and connect.
+    network: Mutex<network::NetworkPolicy>,
 }
 
 /// `datacell.x`, `x`, `'datacell.x'`: the basket's full name, lower case.
@@ -209,6 +212,12 @@ impl DataCell {
     /// No baskets yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Sets where receptors and emitters may listen and connect (the server's `--bind` and
+    /// `--emitter-allow`); adapters created afterwards follow it.
+    pub fn set_network(&self, policy: network::NetworkPolicy) {
+        *lock(&self.network) = policy;
     }
 
     /// The basket named `name` (`datacell.x` or `x`).
@@ -350,13 +359,14 @@ impl DataCell {
                 )));
             }
         }
+        let policy = lock(&self.network).clone();
         let a = adapter::start(
             direction,
             basket,
-            host,
-            port,
+            (host, port),
             protocol,
             mode,
+            &policy,
             self.wake.clone(),
         )
         .await?;

@@ -25,8 +25,15 @@ const ARCHIVED: TableDefinition<&str, &str> = TableDefinition::new("archived_str
 const OBJECTS: TableDefinition<(&str, &str), &str> = TableDefinition::new("objects");
 /// Opaque state of those objects (a query's checkpoint): (kind, name) -> bytes.
 const OBJECT_STATES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("object_states");
+/// Shards whose deletion the catalog committed (tombstones): written in the transaction that
+/// removes the shards, so that start-up can tell a deletion interrupted by a crash (finish it)
+/// from a catalog older than the logs (refuse). Forgotten once their directories are gone.
+const DELETED_SHARDS: TableDefinition<u64, ()> = TableDefinition::new("deleted_shards");
 const NEXT_SHARD_ID: &str = "next_shard_id";
 const CATALOG_VERSION: &str = "catalog_version";
+/// `next_shard_id` when `deleted_shards` was created: a shard below it may have been deleted by
+/// a server version that recorded no tombstones.
+const DELETIONS_RECORDED_FROM: &str = "deletions_recorded_from";
 
 /// A stream as the catalog records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,7 +129,8 @@ pub struct ReaderMeta {
 pub trait Catalog: Send + Sync {
     /// Creates a stream and its shards atomically, assigning fresh shard ids.
     fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)>;
-    /// Deletes a stream, its shards and its readers; returns what was deleted.
+    /// Deletes a stream, its shards and its readers, and records the shards' deletion (so that
+    /// start-up finishes removing their logs after a crash); returns what was deleted.
     fn delete_stream(&self, name: &str) -> Result<StreamMeta>;
     /// Reserves `n` fresh shard ids (so that logs can be created before the stream is
     /// committed). Ids are never handed out twice, used or not.
@@ -154,7 +162,8 @@ pub trait Catalog: Send + Sync {
     /// All subscriptions, by id.
     fn list_subscriptions(&self) -> Result<Vec<SubscriptionMeta>>;
     /// Deletes a subscription and its checkpoints. If it was the last subscription of an
-    /// archived stream, the archived stream is deleted too and returned.
+    /// archived stream, the archived stream is deleted too (its shards' deletion recorded as
+    /// by `delete_stream`) and returned.
     fn delete_subscription(&self, id: &str) -> Result<Option<StreamMeta>>;
     /// Saves checkpoints `(subscription, shard, state)` in one transaction; entries of
     /// subscriptions that no longer exist are skipped.
@@ -269,7 +278,12 @@ impl RedbCatalog {
             tx.open_table(ARCHIVED)?;
             tx.open_table(OBJECTS)?;
             tx.open_table(OBJECT_STATES)?;
+            tx.open_table(DELETED_SHARDS)?;
             let mut meta = tx.open_table(META)?;
+            if meta.get(DELETIONS_RECORDED_FROM)?.is_none() {
+                let next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
+                meta.insert(DELETIONS_RECORDED_FROM, next)?;
+            }
             let version = meta.get(CATALOG_VERSION)?.map(|v| v.value());
             match version {
                 None => {
@@ -286,6 +300,49 @@ impl RedbCatalog {
         tx.commit()?;
         Ok(())
     }
+
+    /// The shards whose deletion the catalog committed and has not yet forgotten.
+    pub fn deleted_shards(&self) -> Result<Vec<u64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DELETED_SHARDS)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            out.push(row?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// The lowest shard id whose deletion is certain to be in [`Self::deleted_shards`]: below
+    /// it, a shard may have been deleted by a server version that recorded no deletions.
+    pub fn deletions_recorded_from(&self) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(DELETIONS_RECORDED_FROM)?.map_or(1, |v| v.value()))
+    }
+
+    /// Forgets deleted shards whose directories are gone (one transaction).
+    pub fn forget_deleted_shards(&self, ids: &[u64]) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(DELETED_SHARDS)?;
+            for id in ids {
+                t.remove(id)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Removes `ids` from the `shards` table and records their deletion, in the caller's transaction.
+fn remove_shards(tx: &redb::WriteTransaction, ids: &[u64]) -> Result<()> {
+    let mut shards = tx.open_table(SHARDS)?;
+    let mut deleted = tx.open_table(DELETED_SHARDS)?;
+    for id in ids {
+        shards.remove(id)?;
+        deleted.insert(id, ())?;
+    }
+    Ok(())
 }
 
 /// The error for a catalog file that redb finds damaged.
@@ -372,10 +429,7 @@ impl Catalog for RedbCatalog {
                 Some(v) => from_json(v.value())?,
                 None => return Err(StoreError::StreamNotFound(name.to_string())),
             };
-            let mut shards = tx.open_table(SHARDS)?;
-            for id in &m.shards {
-                shards.remove(id)?;
-            }
+            remove_shards(&tx, &m.shards)?;
             let mut readers = tx.open_table(READERS)?;
             let mut doomed = Vec::new();
             for row in readers.iter()? {
@@ -553,10 +607,7 @@ impl Catalog for RedbCatalog {
                     .transpose()?
             };
             if let Some(stream) = &gone {
-                let mut shards = tx.open_table(SHARDS)?;
-                for s in &stream.shards {
-                    shards.remove(s)?;
-                }
+                remove_shards(&tx, &stream.shards)?;
             }
             gone
         };

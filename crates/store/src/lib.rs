@@ -34,7 +34,7 @@ pub use catalog::{
     Catalog, NewStream, ReaderMeta, RedbCatalog, ShardMeta, StreamMeta, SubscriptionMeta,
 };
 pub use error::{Result, StoreError};
-pub use log::{BoxFuture, LocalLog, ShardLog};
+pub use log::{BoxFuture, CatalogShards, LocalLog, ShardLog};
 
 /// When an append is made durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,15 +253,21 @@ impl Store {
         let catalog_path = dir.join("catalog.redb");
         let catalog = Arc::new(RedbCatalog::open(&catalog_path)?);
         // A damaged catalog must refuse the start with an error, not a panic inside redb.
-        let (shards, next_shard_id) = catalog::without_panic(&catalog_path, || {
-            let shards: Vec<(u64, u32)> = catalog
-                .all_shards()?
-                .into_iter()
-                .map(|(m, backlog)| (m.id, backlog))
-                .collect();
-            Ok((shards, catalog.next_shard_id()?))
+        let known = catalog::without_panic(&catalog_path, || {
+            Ok(CatalogShards {
+                listed: catalog
+                    .all_shards()?
+                    .into_iter()
+                    .map(|(m, backlog)| (m.id, backlog))
+                    .collect(),
+                next_shard_id: catalog.next_shard_id()?,
+                deleted: catalog.deleted_shards()?,
+                deletions_recorded_from: catalog.deletions_recorded_from()?,
+            })
         })?;
-        let local = LocalLog::open(dir.join("shards"), opts, &shards, next_shard_id)?;
+        let root = dir.join("shards");
+        let local = LocalLog::open(root.clone(), opts, &known)?;
+        forget_removed_shards(&catalog, &catalog_path, &root, &known);
         Ok(Store {
             catalog,
             log: local.clone(),
@@ -291,6 +297,37 @@ impl Store {
     /// Makes all writes durable and stops background threads.
     pub async fn shutdown(&self) {
         self.local.shutdown().await;
+    }
+}
+
+/// Drops the catalog's record of deleted shards whose directories are gone (best effort). Skipped
+/// while a listed shard's directory is missing: `root` may then not hold the logs it should
+/// (say, a volume not mounted), and the records are what tells a later start that leftover
+/// directories there were deleted on purpose.
+fn forget_removed_shards(
+    catalog: &RedbCatalog,
+    catalog_path: &Path,
+    root: &Path,
+    known: &CatalogShards,
+) {
+    let present = |name: String| !matches!(root.join(name).try_exists(), Ok(false));
+    if known.listed.iter().any(|&(id, _)| !present(id.to_string())) {
+        return;
+    }
+    let gone: Vec<u64> = known
+        .deleted
+        .iter()
+        .copied()
+        .filter(|&id| !present(id.to_string()) && !present(format!("{id}{}", log::REMOVING_SUFFIX)))
+        .collect();
+    if gone.is_empty() {
+        return;
+    }
+    if let Err(e) = catalog::without_panic(catalog_path, || catalog.forget_deleted_shards(&gone)) {
+        tracing::warn!(
+            "forgetting {} removed shards in the catalog: {e}",
+            gone.len()
+        );
     }
 }
 

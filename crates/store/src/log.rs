@@ -3,7 +3,7 @@
 //! the committer thread that owns each shard, bounds the bytes in flight (back-pressure), and
 //! runs retention in the background.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -77,37 +77,53 @@ pub struct LocalLog {
     stop_retention: Mutex<Option<Sender<()>>>,
 }
 
+/// What the catalog says about the shard logs, for opening them at start.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogShards {
+    /// Every shard the catalog lists, with its retention in seconds.
+    pub listed: Vec<(u64, u32)>,
+    /// The next shard id the catalog would allocate: every id below it was allocated once.
+    pub next_shard_id: u64,
+    /// Shards whose deletion the catalog committed (their directories may still exist).
+    pub deleted: Vec<u64>,
+    /// Every deletion of a shard at or above this id is in `deleted`; one below it may have
+    /// been made by a server version that recorded no deletions.
+    pub deletions_recorded_from: u64,
+}
+
 /// Permits are counted in KiB of payload.
 const PERMIT_BYTES: usize = 1024;
 
 impl LocalLog {
-    /// Opens (recovering) every shard in `shards` under `root` and starts the committer and
-    /// retention threads. A shard directory not in `shards` is removed only when it provably
-    /// holds nothing (a creation interrupted by a crash); one that holds data is kept in place
-    /// and reported (the catalog may be damaged or older than the logs).
-    pub fn open(
-        root: PathBuf,
-        opts: LogOptions,
-        shards: &[(u64, u32)],
-        next_shard_id: u64,
-    ) -> Result<Arc<LocalLog>> {
+    /// Opens (recovering) every shard the catalog lists under `root` and starts the committer
+    /// and retention threads. Shard directories the catalog does not list are sorted out first
+    /// (`docs/storage-format.md` §5): the removal of a deleted shard (`<id>.removing`, or a
+    /// directory whose deletion the catalog recorded) is finished and the remains of an
+    /// interrupted creation are removed; any other directory that holds data means the catalog
+    /// is older than the logs, and the open is refused before anything is deleted. A listed
+    /// shard whose directory is missing is not served (never recreated empty).
+    pub fn open(root: PathBuf, opts: LogOptions, catalog: &CatalogShards) -> Result<Arc<LocalLog>> {
         std::fs::create_dir_all(&root)
             .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
-        // Shard directories the catalog never allocated mean the catalog is not the one these
-        // logs belong to (missing, emptied, replaced): refuse rather than delete data.
+        let next_shard_id = catalog.next_shard_id;
+        let known: HashSet<u64> = catalog.listed.iter().map(|&(id, _)| id).collect();
+        let deleted: HashSet<u64> = catalog.deleted.iter().copied().collect();
         let entries = std::fs::read_dir(&root)
             .map_err(|e| StoreError::io(format!("listing {}", root.display()), e))?;
-        let known: std::collections::HashSet<u64> = shards.iter().map(|&(id, _)| id).collect();
-        let mut leftovers = Vec::new();
-        for entry in entries.flatten() {
+        // Sorted out first, acted on only once none of them makes the start refused.
+        let mut removing = Vec::new();
+        let mut finish_deletion = Vec::new();
+        let mut interrupted = Vec::new();
+        let mut unexplained = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| StoreError::io(format!("listing {}", root.display()), e))?;
             let name = entry.file_name().to_string_lossy().to_string();
-            if name
+            if let Some(id) = name
                 .strip_suffix(REMOVING_SUFFIX)
-                .is_some_and(|id| id.parse::<u64>().is_ok())
+                .and_then(|id| id.parse::<u64>().ok())
             {
-                // A shard deletion (asked for by a live catalog) that a crash interrupted.
-                tracing::info!(path = %entry.path().display(), "finishing the removal of a deleted shard log");
-                let _ = std::fs::remove_dir_all(entry.path());
+                removing.push((id, entry.path()));
                 continue;
             }
             let Ok(id) = name.parse::<u64>() else {
@@ -117,6 +133,7 @@ impl LocalLog {
                 continue;
             }
             if id >= next_shard_id {
+                // The catalog never allocated this id: it is not the one these logs belong to.
                 return Err(StoreError::Corrupt {
                     path: entry.path(),
                     detail: format!(
@@ -126,40 +143,63 @@ impl LocalLog {
                     ),
                 });
             }
-            leftovers.push((id, entry.path()));
-        }
-        for (id, path) in leftovers {
+            if deleted.contains(&id) {
+                finish_deletion.push((id, entry.path()));
+                continue;
+            }
             // Never delete data on the catalog's word: only a directory that provably holds
             // nothing (a stream creation interrupted before its catalog commit) is removed.
-            match crate::shard::interrupted_creation(&path, id) {
-                Ok(()) => {
-                    tracing::warn!(
-                        shard = id,
-                        path = %path.display(),
-                        "removing the empty log of a shard whose creation was interrupted"
-                    );
-                    let _ = std::fs::remove_dir_all(&path);
-                }
-                Err(holds) => tracing::error!(
-                    shard = id,
-                    path = %path.display(),
-                    "shard {id} has data but the catalog does not list it: kept in place; the \
-                     catalog may be damaged or older than the data ({holds}). It is not served; \
-                     restore the catalog from a backup, or remove the directory by hand if the \
-                     shard was deleted on purpose"
-                ),
+            match crate::shard::interrupted_creation(&entry.path(), id) {
+                Ok(()) => interrupted.push((id, entry.path())),
+                Err(holds) => unexplained.push((id, entry.path(), holds)),
+            }
+        }
+        if !unexplained.is_empty() {
+            unexplained.sort();
+            return Err(catalog_older_than_logs(
+                &root,
+                &unexplained,
+                catalog.deletions_recorded_from,
+            ));
+        }
+        let mut was_removing = HashSet::new();
+        for (id, path) in removing {
+            // A deletion the catalog committed, interrupted by a crash part-way.
+            tracing::info!(path = %path.display(), "finishing the removal of a deleted shard log");
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), "removing a deleted shard log: {e}");
+            }
+            was_removing.insert(id);
+        }
+        for (id, path) in finish_deletion {
+            // The catalog committed the deletion; a crash came before the directory was renamed.
+            tracing::info!(shard = id, path = %path.display(), "finishing the removal of a deleted shard log");
+            if let Err(e) = remove_shard_dir(&path) {
+                tracing::warn!(shard = id, path = %path.display(), "removing a deleted shard log: {e}");
+            }
+        }
+        for (id, path) in interrupted {
+            tracing::warn!(
+                shard = id,
+                path = %path.display(),
+                "removing the empty log of a shard whose creation was interrupted"
+            );
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(shard = id, path = %path.display(), "removing an empty shard log: {e}");
             }
         }
         let mut map = HashMap::new();
         let mut failed = HashMap::new();
-        for &(id, retention) in shards {
+        for &(id, retention) in &catalog.listed {
             let dir = root.join(id.to_string());
-            let opened = if dir.exists() {
-                Shard::open(dir, id, retention)
-            } else {
-                Shard::create(dir, id, retention)
-            };
-            match opened {
+            if let Ok(false) = dir.try_exists() {
+                // Recreating it empty would silently drop every record the shard acknowledged.
+                let reason = missing_log(&dir, was_removing.contains(&id));
+                tracing::error!(shard = id, "shard log is not served: {reason}");
+                failed.insert(id, reason);
+                continue;
+            }
+            match Shard::open(dir, id, retention) {
                 Ok(shard) => {
                     map.insert(id, shard);
                 }
@@ -435,7 +475,7 @@ impl ShardLog for LocalLog {
 }
 
 /// Suffix a shard directory gets while it is being removed: start-up finishes such removals.
-const REMOVING_SUFFIX: &str = ".removing";
+pub(crate) const REMOVING_SUFFIX: &str = ".removing";
 
 /// Removes a deleted shard's directory: first renamed aside (so that a crash part-way leaves a
 /// name that start-up recognises as a deletion in progress), then removed.
@@ -443,8 +483,79 @@ fn remove_shard_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut aside = dir.as_os_str().to_owned();
     aside.push(REMOVING_SUFFIX);
     let aside = PathBuf::from(aside);
-    std::fs::rename(dir, &aside)?;
+    match std::fs::rename(dir, &aside) {
+        // Already gone (a listed shard whose directory was missing at start).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !aside.exists() => return Ok(()),
+        r => r?,
+    }
     std::fs::remove_dir_all(&aside)
+}
+
+/// Most directories a refusal names in its message (every one is logged).
+const NAMED_IN_REFUSAL: usize = 20;
+
+/// The refusal for shard directories that hold data while the catalog neither lists them nor
+/// recorded their deletion: the catalog is older than the logs.
+fn catalog_older_than_logs(
+    root: &std::path::Path,
+    dirs: &[(u64, PathBuf, String)],
+    deletions_recorded_from: u64,
+) -> StoreError {
+    for (id, path, holds) in dirs {
+        tracing::error!(shard = id, path = %path.display(),
+            "shard log holds data ({holds}) but the catalog neither lists it nor recorded its deletion");
+    }
+    let mut named: Vec<String> = dirs
+        .iter()
+        .take(NAMED_IN_REFUSAL)
+        .map(|(_, path, holds)| format!("{} ({holds})", path.display()))
+        .collect();
+    if dirs.len() > NAMED_IN_REFUSAL {
+        named.push(format!(
+            "and {} more (each is logged)",
+            dirs.len() - NAMED_IN_REFUSAL
+        ));
+    }
+    let older_server = if dirs.iter().all(|(id, _, _)| *id < deletions_recorded_from) {
+        format!(
+            " (These shards were allocated before this catalog recorded deletions, below id \
+             {deletions_recorded_from}: a stream deleted by an older server version just before \
+             a crash leaves the same.)"
+        )
+    } else {
+        String::new()
+    };
+    StoreError::Catalog(format!(
+        "the catalog is older than the shard logs: {} shard log(s) hold data that catalog.redb \
+         does not list and whose deletion it never recorded: {}. The catalog was rolled back \
+         (damage, or a restore from an older backup), so the streams of these shards would be \
+         missing. Refusing to start rather than serve without them; nothing was deleted. \
+         Restore catalog.redb from a backup that lists these shards; or, if their streams were \
+         deleted on purpose, move these directories out of {} and start again.{older_server}",
+        dirs.len(),
+        named.join(", "),
+        root.display(),
+    ))
+}
+
+/// Why a listed shard whose log directory `dir` is missing is not served.
+fn missing_log(dir: &std::path::Path, was_removing: bool) -> String {
+    if was_removing {
+        format!(
+            "its log {} was being deleted (a deletion that this catalog, older than the logs, \
+             does not record) and is gone: its records are lost. Delete the stream, or restore the \
+             data directory from a backup",
+            dir.display()
+        )
+    } else {
+        format!(
+            "its log directory {} is missing: the data directory is corrupt (the directory was \
+             removed or lost outside the server, or the catalog is older than the stream's \
+             deletion), and the shard is not recreated empty so that the loss of its records is \
+             not silent. Put the directory back and restart, or delete the stream",
+            dir.display()
+        )
+    }
 }
 
 /// Default interval between retention passes.

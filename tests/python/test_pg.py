@@ -296,3 +296,22 @@ def test_catalog_names_in_strings_are_data(start_server):
         c.execute(f"INSERT INTO {s} (note) VALUES (%s)", ("information_schema.tables",))
         rows = c.execute(f"SELECT note FROM {s} ORDER BY note").fetchall()
         assert rows == [("information_schema.tables",), ("see pg_type and current_user",)]
+
+
+HEAVY = ("SELECT count(*) FROM (SELECT unnest(generate_series(1,30000)) a) x "
+         "CROSS JOIN (SELECT unnest(generate_series(1,30000)) b) y WHERE (a * b) % 7 = 3")
+
+
+def test_statement_timeout_stops_a_long_statement(server):
+    with connect(server) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled) as e:
+            conn.execute("SET statement_timeout = '300ms'")
+            conn.execute(HEAVY)
+        assert "statement timeout" in str(e.value)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("300",)
+        # The session goes on; short statements run; a bad value is refused.
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(psycopg.DataError):
+            conn.execute("SET statement_timeout = 'soon'")
+        conn.execute("RESET statement_timeout")
+        assert conn.execute("SELECT count(*) FROM (SELECT unnest(generate_series(1, 10)) a) t").fetchone() == (10,)

@@ -61,6 +61,10 @@ pub struct ServerFlags {
     /// Serve /health and /metrics without credentials (for probes and Prometheus)
     #[arg(long)]
     pub open_health: bool,
+    /// Most connections open at once on each port (gRPC, PostgreSQL, HTTP); more are closed
+    /// at once [default: 1000, lowered to fit the open-file limit]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
     /// Let DataCell emitters (and active receptors) connect to this address block too, e.g.
     /// 10.0.0.0/8 or 192.0.2.7 (repeatable) [default: loopback only]
     #[arg(long, value_name = "ADDRESS[/PREFIX]")]
@@ -135,6 +139,8 @@ struct FileConfig {
     open_health: Option<bool>,
     #[serde(alias = "emitter-allow")]
     emitter_allow: Option<Vec<String>>,
+    #[serde(alias = "max-connections")]
+    max_connections: Option<usize>,
     #[serde(alias = "allow-partial-security")]
     allow_partial_security: Option<bool>,
     #[serde(alias = "http-port")]
@@ -254,6 +260,10 @@ impl ServerFlags {
                 t => t.map(Secret::new),
             },
             open_health: self.open_health || file.open_health.unwrap_or(d.open_health),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(d.max_connections),
             emitter_allow: if self.emitter_allow.is_empty() {
                 file.emitter_allow
                     .unwrap_or_default()

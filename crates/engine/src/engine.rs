@@ -477,7 +477,7 @@ impl Engine {
                 let bound = self.try_bind(&prepared, declared, QueryKind::Push).await?;
                 self.push(select, bound.map(|p| p.output_schema))
             }
-            Statement::Select(select) => self.pull(&select).await,
+            Statement::Select(select) => self.pull_on_query_threads(select).await,
             Statement::InsertJson { stream, json } => {
                 let stream = single_name(&stream)?;
                 let row = match serde_json::from_str::<Value>(&json) {
@@ -994,6 +994,20 @@ impl Engine {
     }
 
     /// Runs a pull query: over views (their current rows) and streams (their history).
+    /// Runs a pull query on the query runtime's threads, so that a long plan (DataFusion
+    /// computes a batch without yielding) never holds the threads the front doors answer on;
+    /// it is aborted when the caller stops waiting (a cancel, a statement timeout, a client
+    /// gone), at its next await.
+    async fn pull_on_query_threads(self: &Arc<Self>, select: Select) -> Result<Output> {
+        let Some(rt) = query_runtime() else {
+            return self.pull(&select).await;
+        };
+        let engine = self.clone();
+        let task = AbortOnDrop(rt.spawn(async move { engine.pull(&select).await }));
+        task.await
+            .map_err(|e| EngineError::internal(format!("the pull query's task failed: {e}")))?
+    }
+
     async fn pull(&self, select: &Select) -> Result<Output> {
         let ctx = plan::session();
         let (schema, batches) = self.run_pull_batches(&ctx, &select.query, None).await?;
@@ -1732,4 +1746,50 @@ fn select_text(select: &Select) -> String {
         }
     }
     text
+}
+
+/// The runtime pull queries run on: threads of their own (as many as the cores, at most 4),
+/// with the query thread stack size. `None` (pull queries then run on the caller's runtime)
+/// if it cannot be built.
+fn query_runtime() -> Option<&'static tokio::runtime::Runtime> {
+    static RT: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("streamcell-query")
+            .thread_stack_size(streamcell_sql::limits::THREAD_STACK_BYTES)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the pull-query threads ({e}); pull queries share the server's"
+                );
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// A spawned task, aborted when its awaiter stops waiting for it.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> std::future::Future for AbortOnDrop<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
 }

@@ -89,14 +89,28 @@ pub struct Pipeline {
     pub columns_read: Option<std::collections::HashSet<String>>,
 }
 
-/// A session configured for StreamCell SQL: identifiers are case-sensitive, as in HStream.
+/// Most memory the operators of one query (hash tables, sorts, joins) may hold; past it the
+/// query fails with "Resources exhausted" instead of taking the machine's memory.
+pub const MAX_QUERY_MEMORY_BYTES: usize = 1 << 30;
+
+/// A session configured for StreamCell SQL: identifiers are case-sensitive, as in HStream;
+/// its operators share a memory pool of [`MAX_QUERY_MEMORY_BYTES`].
 pub fn session() -> SessionContext {
     let config = SessionConfig::new()
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
         .set_bool("datafusion.execution.coalesce_batches", false)
         .with_target_partitions(1)
         .with_information_schema(false);
-    let ctx = SessionContext::new_with_config(config);
+    let ctx = match datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(MAX_QUERY_MEMORY_BYTES, 1.0)
+        .build_arc()
+    {
+        Ok(rt) => SessionContext::new_with_config_rt(config, rt),
+        Err(e) => {
+            tracing::warn!("a query runs without a memory limit: {e}");
+            SessionContext::new_with_config(config)
+        }
+    };
     for udf in crate::json::udfs() {
         ctx.register_udf(udf);
     }

@@ -193,6 +193,27 @@ impl Default for Settings {
     }
 }
 
+/// A PostgreSQL time setting in milliseconds: `5000`, `'5s'`, `500ms`, `1min`, `2h`, `1d`
+/// (a bare number is milliseconds).
+fn parse_duration_ms(value: &str) -> Option<u64> {
+    let v = value.trim().trim_matches('\'').trim().to_ascii_lowercase();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "ms" => 1.0,
+        "s" => 1e3,
+        "min" => 60e3,
+        "h" => 3_600e3,
+        "d" => 86_400e3,
+        _ => return None,
+    };
+    let ms = number * scale;
+    (ms.is_finite() && (0.0..=i32::MAX as f64).contains(&ms)).then(|| ms.round() as u64)
+}
+
 fn defaults() -> Vec<(&'static str, &'static str)> {
     vec![
         ("application_name", ""),
@@ -245,6 +266,16 @@ impl Settings {
                 }
                 return Ok(());
             }
+            "statement_timeout" => {
+                let ms = parse_duration_ms(value).ok_or_else(|| {
+                    PgError::BadParameter(format!(
+                        "invalid value for parameter \"statement_timeout\": {value:?} (give \
+                         milliseconds, or a number with ms, s, min, h or d)"
+                    ))
+                })?;
+                self.values.insert(name.to_string(), ms.to_string());
+                return Ok(());
+            }
             "server_version"
             | "server_encoding"
             | "integer_datetimes"
@@ -259,6 +290,15 @@ impl Settings {
         }
         self.values.insert(name.to_string(), value.to_string());
         Ok(())
+    }
+
+    /// The session's `statement_timeout` (`None`: no limit, the default `0`).
+    pub fn statement_timeout(&self) -> Option<std::time::Duration> {
+        let ms = self
+            .values
+            .get("statement_timeout")
+            .and_then(|v| parse_duration_ms(v))?;
+        (ms > 0).then(|| std::time::Duration::from_millis(ms))
     }
 
     /// `RESET name` (`None`: all).
@@ -357,6 +397,29 @@ mod tests {
             let e = classify(sql).unwrap_err();
             assert_eq!(e.sqlstate(), "0A000", "{sql}");
         }
+    }
+
+    #[test]
+    fn statement_timeouts_read_as_postgresql_writes_them() {
+        let mut s = Settings::default();
+        assert_eq!(s.statement_timeout(), None);
+        for (v, ms) in [
+            ("5000", 5000),
+            ("'5s'", 5000),
+            ("250ms", 250),
+            ("1min", 60_000),
+            ("0", 0),
+        ] {
+            s.set("statement_timeout", v).expect(v);
+            assert_eq!(
+                s.statement_timeout(),
+                (ms > 0).then(|| std::time::Duration::from_millis(ms)),
+                "{v}"
+            );
+        }
+        assert!(s.set("statement_timeout", "soon").is_err());
+        assert!(s.set("statement_timeout", "-1").is_err());
+        assert!(s.set("statement_timeout", "5 parsecs").is_err());
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum PgError {
     /// The statement was cancelled by the client (`57014`).
     #[error("canceling statement due to user request")]
     Cancelled,
+    /// The statement ran past the session's `statement_timeout` (`57014`).
+    #[error("canceling statement due to statement timeout")]
+    TimedOut,
     /// A bug or an unexpected state inside the front door (`XX000`).
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,7 +51,7 @@ impl PgError {
             PgError::Syntax(_) => "42601",
             PgError::Unsupported(_) => "0A000",
             PgError::BadParameter(_) => "22P02",
-            PgError::Cancelled => "57014",
+            PgError::Cancelled | PgError::TimedOut => "57014",
             PgError::Internal(_) => "XX000",
         }
     }

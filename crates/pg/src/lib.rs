@@ -251,13 +251,18 @@ impl PgWireServerHandlers for Handlers {
 }
 
 /// Serves PostgreSQL clients on `listener` until `stopping` turns true; then every
-/// connection is closed (a push query in progress stops with it).
+/// connection is closed (a push query in progress stops with it). At most `max_connections`
+/// are open at once: one more is closed at once (a client that never finishes its start-up is
+/// closed by pgwire after 60 s).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     auth: PgAuth,
+    max_connections: usize,
     mut stopping: watch::Receiver<bool>,
 ) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut last_refusal = None::<std::time::Instant>;
     let connections = Arc::new(ConnectionManager::new());
     let handler = if auth.locked() {
         let mut scram = ScramAuth::new(Arc::new(Credentials::new(&auth)));
@@ -289,6 +294,13 @@ pub async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        if last_refusal.is_none_or(|t| t.elapsed().as_secs() >= 1) {
+                            tracing::warn!("PostgreSQL port: connection refused, the port is at its --max-connections");
+                            last_refusal = Some(std::time::Instant::now());
+                        }
+                        continue;
+                    };
                     if let Err(e) = socket.set_nodelay(true) {
                         tracing::debug!("cannot set TCP_NODELAY: {e}");
                     }
@@ -299,6 +311,7 @@ pub async fn serve(
                     };
                     let tls = tls.clone();
                     tasks.spawn(async move {
+                        let _permit = permit;
                         if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, "PostgreSQL connection ended: {e}");
                         }

@@ -270,11 +270,25 @@ impl Session {
         cancel: &mut Option<oneshot::Receiver<()>>,
     ) -> Result<Vec<(Statement, Output)>> {
         let statements = self.engine.parse(sql)?;
+        let limit = self.settings().statement_timeout();
         let mut out = Vec::with_capacity(statements.len());
         for stmt in statements {
             let engine = self.engine.clone();
             let s = stmt.clone();
-            let o = cancellable(cancel, async move { Ok(engine.execute(s).await?) }).await?;
+            // Dropping the statement's future stops it: a pull query runs on the engine's
+            // query threads and is aborted with it (`Engine::execute`).
+            let run = async move { Ok(engine.execute(s).await?) };
+            let o = match limit {
+                None => cancellable(cancel, run).await?,
+                Some(d) => {
+                    cancellable(cancel, async move {
+                        tokio::time::timeout(d, run)
+                            .await
+                            .unwrap_or(Err(PgError::TimedOut))
+                    })
+                    .await?
+                }
+            };
             out.push((stmt, o));
         }
         Ok(out)

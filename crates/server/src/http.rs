@@ -552,7 +552,12 @@ async fn run_sql(State(state): Shared, body: Result<Bytes, BytesRejection>) -> H
         ));
     }
     let many = statements.len() > 1;
-    let results = detached(async move {
+    // Pull queries only read: they run in this request, so a client that leaves stops them.
+    // Anything that changes state runs to its end in a task of its own.
+    let reads_only = statements
+        .iter()
+        .all(|s| matches!(s, streamcell_sql::Statement::Select(_)));
+    let work = async move {
         let mut results = Vec::new();
         for (i, stmt) in statements.into_iter().enumerate() {
             let out = e.execute(stmt).await.map_err(|err| {
@@ -565,8 +570,12 @@ async fn run_sql(State(state): Shared, body: Result<Bytes, BytesRejection>) -> H
             results.push(output_json(out)?);
         }
         Ok(results)
-    })
-    .await?;
+    };
+    let results = if reads_only {
+        work.await?
+    } else {
+        detached(work).await?
+    };
     ok(&json!({ "results": results }))
 }
 
@@ -620,9 +629,10 @@ pub async fn serve(
     state: Arc<HttpState>,
     security: Arc<Security>,
     tls: Option<TlsAcceptor>,
+    max_connections: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let door = Door::new(listener, tls)?;
+    let door = Door::new(listener, tls, max_connections)?;
     let app = router(state).layer(axum::middleware::from_fn_with_state(security, authenticate));
     axum::serve(door, app.into_make_service_with_connect_info::<Peer>())
         .with_graceful_shutdown(shutdown)
@@ -675,8 +685,10 @@ impl Connected<IncomingStream<'_, Door>> for Peer {
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// The HTTP port's listener: accepts connections and, with TLS, does each handshake in its
-/// own task (bounded by [`HANDSHAKE_TIMEOUT`]) so that a slow or silent client delays no one.
+/// The HTTP port's listener: accepts connections (at most `max_connections` open at once;
+/// one over is closed at once) and, with TLS, does each handshake in its own task (bounded
+/// by [`HANDSHAKE_TIMEOUT`]) so that a slow or silent client delays no one. A connection
+/// with no traffic for [`IDLE_TIMEOUT`] is closed.
 pub struct Door {
     rx: mpsc::Receiver<(Box<dyn Io>, Peer)>,
     local: SocketAddr,
@@ -685,6 +697,97 @@ pub struct Door {
 
 /// How long a client may take to finish its TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an HTTP connection may go without a byte either way before it is closed (an idle
+/// keep-alive connection, a half-sent request, or a request whose answer takes this long).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A connection that holds its place under the port's cap until closed, and fails with
+/// `TimedOut` once nothing was read or written for [`IDLE_TIMEOUT`].
+struct Idle {
+    io: tokio::net::TcpStream,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Idle {
+    fn new(io: tokio::net::TcpStream, permit: tokio::sync::OwnedSemaphorePermit) -> Idle {
+        Idle {
+            io,
+            deadline: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
+            _permit: permit,
+        }
+    }
+
+    fn active(&mut self) {
+        self.deadline
+            .as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+    }
+
+    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        self.deadline.as_mut().poll(cx).is_ready()
+    }
+}
+
+fn idle_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no traffic on the connection for the idle timeout",
+    )
+}
+
+impl AsyncRead for Idle {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Idle {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        match std::pin::Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.active();
+                Poll::Ready(r)
+            }
+            Poll::Pending if this.expired(cx) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -695,9 +798,14 @@ impl Drop for AbortOnDrop {
 }
 
 impl Door {
-    fn new(listener: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<Door> {
+    fn new(
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+        max_connections: usize,
+    ) -> std::io::Result<Door> {
         let local = listener.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
+        let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
         let accepting = tokio::spawn(async move {
             loop {
                 let (tcp, addr) = match listener.accept().await {
@@ -709,9 +817,14 @@ impl Door {
                         continue;
                     }
                 };
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    crate::refused("HTTP");
+                    continue;
+                };
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!("cannot set TCP_NODELAY: {e}");
                 }
+                let tcp = Idle::new(tcp, permit);
                 let Some(tls) = tls.clone() else {
                     let peer = Peer {
                         addr,

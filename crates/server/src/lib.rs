@@ -30,7 +30,6 @@ use streamcell_proto::sqlapi::stream_cell_sql_server::StreamCellSqlServer;
 use streamcell_proto::HStreamApiServer;
 use streamcell_store::{LogOptions, Store, SyncPolicy};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 pub use error::{ApiError, ServerError};
 pub use security::Secret;
@@ -66,6 +65,9 @@ pub struct ServerConfig {
     pub open_health: bool,
     /// Where DataCell emitters (and active receptors) may connect, besides loopback.
     pub emitter_allow: Vec<Cidr>,
+    /// Most connections open at once on each port (further ones are closed at once); lowered
+    /// at start if the open-file limit could not hold three full ports and the store.
+    pub max_connections: usize,
     /// Start even when only part of the security is configured (credentials without TLS, or
     /// TLS without credentials).
     pub allow_partial_security: bool,
@@ -106,6 +108,7 @@ impl Default for ServerConfig {
             auth_token: None,
             open_health: false,
             emitter_allow: Vec::new(),
+            max_connections: 1000,
             allow_partial_security: false,
             http_port: 6580,
             advertised_address: None,
@@ -235,6 +238,11 @@ impl ServerConfig {
                 ));
             }
         }
+        if self.max_connections == 0 {
+            return Err(ServerError::Config(
+                "max-connections must be at least 1".into(),
+            ));
+        }
         if self.committer_threads == 0 || self.committer_threads > 64 {
             return Err(ServerError::Config(format!(
                 "committer-threads must be between 1 and 64, got {}",
@@ -263,20 +271,134 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Serve
     })
 }
 
-/// Accepted connections with Nagle's algorithm off: without it a small response waits for
-/// the client's delayed ACK (about 40 ms). The builder's `tcp_nodelay` applies only to
+/// Each port's connection cap: `configured`, lowered so that three full ports leave a quarter
+/// of the open-file limit (and at least 256 descriptors) to the store and the rest.
+fn connection_cap(configured: usize) -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct passed by pointer.
+    let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
+    } else {
+        return configured;
+    };
+    let room = files.saturating_sub((files / 4).max(256)) / 3;
+    configured.min(room.max(16))
+}
+
+/// Accepted gRPC connections, each holding a place under the port's cap (`slots`; one over
+/// the cap is closed at once), with Nagle's algorithm off: without it a small response waits
+/// for the client's delayed ACK (about 40 ms). The builder's `tcp_nodelay` applies only to
 /// listeners tonic creates itself, not to a given stream of connections.
 fn incoming(
     listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
-    use tokio_stream::StreamExt;
-    TcpListenerStream::new(listener).map(|conn| {
-        let conn = conn?;
-        if let Err(e) = conn.set_nodelay(true) {
-            tracing::debug!("cannot set TCP_NODELAY: {e}");
+    slots: Arc<tokio::sync::Semaphore>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Counted>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let conn = tokio::select! {
+                c = listener.accept() => c,
+                () = tx.closed() => return,
+            };
+            let conn = match conn {
+                Ok((c, _)) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("accepting a gRPC connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = slots.clone().try_acquire_owned() else {
+                refused("gRPC");
+                continue;
+            };
+            if let Err(e) = conn.set_nodelay(true) {
+                tracing::debug!("cannot set TCP_NODELAY: {e}");
+            }
+            let counted = Counted {
+                io: conn,
+                _permit: permit,
+            };
+            if tx.send(Ok(counted)).await.is_err() {
+                return;
+            }
         }
-        Ok(conn)
-    })
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Logs (at most once a second) that a port turned a connection away at its cap.
+pub fn refused(door: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = streamcell_store::now_ms() as u64 / 1000;
+    if LAST.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!("{door} port: connection refused, the port is at its --max-connections");
+    }
+}
+
+/// An accepted gRPC connection that holds its place under the port's cap until closed.
+pub struct Counted {
+    io: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for Counted {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.io.connect_info()
+    }
 }
 
 /// Runs the server until `shutdown` completes.
@@ -377,6 +499,13 @@ pub async fn run(
     // Let oversized appends through the transport so they get the HStreamDB error code
     // (InvalidRecordSize) rather than a transport-level refusal.
     let decode_limit = (cfg.max_record_size * 2 + (64 << 10)).max(4 << 20);
+    let cap = connection_cap(cfg.max_connections);
+    if cap < cfg.max_connections {
+        tracing::warn!(
+            "at most {cap} connections per port (not {}): the open-file limit is too low for more",
+            cfg.max_connections
+        );
+    }
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_serving = stop.clone();
     // Dead peers are found by HTTP/2 pings; a TLS handshake must finish in time.
@@ -431,6 +560,7 @@ pub async fn run(
         http_state,
         security.clone(),
         http_tls.map(tokio_rustls::TlsAcceptor::from),
+        cap,
         async move {
             let _ = http_stopping.wait_for(|s| *s).await;
         },
@@ -461,6 +591,7 @@ pub async fn run(
         pg_listener,
         engine.clone(),
         pg_auth,
+        cap,
         stopping_rx.clone(),
     ));
     tracing::info!("serving the PostgreSQL wire protocol on {pg_local} ({pg_mode})");
@@ -474,7 +605,7 @@ pub async fn run(
             stopping_rx,
         )))
         .serve_with_incoming_shutdown(
-            incoming(listener),
+            incoming(listener, Arc::new(tokio::sync::Semaphore::new(cap))),
             async move { stop_serving.notified().await },
         );
     tokio::pin!(serve);

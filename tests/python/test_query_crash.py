@@ -1,4 +1,5 @@
-"""Exactly once across kill -9 for persistent queries and views over multi-shard streams.
+"""Exactly once across kill -9 for persistent queries and views over multi-shard streams, and
+nothing lost for a subscription read through the same kills.
 
 Each cycle: writers append JSON records (unique ids, keys spread over every shard) to a 4- or
 8-shard stream with the official client while a persistent query (`CREATE STREAM … AS SELECT
@@ -8,7 +9,11 @@ the stream is read back as the ground truth (every record stored, acknowledged o
   * every acknowledged record is in the source;
   * the persistent query's output holds every source record that passes its filter exactly
     once, and nothing else;
-  * the view's counts equal the source's.
+  * the view's counts equal the source's;
+  * a subscription on the source, consumed (acking every record) by the official client
+    during every cycle and drained at the end, delivered every source record at least once
+    and nothing else (redeliveries, of records whose acks were in flight at a kill, are
+    counted and printed).
 
 Before the fix, the re-read after a restart was composed differently across shards than the
 first read, and the rows the query skipped as already written were the wrong ones: some rows
@@ -27,7 +32,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from helpers import connect, pb, read_all, run, uid
+from helpers import (ConsumerRun, DeliveryLog, connect, create_subscription_raw, pb, read_all, run,
+                     uid, wait_until)
 
 CYCLES = int(os.environ.get("STREAMCELL_QUERY_CRASH_CYCLES", "20"))
 WRITERS = 2
@@ -39,11 +45,12 @@ def sql(stub, text, timeout=120):
     return [json_format.MessageToDict(s) for s in resp.result_set]
 
 
-async def load_and_kill(srv, stream, cycle, delay, rng, acked):
+async def load_and_kill(srv, stream, cycle, delay, rng, acked, sub, log):
     async with connect(srv) as client:
         await client.list_shards(stream)
         stop = asyncio.Event()
         errors = []
+        consumer = ConsumerRun(client, sub, log=log).start()
 
         async def writer(w):
             seq = 0
@@ -65,7 +72,31 @@ async def load_and_kill(srv, stream, cycle, delay, rng, acked):
         stop.set()
         srv.kill()
         await asyncio.gather(*tasks)
+        if not consumer.finished:
+            await consumer.cancel()
         assert not errors, f"appends failed before the kill: {errors[:3]}"
+
+
+def check_subscription(srv, sub, ids, log):
+    """Drain the subscription, then: every source record delivered, nothing else."""
+    async def drain():
+        async with connect(srv) as client:
+            c = ConsumerRun(client, sub, log=log).start()
+            delivered = lambda: {int(p["id"]) for p in log.payloads.values()}  # noqa: E731
+            await wait_until(lambda: ids <= delivered() or c.finished, 120, "the subscription to deliver the rest")
+            await c.close()
+            assert c.error is None, c.error
+
+    run(drain(), timeout=180)
+    delivered = collections.Counter()
+    for rid, n in log.deliveries.items():
+        delivered[int(log.payloads[rid]["id"])] += n
+    missing = ids - set(delivered)
+    extra = set(delivered) - ids
+    assert not (missing or extra), (
+        f"subscription: {len(missing)} records never delivered (e.g. {sorted(missing)[:5]}), "
+        f"{len(extra)} not in the source")
+    return sum(n - 1 for n in delivered.values())
 
 
 async def read_stream(srv, stream):
@@ -116,10 +147,13 @@ def test_persistent_queries_and_views_are_exact_across_kill_cycles(start_server,
     stub = srv.stub()
     sql(stub, f"CREATE STREAM {out} AS SELECT id, g FROM {stream} WHERE v < 7;")
     sql(stub, f"CREATE VIEW {view} AS SELECT g, COUNT(*) AS n FROM {stream} GROUP BY g;")
+    sub = uid("sub")
+    create_subscription_raw(stub, sub, stream, ack_timeout=60, offset="EARLIEST")
+    log = DeliveryLog()
     acked = set()
     started = time.monotonic()
     for cycle in range(CYCLES):
-        run(load_and_kill(srv, stream, cycle, rng.uniform(0.3, 1.2), rng, acked), timeout=60)
+        run(load_and_kill(srv, stream, cycle, rng.uniform(0.3, 1.2), rng, acked, sub, log), timeout=60)
         srv.start()
         if cycle % 5 == 4 or cycle == CYCLES - 1:
             n_src, n_out = check(srv, stream, out, view, acked)
@@ -127,6 +161,9 @@ def test_persistent_queries_and_views_are_exact_across_kill_cycles(start_server,
                 print(f"\n[query crash seed={seed} shards={shards}] after cycle {cycle}: "
                       f"{len(acked)} acked, {n_src} in the source, {n_out} output rows, exact",
                       flush=True)
+    source = {int(r["id"]) for r in run(read_stream(srv, stream), timeout=120)}
+    again = check_subscription(srv, sub, source, log)
     srv.stop()
     with capsys.disabled():
-        print(f"[query crash] {CYCLES} cycles in {time.monotonic() - started:.1f}s", flush=True)
+        print(f"[query crash] subscription: all {len(source)} records delivered, {again} "
+              f"redelivered; {CYCLES} cycles in {time.monotonic() - started:.1f}s", flush=True)

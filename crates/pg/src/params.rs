@@ -63,13 +63,25 @@ pub fn placeholders(sql: &str) -> Vec<(usize, usize, usize)> {
     out
 }
 
-/// How many parameters `sql` uses (its highest `$n`).
-pub fn count(sql: &str) -> usize {
-    placeholders(sql)
+/// The most parameters a statement may have: a Bind message counts them in 16 bits.
+pub const MAX_PARAMETERS: usize = u16::MAX as usize;
+
+/// How many parameters `sql` uses (its highest `$n`); more than [`MAX_PARAMETERS`] is an error
+/// (`$2147483647` must not make the server allocate room for two billion).
+pub fn count(sql: &str) -> Result<usize> {
+    let n = placeholders(sql)
         .iter()
         .map(|&(_, _, n)| n)
         .max()
-        .unwrap_or(0)
+        .unwrap_or(0);
+    if n > MAX_PARAMETERS {
+        return Err(PgError::Engine(streamcell_engine::EngineError::Syntax(
+            streamcell_sql::SqlError::TooLarge(format!(
+                "parameter ${n}: a statement takes at most {MAX_PARAMETERS} parameters"
+            )),
+        )));
+    }
+    Ok(n)
 }
 
 /// `sql` with each `$n` replaced by `literals[n - 1]`.
@@ -195,8 +207,15 @@ mod tests {
         let sql = "SELECT '$1', \"$2\", $1 -- $3\n, /* $4 */ $2, a$5, $10";
         let found: Vec<usize> = placeholders(sql).iter().map(|p| p.2).collect();
         assert_eq!(found, vec![1, 2, 10]);
-        assert_eq!(count(sql), 10);
-        assert_eq!(count("SELECT 1"), 0);
+        assert_eq!(count(sql).expect("few"), 10);
+        assert_eq!(count("SELECT $65535").expect("the most"), 65535);
+        assert!(count("SELECT $65536").is_err());
+        assert!(count("SELECT $2147483647").is_err());
+        assert!(
+            count("SELECT $99999999999999999999999").is_ok(),
+            "not a number: no parameter"
+        );
+        assert_eq!(count("SELECT 1").expect("none"), 0);
     }
 
     #[test]

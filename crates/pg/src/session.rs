@@ -525,7 +525,7 @@ impl Parser {
                 ))
             }
         };
-        let n = params::count(&text);
+        let n = params::count(&text)?;
         if let Some(c) = compat::classify(&text)? {
             return Ok(Some(Prepared {
                 columns: Session::compat_columns(&c),

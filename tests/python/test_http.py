@@ -16,8 +16,11 @@ from helpers import (
     ConsumerRun,
     append_spread,
     connect,
+    pb,
+    raw_append,
     read_all,
     run,
+    shards_of,
     special_offset,
     stop_all,
     uid,
@@ -166,6 +169,34 @@ def test_metrics_count_what_the_official_client_appended_read_and_consumed(serve
     assert value(f, "streamcell_process_resident_memory_bytes") > 1 << 20
     assert value(f, "streamcell_uptime_seconds") >= 0
     assert value(f, "streamcell_build_info") == 1
+
+
+def test_metrics_list_the_busiest_streams_and_sum_the_rest(server):
+    """Past 200 streams, per-stream series list the 200 busiest and one `_other` series holds
+    the sum of the rest, so a scrape stays small however many streams there are."""
+    stub = server.stub()
+    names = [uid(f"many{i}_") for i in range(230)]
+    for n in names:
+        stub.CreateStream(pb.Stream(streamName=n, replicationFactor=1, shardCount=1), timeout=30)
+    busy, quiet = names[:3], names[3:]
+    for n in busy:
+        raw_append(stub, n, shards_of(stub, n)[0].shardId, [b"x"] * 5)
+    raw_append(stub, quiet[-1], shards_of(stub, quiet[-1])[0].shardId, [b"y"])
+    families = scrape(server)
+    assert value(families, "streamcell_streams") >= 230
+    appended = families["streamcell_stream_appended_records"]
+    listed = {s.labels["stream"] for s in appended.samples if s.name.endswith("_total")}
+    assert len(listed) == 201 and "_other" in listed, len(listed)
+    for n in busy + [quiet[-1]]:
+        assert n in listed, n
+        assert value(families, "streamcell_stream_appended_records", "streamcell_stream_appended_records_total",
+                     stream=n) == (5 if n in busy else 1)
+    # Every series of a stream family adds up to the same total as before the folding.
+    total = sum(s.value for s in appended.samples if s.name.endswith("_total"))
+    assert total >= 16
+    assert value(families, "streamcell_stream_storage_bytes", stream="_other") > 0
+    count = families["streamcell_stream_append_latency_seconds"]
+    assert {s.labels["stream"] for s in count.samples if s.name.endswith("_count")} == listed
 
 
 def test_metrics_follow_a_view_and_a_persistent_query(server):

@@ -208,6 +208,42 @@ async fn bad_lines_go_to_errors_and_the_rest_arrives() {
 }
 
 #[tokio::test]
+async fn a_line_over_the_limit_is_dropped_whole() {
+    let (_dir, server) = start().await;
+    let rport = free_port();
+    server
+        .sql_ok(&format!(
+            "create table datacell.n (id integer);
+             call datacell.receptor('datacell.n', '127.0.0.1', {rport});
+             call datacell.resume('datacell.n');"
+        ))
+        .await;
+    let mut s = TcpStream::connect(("127.0.0.1", rport))
+        .await
+        .expect("connect");
+    // 70,000 bytes without a newline, then (in later reads) the end of that line: "7". Before,
+    // the line was rejected at 64 KiB and its tail stored as a line of its own.
+    s.write_all(b"1\n").await.expect("send");
+    s.write_all(&vec![b' '; 70_000]).await.expect("send");
+    s.flush().await.expect("flush");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    s.write_all(b"7\n8\n").await.expect("send");
+    s.shutdown().await.expect("close");
+    wait_for(
+        &server,
+        "select * from datacell.receptors();",
+        "\"received\": 2",
+    )
+    .await;
+    assert_eq!(
+        server.sql_ok("select id from datacell.n;").await,
+        vec![r#"{"id": 1}"#, r#"{"id": 8}"#]
+    );
+    let errors = wait_for(&server, "select * from datacell.errors();", "longer than").await;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+}
+
+#[tokio::test]
 async fn count_windows_thresholds_and_time_windows_schedule_queries() {
     let (_dir, server) = start().await;
     server

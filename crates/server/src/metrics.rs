@@ -74,6 +74,16 @@ impl Histogram {
 
     /// The current counts. The count is the sum of the buckets read, so the `+Inf` bucket
     /// and `_count` always agree even while observations are being added.
+    /// Adds this histogram's observations to `total` (same bounds).
+    fn add_into(&self, total: &Histogram) {
+        for (mine, theirs) in self.counts.iter().zip(&total.counts) {
+            theirs.fetch_add(mine.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        total
+            .sum_ns
+            .fetch_add(self.sum_ns.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> HistogramSnapshot {
         let mut buckets = Vec::with_capacity(self.bounds.len());
         let mut cumulative = 0u64;
@@ -163,7 +173,41 @@ impl StreamCounters {
     pub fn read_count(&self, via: ReadVia) -> u64 {
         self.read[via as usize].load(Ordering::Relaxed)
     }
+
+    /// Records appended and read: how busy the stream is, to pick the streams a scrape
+    /// lists one by one.
+    fn activity(&self) -> u64 {
+        self.appended_records.load(Ordering::Relaxed)
+            + self
+                .read
+                .iter()
+                .map(|r| r.load(Ordering::Relaxed))
+                .sum::<u64>()
+    }
+
+    /// Adds every count of this stream to `total`.
+    fn add_into(&self, total: &StreamCounters) {
+        for (mine, theirs) in [
+            (&self.appended_records, &total.appended_records),
+            (&self.appended_bytes, &total.appended_bytes),
+            (&self.appended_batches, &total.appended_batches),
+        ]
+        .into_iter()
+        .chain(self.read.iter().zip(&total.read))
+        {
+            theirs.fetch_add(mine.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        self.append_latency.add_into(&total.append_latency);
+    }
 }
+
+/// Most streams a scrape lists one by one: the busiest; the others are summed into one series
+/// labelled [`OTHER_STREAMS`], so that a server with 10,000 streams answers a small scrape.
+pub const MAX_STREAM_SERIES: usize = 200;
+
+/// The `stream` label of the sum of the streams past [`MAX_STREAM_SERIES`] (stream names start
+/// with a letter, so no stream has it).
+pub const OTHER_STREAMS: &str = "_other";
 
 /// One subscription's counters, kept by its actor.
 #[derive(Debug, Default)]
@@ -494,9 +538,35 @@ pub async fn render(src: &Sources) -> Result<String, String> {
     let m = &src.metrics;
 
     // -- streams
-    let counted: Vec<(String, Option<Arc<StreamCounters>>)> = streams
+    x.family(
+        "streamcell_streams",
+        Kind::Gauge,
+        "Streams in the catalog (past 200, per-stream series list the busiest 200 and sum the \
+         rest under stream=\"_other\").",
+    );
+    x.sample("streamcell_streams", &[], streams.len() as u64);
+    let mut listed: Vec<(String, Option<Arc<StreamCounters>>, u64)> = streams
         .iter()
-        .map(|s| (s.name.clone(), m.stream_if_counted(&s.name)))
+        .zip(&stream_bytes)
+        .map(|(s, &b)| (s.name.clone(), m.stream_if_counted(&s.name), b))
+        .collect();
+    if listed.len() > MAX_STREAM_SERIES {
+        let busy = |c: &Option<Arc<StreamCounters>>| c.as_ref().map_or(0, |c| c.activity());
+        listed.sort_by(|a, b| busy(&b.1).cmp(&busy(&a.1)).then_with(|| a.0.cmp(&b.0)));
+        let rest = listed.split_off(MAX_STREAM_SERIES);
+        let other = Arc::new(StreamCounters::default());
+        let mut other_bytes = 0;
+        for (_, c, b) in &rest {
+            if let Some(c) = c {
+                c.add_into(&other);
+            }
+            other_bytes += b;
+        }
+        listed.push((OTHER_STREAMS.to_string(), Some(other), other_bytes));
+    }
+    let counted: Vec<(String, Option<Arc<StreamCounters>>)> = listed
+        .iter()
+        .map(|(n, c, _)| (n.clone(), c.clone()))
         .collect();
     let per_stream =
         |x: &mut Exposition, name: &str, help: &str, f: &dyn Fn(&StreamCounters) -> u64| {
@@ -560,12 +630,8 @@ pub async fn render(src: &Sources) -> Result<String, String> {
         Kind::Gauge,
         "Bytes of the stream's shard logs on disk (segments and indexes).",
     );
-    for (s, b) in streams.iter().zip(&stream_bytes) {
-        x.sample(
-            "streamcell_stream_storage_bytes",
-            &[("stream", &s.name)],
-            *b,
-        );
+    for (name, _, b) in &listed {
+        x.sample("streamcell_stream_storage_bytes", &[("stream", name)], *b);
     }
 
     for (name, help, count) in [

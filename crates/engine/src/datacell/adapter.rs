@@ -395,6 +395,9 @@ async fn read_lines(a: Arc<Adapter>, stream: TcpStream, wake: Arc<tokio::sync::N
     let mut reader = BufReader::with_capacity(64 * 1024, stream);
     let mut filler = Filler::new(a.clone(), wake);
     let mut buf: Vec<u8> = Vec::with_capacity(256);
+    // Set after a line over MAX_LINE was rejected: the rest of it, up to its newline, is
+    // dropped too (none of it is a line of its own).
+    let mut skipping = false;
     loop {
         if !running(&a).await {
             filler.flush();
@@ -413,7 +416,7 @@ async fn read_lines(a: Arc<Adapter>, stream: TcpStream, wake: Arc<tokio::sync::N
         };
         match available {
             Ok(0) => {
-                if !buf.is_empty() {
+                if !buf.is_empty() && !skipping {
                     line_of(&mut filler, &buf);
                 }
                 filler.flush();
@@ -430,23 +433,35 @@ async fn read_lines(a: Arc<Adapter>, stream: TcpStream, wake: Arc<tokio::sync::N
         let mut consumed = 0;
         for piece in chunk.split_inclusive(|&b| b == b'\n') {
             consumed += piece.len();
-            if piece.last() == Some(&b'\n') {
-                if buf.is_empty() {
-                    line_of(&mut filler, &piece[..piece.len() - 1]);
-                } else {
-                    buf.extend_from_slice(&piece[..piece.len() - 1]);
-                    line_of(&mut filler, &buf);
-                    buf.clear();
-                }
+            let ends_line = piece.last() == Some(&b'\n');
+            let body = if ends_line {
+                &piece[..piece.len() - 1]
             } else {
-                buf.extend_from_slice(piece);
-                if buf.len() > MAX_LINE {
-                    a.reject(format!(
-                        "line longer than {MAX_LINE} bytes: {}…",
-                        String::from_utf8_lossy(&buf[..64])
-                    ));
-                    buf.clear();
-                }
+                piece
+            };
+            if skipping {
+                // The tail of a rejected line: dropped up to and including its newline.
+                skipping = !ends_line;
+                continue;
+            }
+            if buf.len() + body.len() > MAX_LINE {
+                buf.extend_from_slice(&body[..body.len().min(64)]);
+                a.reject(format!(
+                    "line longer than {MAX_LINE} bytes (dropped whole): {}…",
+                    String::from_utf8_lossy(&buf[..buf.len().min(64)])
+                ));
+                buf.clear();
+                skipping = !ends_line;
+                continue;
+            }
+            if !ends_line {
+                buf.extend_from_slice(body);
+            } else if buf.is_empty() {
+                line_of(&mut filler, body);
+            } else {
+                buf.extend_from_slice(body);
+                line_of(&mut filler, &buf);
+                buf.clear();
             }
         }
         reader.consume(consumed);

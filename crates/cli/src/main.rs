@@ -22,7 +22,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the database server (gRPC HStreamDB API on --port)
+    /// Run the database server: the HStreamDB gRPC API (--port), PostgreSQL (--pg-port) and HTTP (--http-port)
     Server(config::ServerFlags),
     /// SQL shell: interactive, or runs statements from -e, -f or stdin
     Sql(shell::SqlFlags),

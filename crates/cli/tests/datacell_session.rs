@@ -244,6 +244,32 @@ async fn a_line_over_the_limit_is_dropped_whole() {
 }
 
 #[tokio::test]
+async fn a_full_basket_refuses_rows_instead_of_growing() {
+    let (_dir, server) = start().await;
+    server
+        .sql_ok(
+            "create table datacell.big (id bigint);
+             insert into datacell.big select unnest(generate_series(1, 4000000));",
+        )
+        .await;
+    let e = server
+        .sql("insert into datacell.big select unnest(generate_series(1, 2000000));")
+        .await
+        .expect_err("over the cap");
+    assert!(e.message().contains("is full"), "{}", e.message());
+    // All or nothing: the refused INSERT added no row; a smaller one still fits.
+    server
+        .sql_ok("insert into datacell.big select unnest(generate_series(1, 1000000));")
+        .await;
+    assert_eq!(
+        server
+            .sql_ok("select count(*) as n from datacell.big;")
+            .await,
+        vec![r#"{"n": 5000000}"#]
+    );
+}
+
+#[tokio::test]
 async fn count_windows_thresholds_and_time_windows_schedule_queries() {
     let (_dir, server) = start().await;
     server

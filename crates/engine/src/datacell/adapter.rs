@@ -335,11 +335,16 @@ impl Filler {
             return;
         }
         match self.parser.finish() {
-            Ok(batch) => {
-                self.adapter.basket.append(batch);
-                self.adapter.counted(n);
-                self.wake.notify_one();
-            }
+            Ok(batch) => match self.adapter.basket.append(batch) {
+                Ok(()) => {
+                    self.adapter.counted(n);
+                    self.wake.notify_one();
+                }
+                Err(e) => {
+                    self.adapter.rejected.fetch_add(n as u64, Ordering::Relaxed);
+                    self.adapter.basket.add_error(e.to_string());
+                }
+            },
             Err(e) => self.adapter.note(format!("cannot build rows: {e}")),
         }
     }

@@ -17,6 +17,11 @@ use crate::error::{EngineError, Result};
 /// At most this many parse errors are kept per basket (the oldest go first).
 pub const MAX_ERRORS: usize = 10_000;
 
+/// At most this many rows are held per basket: past it, rows are refused (a receptor counts
+/// them as rejected, an `INSERT` or a query's delivery fails) rather than taking the server's
+/// memory while nothing consumes the basket.
+pub const MAX_ROWS: usize = 5_000_000;
+
 /// How a basket's consumer takes rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Props {
@@ -144,12 +149,21 @@ impl Basket {
     }
 
     /// Appends rows (of this basket's schema).
-    pub fn append(&self, batch: RecordBatch) {
+    pub fn append(&self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
-            return;
+            return Ok(());
         }
         let added = self.span_of(std::slice::from_ref(&batch));
         let mut c = lock(&self.content);
+        if c.rows + batch.num_rows() > MAX_ROWS {
+            return Err(EngineError::Precondition(format!(
+                "basket {:?} is full ({} rows, at most {MAX_ROWS}): {} rows refused; is its \
+                 consumer running?",
+                self.name,
+                c.rows,
+                batch.num_rows()
+            )));
+        }
         c.rows += batch.num_rows();
         c.events += batch.num_rows() as u64;
         c.seen_us = now_us();
@@ -160,6 +174,7 @@ impl Basket {
         c.batches.push(batch);
         drop(c);
         self.arrived.notify_waiters();
+        Ok(())
     }
 
     /// Records a line that did not parse.
@@ -412,7 +427,7 @@ mod tests {
         for (id, t) in rows {
             p.push_line(&format!("{id},{t}")).unwrap();
         }
-        b.append(p.finish().unwrap());
+        b.append(p.finish().unwrap()).unwrap();
     }
 
     fn ids(g: &Grab) -> Vec<i64> {

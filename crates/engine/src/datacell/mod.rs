@@ -294,15 +294,15 @@ impl DataCell {
     /// `insert into datacell.x …`: appends rows (cast to the basket's columns by position).
     pub fn insert(&self, name: &str, batches: Vec<RecordBatch>) -> Result<usize> {
         let b = self.basket(name)?;
-        let mut n = 0;
         let conformed = batches
             .iter()
             .map(|x| csv::conform(x, &b.schema))
             .collect::<Result<Vec<_>>>()?;
-        for batch in conformed {
-            n += batch.num_rows();
-            b.append(batch);
-        }
+        // One batch, so that the rows go in together or not at all (a full basket).
+        let batch = arrow::compute::concat_batches(&b.schema, &conformed)
+            .map_err(|e| EngineError::internal(format!("joining the rows to insert: {e}")))?;
+        let n = batch.num_rows();
+        b.append(batch)?;
         self.wake.notify_one();
         Ok(n)
     }

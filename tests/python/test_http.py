@@ -380,8 +380,8 @@ def raw_exchange(srv, data: bytes, read_reply=True) -> bytes:
             if not read_reply:
                 return b""
             s.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except OSError:
+            pass  # broken pipe, reset, or "not connected": the server closed first
         chunks = []
         while True:
             try:

@@ -48,6 +48,11 @@ pub(crate) enum Request {
 /// receives appends (it is also synced with the data under `interval`, and at shutdown).
 pub(crate) const MARKER_SYNC_EVERY: Duration = Duration::from_secs(1);
 
+/// How long after a shard's log failed the committer first tries to recover it in place (and
+/// then again after each failed try), on its next append: a transient cause (too many open
+/// files, a full disk) may be gone by then, and a cause that holds is not retried in a loop.
+pub(crate) const RECOVER_AFTER: Duration = Duration::from_secs(1);
+
 /// One append waiting in a round: the batch and where to send its outcome.
 type AppendOne = (NewBatch, oneshot::Sender<Result<Appended>>);
 
@@ -239,6 +244,9 @@ impl Committer {
         let mut shutdown = false;
         for c in control {
             match c {
+                // A failed shard is not rolled: its writer may not match the log any more, and
+                // it is recovered (and rebuilt) on its next append.
+                Request::Roll { shard } if shard.state().failed.is_some() => {}
                 Request::Roll { shard } => {
                     let id = shard.id;
                     let w = self.writers.entry(id).or_insert_with(|| Writer::new(shard));
@@ -263,6 +271,40 @@ impl Committer {
         shutdown
     }
 
+    /// Why appends to `shard` are refused, if they are: the shard failed. Once
+    /// [`RECOVER_AFTER`] has passed since the failure, its log is first recovered in place
+    /// (see [`Shard::recover_in_place`]); if that succeeds, nothing is refused and the shard's
+    /// writer is rebuilt from the recovered state; if not, the new reason is recorded and the
+    /// next attempt waits again.
+    fn refusal(&mut self, shard: &Arc<Shard>) -> Option<String> {
+        let (reason, since) = {
+            let st = shard.state();
+            (st.failed.clone()?, st.failed_at)
+        };
+        if since.is_some_and(|t| t.elapsed() < RECOVER_AFTER) {
+            return Some(reason);
+        }
+        match shard.recover_in_place() {
+            Ok(()) => {
+                self.writers.remove(&shard.id);
+                tracing::info!(
+                    shard = shard.id,
+                    "shard log recovered in place after a failure ({reason}); appends continue"
+                );
+                None
+            }
+            Err(e) => {
+                let reason = format!("{e} (recovering in place after: {reason})");
+                tracing::error!(
+                    shard = shard.id,
+                    "shard log is still failed, recovering it in place failed: {reason}"
+                );
+                shard.set_failed(reason.clone());
+                Some(reason)
+            }
+        }
+    }
+
     /// Encodes and writes one shard's appends of this round.
     fn write_group(&mut self, shard: Arc<Shard>, group: Vec<AppendOne>) -> Option<Pending> {
         let id = shard.id;
@@ -272,7 +314,7 @@ impl Committer {
             }
             return None;
         }
-        if let Some(reason) = shard.state().failed.clone() {
+        if let Some(reason) = self.refusal(&shard) {
             for (_, reply) in group {
                 let _ = reply.send(Err(log_failed(id, &reason)));
             }
@@ -470,7 +512,10 @@ fn fail_shard(shard: &Shard, reason: &str) {
         "shard log failed, refusing further appends: {reason}"
     );
     let mut st = shard.state_mut();
-    st.failed.get_or_insert_with(|| reason.to_string());
+    if st.failed.is_none() {
+        st.failed = Some(reason.to_string());
+        st.failed_at = Some(Instant::now());
+    }
 }
 
 fn log_failed(shard: u64, reason: &str) -> StoreError {

@@ -43,9 +43,12 @@ pub enum StoreError {
         /// What is wrong, with the sequence number or offset.
         detail: String,
     },
-    /// The shard's log stopped accepting writes after an I/O failure; a restart re-scans it.
+    /// The shard's log stopped accepting writes after an I/O failure. Once the cause is gone
+    /// an append at least a second after the failure recovers it in place; a log that could
+    /// not be opened at start is recovered by a restart.
     #[error(
-        "shard {shard} is unavailable: {reason} (after the cause is fixed, a restart recovers it)"
+        "shard {shard} is unavailable: {reason} (once the cause is fixed, a later append \
+         recovers it; a log that could not be opened at start needs a restart)"
     )]
     LogFailed {
         /// The shard whose log failed.

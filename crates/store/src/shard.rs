@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -29,8 +29,11 @@ pub struct ShardState {
     pub segments: BTreeMap<u64, Segment>,
     /// First sequence number that may be read (everything before was trimmed or expired).
     pub start_seq: u64,
-    /// Set once the shard's log failed; appends are refused until a restart.
+    /// Set once the shard's log failed; appends are refused until the shard is recovered
+    /// (in place by the committer, see [`Shard::recover_in_place`], or by a restart).
     pub failed: Option<String>,
+    /// When `failed` was last set (the committer waits a while before recovering in place).
+    pub failed_at: Option<Instant>,
     /// Acknowledged batches that the recovery of this start found missing (inclusive ranges).
     pub lost: Vec<(u64, u64)>,
 }
@@ -111,6 +114,7 @@ impl Shard {
                 segments,
                 start_seq,
                 failed: None,
+                failed_at: None,
                 lost,
             }),
             tail: watch::Sender::new(tail),
@@ -128,274 +132,97 @@ impl Shard {
     /// after them: their sequence numbers are never handed out again. Batches missing before
     /// the first segment (below the recorded start) are reported and recorded the same way.
     pub fn open(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
-        // How far the log was acknowledged. Shards written before the marker existed have none:
-        // they recover as they always did, and get a marker below.
-        let marker = AckMarker::load(&dir, id)?;
-        let acked = marker.as_ref().map(AckMarker::acked);
-        let mut bases = Vec::new();
-        // Index files, by base: one whose segment is missing names batches that were lost.
-        let mut index_bases = Vec::new();
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(base) = segment::parse_segment_file_name(&name) {
-                bases.push(base);
-            } else if let Some(base) = segment::parse_index_file_name(&name) {
-                index_bases.push(base);
-            } else if name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-        bases.sort_unstable();
-        if bases.is_empty() {
-            tracing::warn!(shard = id, "shard directory has no segment");
-        }
-        let mut segments = BTreeMap::new();
-        // Lengths of the segment files as found, before any repair (for reports).
-        let mut found_len = BTreeMap::new();
-        let last_base = bases.last().copied().unwrap_or(1);
-        let mut damaged_header = false;
-        for (i, &base) in bases.iter().enumerate() {
-            let path = dir.join(segment::segment_file_name(base));
-            let is_last = base == last_base;
-            let file = segment::open_segment(&path)?;
-            let file_len = file
-                .metadata()
-                .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
-                .len();
-            found_len.insert(base, file_len);
-            if !is_last && header_matches(&file, id, base) {
-                if let Some(ix) = SealedIndex::load(&dir, base).filter(|ix| ix.data_len == file_len)
-                {
-                    segments.insert(base, sealed_from_index(base, path, file, ix));
-                    continue;
-                }
-            }
-            let (data, header_problem) = segment::read_segment(&path, id, base)?;
-            if let Some(problem) = header_problem {
-                if is_last && file_len <= SEGMENT_HEADER_LEN {
-                    // A crash while a new segment was being created: nothing was ever acked in
-                    // it. (If the marker says otherwise, the loss is reported below.)
-                    tracing::warn!(path = %path.display(), "removing half-created segment: {problem}");
-                    std::fs::remove_file(&path)
-                        .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
-                    continue;
-                }
-                if segment::damaged_header_names(&data, id, base) {
-                    // Bytes other than the shard and base went bad: the file is this shard's,
-                    // and each frame is still verified before it is served.
-                    tracing::error!(path = %path.display(), shard = id,
-                        "segment header is damaged ({problem}) but names this shard and base; its frames are verified one by one and appends continue in a new segment");
-                    damaged_header |= is_last;
-                } else if let Some(&next) = bases.get(i + 1) {
-                    // A sealed segment that may not be this shard's: none of it is served, the
-                    // rest of the shard is. The file is left as it is.
-                    let range = (base, next - 1);
-                    tracing::error!(path = %path.display(), shard = id,
-                        "segment header: {problem}; batches {}..={} in it are not served", range.0, range.1);
-                    let prev_ts = segments.values().next_back().map(|s: &Segment| s.last_ts);
-                    segments.insert(
-                        base,
-                        unreadable_segment(&dir, base, path, file, range, prev_ts),
-                    );
-                    continue;
-                } else {
-                    return Err(StoreError::Corrupt {
-                        path,
-                        detail: format!("segment header: {problem}"),
-                    });
-                }
-            }
-            let rep = segment::scan(&data, base);
-            for &(a, b) in &rep.damaged {
-                tracing::error!(path = %path.display(), shard = id, "batches {a}..={b} are damaged and will not be served");
-            }
-            let mut seg = Segment {
-                base_seq: base,
-                path: path.clone(),
-                file: Arc::new(file),
-                index: rep.index,
-                last_seq: rep.last_seq,
-                first_ts: rep.first_ts,
-                last_ts: rep.last_ts,
-                end: rep.valid_end,
-                damaged: rep.damaged,
-                sealed: !is_last,
-            };
-            if let Some((at, len)) = rep.torn_tail {
-                if is_last {
-                    if acked.is_some_and(|a| a.last_seq > seg.last_seq) {
-                        tracing::error!(path = %path.display(), shard = id, offset = at, bytes = len,
-                            "the segment ends in bytes that are not frames, below the acknowledged end; cutting them off (the loss is reported below)");
-                    } else {
-                        tracing::warn!(path = %path.display(), shard = id, offset = at, bytes = len,
-                            "cutting off a torn tail (an append that was never acknowledged)");
-                    }
-                    seg.file
-                        .set_len(at)
-                        .and_then(|_| seg.file.sync_all())
-                        .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
-                } else {
-                    tracing::error!(path = %path.display(), shard = id, offset = at, bytes = len,
-                        "sealed segment ends in damaged bytes; batches after {} in it are lost", seg.last_seq);
-                }
-            }
-            if seg.sealed {
-                seg.sealed_index().write(&dir, base)?;
-            } else if !seg.damaged.is_empty() || damaged_header {
-                // Never append after damage: seal this segment and continue in a fresh one.
-                seg.sealed = true;
-                seg.sealed_index().write(&dir, base)?;
-            }
-            segments.insert(base, seg);
-        }
-        let mut lost = Vec::new();
-        // A gap between two segments is acknowledged batches lost: everything before a segment's
-        // base was written and synced before it was created (a sealed segment cut short, whose
-        // remaining bytes are kept for inspection, or a sealed segment deleted). Such a gap is
-        // found again at every start; reads of it fail.
-        let mut prev: Option<&Segment> = None;
-        for seg in segments.values() {
-            if let Some(p) = prev {
-                if p.last_seq + 1 < seg.base_seq {
-                    let (a, b) = (p.last_seq + 1, seg.base_seq - 1);
-                    tracing::error!(
-                        shard = id,
-                        "DATA LOSS: acknowledged batches {a}..={b} of shard {id} are missing \
-                         between segments {} and {}; they will be reported as lost to readers",
-                        segment::segment_file_name(p.base_seq),
-                        segment::segment_file_name(seg.base_seq),
-                    );
-                    lost.push((a, b));
-                }
-            }
-            prev = Some(seg);
-        }
-        let trim_start = read_trim(&dir)?.max(1);
-        if let Some(range) = missing_front(&segments, &index_bases, trim_start, retention_secs) {
-            let first_base = range.1 + 1;
-            tracing::error!(
-                shard = id,
-                "DATA LOSS: acknowledged batches {}..={} of shard {id} are missing before its first \
-                 segment {} (the shard's recorded start is {trim_start}); they will be reported as \
-                 lost to readers",
-                range.0,
-                range.1,
-                segment::segment_file_name(first_base),
-            );
-            lost.insert(0, range);
-            // An empty sealed segment stands for them, so that reads of them fail instead of
-            // skipping them; they were published no later than the first batch that is left.
-            let ts = segments
-                .values()
-                .next()
-                .filter(|s| !s.is_empty())
-                .map_or_else(crate::now_ms, |s| s.first_ts);
-            let (path, file) = segment::create_segment(&dir, id, range.0)?;
-            let mut seg = empty_segment(range.0, path, file);
-            seg.sealed = true;
-            seg.damaged.push(range);
-            seg.last_seq = range.1;
-            seg.first_ts = ts;
-            seg.last_ts = ts;
-            seg.sealed_index().write(&dir, range.0)?;
-            segments.insert(range.0, seg);
-        }
-        if let Some(acked) = acked {
-            let first_missing = segments
-                .values()
-                .next_back()
-                .map_or(trim_start, |s| s.last_seq + 1);
-            if first_missing <= acked.last_seq {
-                let range = (first_missing, acked.last_seq);
-                let found = match found_len.get(&acked.base_seq) {
-                    Some(len) => format!("was found {len} bytes long"),
-                    None => "is missing".to_string(),
-                };
-                tracing::error!(
-                    shard = id,
-                    "DATA LOSS: acknowledged batches {}..={} of shard {id} are missing from its log \
-                     (segment {} was acknowledged up to byte {} and {found}); they will be reported \
-                     as lost to readers and their sequence numbers are not reused",
-                    range.0,
-                    range.1,
-                    segment::segment_file_name(acked.base_seq),
-                    acked.end,
-                );
-                lost.push(range);
-                match segments.values_mut().next_back() {
-                    Some(seg) => {
-                        mark_lost(seg, range);
-                        seg.sealed_index().write(&dir, seg.base_seq)?;
-                    }
-                    None => {
-                        // Every segment is gone: an empty sealed segment stands for the lost
-                        // batches, so that reads of them fail instead of skipping them.
-                        let (path, file) = segment::create_segment(&dir, id, first_missing)?;
-                        let mut seg = empty_segment(first_missing, path, file);
-                        mark_lost(&mut seg, range);
-                        seg.sealed_index().write(&dir, first_missing)?;
-                        segments.insert(first_missing, seg);
-                    }
-                }
-            }
-        }
-        // The last segment must be writable; if it was sealed (damage, loss) or removed, start
-        // one.
-        let needs_new = segments.values().next_back().is_none_or(|s| s.sealed);
-        if needs_new {
-            let next = segments
-                .values()
-                .next_back()
-                .map_or(trim_start, |s| s.last_seq + 1);
-            let (path, file) = segment::create_segment(&dir, id, next)?;
-            segments.insert(next, empty_segment(next, path, file));
-        }
-        let first_base = segments.keys().next().copied().unwrap_or(1);
-        let start_seq = trim_start.max(first_base);
-        // Everything now in the log is visible, so it counts as acknowledged from here on.
-        // (After a clean close the marker already says so: nothing is written then.)
-        let pos = segments.values().next_back().map_or(
-            AckedPos {
-                base_seq: trim_start,
-                end: SEGMENT_HEADER_LEN,
-                last_seq: trim_start - 1,
-            },
-            |s| AckedPos {
-                base_seq: s.base_seq,
-                end: s.end,
-                last_seq: s.last_seq,
-            },
-        );
-        let marker = match marker {
-            Some(m) if m.acked().last_seq == pos.last_seq => m,
-            Some(mut m) => {
-                m.record(pos)
-                    .and_then(|_| m.sync(None))
-                    .map_err(|e| StoreError::io(format!("writing {}", m.path().display()), e))?;
-                m
-            }
-            None => {
-                tracing::info!(
-                    shard = id,
-                    "shard has no acknowledged-end marker (written by an older version); creating one"
-                );
-                AckMarker::create(&dir, id, pos)?
-            }
-        };
+        let r = recover(&dir, id, retention_secs, true)?;
         Ok(Self::assemble(
             id,
             dir,
-            segments,
-            start_seq,
+            r.segments,
+            r.start_seq,
             retention_secs,
-            marker,
-            lost,
+            r.marker,
+            r.lost,
         ))
+    }
+
+    /// Marks the shard failed for `reason` (replacing an earlier reason) as of now: appends
+    /// are refused until it is recovered.
+    pub(crate) fn set_failed(&self, reason: String) {
+        let mut st = self.state_mut();
+        st.failed = Some(reason);
+        st.failed_at = Some(Instant::now());
+    }
+
+    /// Recovers a failed shard while the process keeps running, as a restart would: called by
+    /// the committer (the only writer of the active segment and of `ACKED`) once the cause of
+    /// the failure may be gone. It makes the acknowledged data and `ACKED` durable (an
+    /// `fdatasync` that still fails means the cause is not gone), cuts off what was written
+    /// after the last acknowledged batch (appends whose failure was reported; the committer
+    /// normally cut them already, but that may have failed too: they must not reappear), then
+    /// re-runs the recovery of [`Shard::open`] on the directory and takes its result: segments,
+    /// marker, the next sequence number (after every acknowledged or lost one, never reused).
+    /// On success the failed state is cleared; on error the in-memory state is left as it was
+    /// (the caller records the new reason).
+    pub(crate) fn recover_in_place(&self) -> Result<()> {
+        let mut marker = self.marker();
+        let acked = marker.acked();
+        marker
+            .sync(None)
+            .map_err(|e| StoreError::io(format!("syncing {}", marker.path().display()), e))?;
+        // Readers wait on the lock while the re-scan runs (it reads the active segment in full;
+        // sealed segments come from their index files), and retention and trimming cannot
+        // change the segments underneath it.
+        let mut st = self.state_mut();
+        if let Some(active) = st.segments.values().next_back() {
+            let ctx = |what: &str| format!("{what} {}", active.path.display());
+            active
+                .file
+                .sync_data()
+                .map_err(|e| StoreError::io(ctx("syncing"), e))?;
+            let keep = match active.base_seq.cmp(&acked.base_seq) {
+                std::cmp::Ordering::Equal => Some(acked.end),
+                // A segment started after the last acknowledged batch holds none.
+                std::cmp::Ordering::Greater => Some(SEGMENT_HEADER_LEN),
+                std::cmp::Ordering::Less => None,
+            };
+            let len = active
+                .file
+                .metadata()
+                .map_err(|e| StoreError::io(ctx("stat"), e))?
+                .len();
+            if let Some(keep) = keep.filter(|&k| len > k) {
+                tracing::warn!(shard = self.id, path = %active.path.display(), offset = keep,
+                    bytes = len - keep, "cutting off appends that were never acknowledged");
+                active
+                    .file
+                    .set_len(keep)
+                    .and_then(|_| active.file.sync_all())
+                    .map_err(|e| StoreError::io(ctx("truncating"), e))?;
+            }
+        }
+        let retention_secs = u32::try_from(self.retention_ms() / 1000).unwrap_or(u32::MAX);
+        let r = recover(&self.dir, self.id, retention_secs, false)?;
+        let tail = r.segments.values().next_back().map_or(0, |s| s.last_seq);
+        st.segments = r.segments;
+        // Retention does not record how far it deleted: keep the start it reached.
+        st.start_seq = st.start_seq.max(r.start_seq);
+        for range in r.lost {
+            if !st.lost.contains(&range) {
+                st.lost.push(range);
+            }
+        }
+        st.failed = None;
+        st.failed_at = None;
+        *marker = r.marker;
+        drop(st);
+        drop(marker);
+        // Never below what readers saw: everything published was acknowledged, and recovery
+        // keeps every acknowledged batch (or records it as lost).
+        self.tail.send_if_modified(|t| {
+            let grew = tail > *t;
+            *t = (*t).max(tail);
+            grew
+        });
+        Ok(())
     }
 
     fn marker(&self) -> MutexGuard<'_, AckMarker> {
@@ -772,6 +599,283 @@ impl Shard {
             }
         }
     }
+}
+
+/// What recovering a shard directory found: the segments (the last one writable), the first
+/// readable sequence number, the acknowledged-end marker and the acknowledged batches missing.
+struct Recovered {
+    segments: BTreeMap<u64, Segment>,
+    start_seq: u64,
+    marker: AckMarker,
+    lost: Vec<(u64, u64)>,
+}
+
+/// Recovers the shard directory `dir` (see [`Shard::open`]). `remove_tmp` removes leftover
+/// temporary files (`*.tmp`); only at start, when nothing else can be writing one.
+fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result<Recovered> {
+    // How far the log was acknowledged. Shards written before the marker existed have none:
+    // they recover as they always did, and get a marker below.
+    let marker = AckMarker::load(dir, id)?;
+    let acked = marker.as_ref().map(AckMarker::acked);
+    let mut bases = Vec::new();
+    // Index files, by base: one whose segment is missing names batches that were lost.
+    let mut index_bases = Vec::new();
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = segment::parse_segment_file_name(&name) {
+            bases.push(base);
+        } else if let Some(base) = segment::parse_index_file_name(&name) {
+            index_bases.push(base);
+        } else if remove_tmp && name.ends_with(".tmp") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    bases.sort_unstable();
+    if bases.is_empty() {
+        tracing::warn!(shard = id, "shard directory has no segment");
+    }
+    let mut segments = BTreeMap::new();
+    // Lengths of the segment files as found, before any repair (for reports).
+    let mut found_len = BTreeMap::new();
+    let last_base = bases.last().copied().unwrap_or(1);
+    let mut damaged_header = false;
+    for (i, &base) in bases.iter().enumerate() {
+        let path = dir.join(segment::segment_file_name(base));
+        let is_last = base == last_base;
+        let file = segment::open_segment(&path)?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
+            .len();
+        found_len.insert(base, file_len);
+        if !is_last && header_matches(&file, id, base) {
+            if let Some(ix) = SealedIndex::load(dir, base).filter(|ix| ix.data_len == file_len) {
+                segments.insert(base, sealed_from_index(base, path, file, ix));
+                continue;
+            }
+        }
+        let (data, header_problem) = segment::read_segment(&path, id, base)?;
+        if let Some(problem) = header_problem {
+            if is_last && file_len <= SEGMENT_HEADER_LEN {
+                // A crash while a new segment was being created: nothing was ever acked in
+                // it. (If the marker says otherwise, the loss is reported below.)
+                tracing::warn!(path = %path.display(), "removing half-created segment: {problem}");
+                std::fs::remove_file(&path)
+                    .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+                continue;
+            }
+            if segment::damaged_header_names(&data, id, base) {
+                // Bytes other than the shard and base went bad: the file is this shard's,
+                // and each frame is still verified before it is served.
+                tracing::error!(path = %path.display(), shard = id,
+                        "segment header is damaged ({problem}) but names this shard and base; its frames are verified one by one and appends continue in a new segment");
+                damaged_header |= is_last;
+            } else if let Some(&next) = bases.get(i + 1) {
+                // A sealed segment that may not be this shard's: none of it is served, the
+                // rest of the shard is. The file is left as it is.
+                let range = (base, next - 1);
+                tracing::error!(path = %path.display(), shard = id,
+                        "segment header: {problem}; batches {}..={} in it are not served", range.0, range.1);
+                let prev_ts = segments.values().next_back().map(|s: &Segment| s.last_ts);
+                segments.insert(
+                    base,
+                    unreadable_segment(dir, base, path, file, range, prev_ts),
+                );
+                continue;
+            } else {
+                return Err(StoreError::Corrupt {
+                    path,
+                    detail: format!("segment header: {problem}"),
+                });
+            }
+        }
+        let rep = segment::scan(&data, base);
+        for &(a, b) in &rep.damaged {
+            tracing::error!(path = %path.display(), shard = id, "batches {a}..={b} are damaged and will not be served");
+        }
+        let mut seg = Segment {
+            base_seq: base,
+            path: path.clone(),
+            file: Arc::new(file),
+            index: rep.index,
+            last_seq: rep.last_seq,
+            first_ts: rep.first_ts,
+            last_ts: rep.last_ts,
+            end: rep.valid_end,
+            damaged: rep.damaged,
+            sealed: !is_last,
+        };
+        if let Some((at, len)) = rep.torn_tail {
+            if is_last {
+                if acked.is_some_and(|a| a.last_seq > seg.last_seq) {
+                    tracing::error!(path = %path.display(), shard = id, offset = at, bytes = len,
+                            "the segment ends in bytes that are not frames, below the acknowledged end; cutting them off (the loss is reported below)");
+                } else {
+                    tracing::warn!(path = %path.display(), shard = id, offset = at, bytes = len,
+                            "cutting off a torn tail (an append that was never acknowledged)");
+                }
+                seg.file
+                    .set_len(at)
+                    .and_then(|_| seg.file.sync_all())
+                    .map_err(|e| StoreError::io(format!("truncating {}", path.display()), e))?;
+            } else {
+                tracing::error!(path = %path.display(), shard = id, offset = at, bytes = len,
+                        "sealed segment ends in damaged bytes; batches after {} in it are lost", seg.last_seq);
+            }
+        }
+        if seg.sealed {
+            seg.sealed_index().write(dir, base)?;
+        } else if !seg.damaged.is_empty() || damaged_header {
+            // Never append after damage: seal this segment and continue in a fresh one.
+            seg.sealed = true;
+            seg.sealed_index().write(dir, base)?;
+        }
+        segments.insert(base, seg);
+    }
+    let mut lost = Vec::new();
+    // A gap between two segments is acknowledged batches lost: everything before a segment's
+    // base was written and synced before it was created (a sealed segment cut short, whose
+    // remaining bytes are kept for inspection, or a sealed segment deleted). Such a gap is
+    // found again at every start; reads of it fail.
+    let mut prev: Option<&Segment> = None;
+    for seg in segments.values() {
+        if let Some(p) = prev {
+            if p.last_seq + 1 < seg.base_seq {
+                let (a, b) = (p.last_seq + 1, seg.base_seq - 1);
+                tracing::error!(
+                    shard = id,
+                    "DATA LOSS: acknowledged batches {a}..={b} of shard {id} are missing \
+                         between segments {} and {}; they will be reported as lost to readers",
+                    segment::segment_file_name(p.base_seq),
+                    segment::segment_file_name(seg.base_seq),
+                );
+                lost.push((a, b));
+            }
+        }
+        prev = Some(seg);
+    }
+    let trim_start = read_trim(dir)?.max(1);
+    if let Some(range) = missing_front(&segments, &index_bases, trim_start, retention_secs) {
+        let first_base = range.1 + 1;
+        tracing::error!(
+            shard = id,
+            "DATA LOSS: acknowledged batches {}..={} of shard {id} are missing before its first \
+                 segment {} (the shard's recorded start is {trim_start}); they will be reported as \
+                 lost to readers",
+            range.0,
+            range.1,
+            segment::segment_file_name(first_base),
+        );
+        lost.insert(0, range);
+        // An empty sealed segment stands for them, so that reads of them fail instead of
+        // skipping them; they were published no later than the first batch that is left.
+        let ts = segments
+            .values()
+            .next()
+            .filter(|s| !s.is_empty())
+            .map_or_else(crate::now_ms, |s| s.first_ts);
+        let (path, file) = segment::create_segment(dir, id, range.0)?;
+        let mut seg = empty_segment(range.0, path, file);
+        seg.sealed = true;
+        seg.damaged.push(range);
+        seg.last_seq = range.1;
+        seg.first_ts = ts;
+        seg.last_ts = ts;
+        seg.sealed_index().write(dir, range.0)?;
+        segments.insert(range.0, seg);
+    }
+    if let Some(acked) = acked {
+        let first_missing = segments
+            .values()
+            .next_back()
+            .map_or(trim_start, |s| s.last_seq + 1);
+        if first_missing <= acked.last_seq {
+            let range = (first_missing, acked.last_seq);
+            let found = match found_len.get(&acked.base_seq) {
+                Some(len) => format!("was found {len} bytes long"),
+                None => "is missing".to_string(),
+            };
+            tracing::error!(
+                    shard = id,
+                    "DATA LOSS: acknowledged batches {}..={} of shard {id} are missing from its log \
+                     (segment {} was acknowledged up to byte {} and {found}); they will be reported \
+                     as lost to readers and their sequence numbers are not reused",
+                    range.0,
+                    range.1,
+                    segment::segment_file_name(acked.base_seq),
+                    acked.end,
+                );
+            lost.push(range);
+            match segments.values_mut().next_back() {
+                Some(seg) => {
+                    mark_lost(seg, range);
+                    seg.sealed_index().write(dir, seg.base_seq)?;
+                }
+                None => {
+                    // Every segment is gone: an empty sealed segment stands for the lost
+                    // batches, so that reads of them fail instead of skipping them.
+                    let (path, file) = segment::create_segment(dir, id, first_missing)?;
+                    let mut seg = empty_segment(first_missing, path, file);
+                    mark_lost(&mut seg, range);
+                    seg.sealed_index().write(dir, first_missing)?;
+                    segments.insert(first_missing, seg);
+                }
+            }
+        }
+    }
+    // The last segment must be writable; if it was sealed (damage, loss) or removed, start
+    // one.
+    let needs_new = segments.values().next_back().is_none_or(|s| s.sealed);
+    if needs_new {
+        let next = segments
+            .values()
+            .next_back()
+            .map_or(trim_start, |s| s.last_seq + 1);
+        let (path, file) = segment::create_segment(dir, id, next)?;
+        segments.insert(next, empty_segment(next, path, file));
+    }
+    let first_base = segments.keys().next().copied().unwrap_or(1);
+    let start_seq = trim_start.max(first_base);
+    // Everything now in the log is visible, so it counts as acknowledged from here on.
+    // (After a clean close the marker already says so: nothing is written then.)
+    let pos = segments.values().next_back().map_or(
+        AckedPos {
+            base_seq: trim_start,
+            end: SEGMENT_HEADER_LEN,
+            last_seq: trim_start - 1,
+        },
+        |s| AckedPos {
+            base_seq: s.base_seq,
+            end: s.end,
+            last_seq: s.last_seq,
+        },
+    );
+    let marker = match marker {
+        Some(m) if m.acked().last_seq == pos.last_seq => m,
+        Some(mut m) => {
+            m.record(pos)
+                .and_then(|_| m.sync(None))
+                .map_err(|e| StoreError::io(format!("writing {}", m.path().display()), e))?;
+            m
+        }
+        None => {
+            tracing::info!(
+                shard = id,
+                "shard has no acknowledged-end marker (written by an older version); creating one"
+            );
+            AckMarker::create(dir, id, pos)?
+        }
+    };
+    Ok(Recovered {
+        segments,
+        start_seq,
+        marker,
+        lost,
+    })
 }
 
 /// Whether the shard directory `dir` is provably what a creation interrupted by a crash leaves:

@@ -46,6 +46,8 @@ impl PgError {
                 EngineError::NotFound(_) => "42P01",
                 EngineError::AlreadyExists(_) => "42P07",
                 EngineError::Precondition(_) => "55000",
+                // insufficient_resources: out of file descriptors or disk space
+                EngineError::Store(s) if s.out_of_resources() => "53000",
                 EngineError::Store(_) | EngineError::Internal(_) => "XX000",
             },
             PgError::Syntax(_) => "42601",

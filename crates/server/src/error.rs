@@ -128,6 +128,13 @@ fn store_status(e: StoreError) -> Status {
         StoreError::Invalid(_) => {
             Status::new(Code::InvalidArgument, body(ErrorCode::InternalError, &msg))
         }
+        e if e.out_of_resources() => {
+            tracing::warn!("out of resources: {msg}");
+            Status::new(
+                Code::ResourceExhausted,
+                body(ErrorCode::InternalError, &msg),
+            )
+        }
         StoreError::Corrupt { .. } => {
             tracing::error!("refusing to serve damaged data: {msg}");
             Status::new(Code::DataLoss, body(ErrorCode::InternalError, &msg))

@@ -99,6 +99,33 @@ impl StoreError {
             source,
         }
     }
+
+    /// Whether a resource ran out (file descriptors, disk space or quota) rather than something
+    /// broke: the front doors answer RESOURCE_EXHAUSTED, and it may pass by itself.
+    pub fn out_of_resources(&self) -> bool {
+        match self {
+            StoreError::Io { source, .. } => out_of_resources(source),
+            // The failure is kept as text (the log failed earlier); its OS error number names it.
+            StoreError::LogFailed { reason, .. } => [
+                "(os error 23)",
+                "(os error 24)",
+                "(os error 28)",
+                "(os error 122)",
+            ]
+            .iter()
+            .any(|code| reason.contains(code)),
+            _ => false,
+        }
+    }
+}
+
+/// Too many open files (in the process or the system), no space left, or over the quota.
+fn out_of_resources(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(23 | 24 | 28 | 122))
+        || matches!(
+            e.kind(),
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+        )
 }
 
 impl From<redb::Error> for StoreError {

@@ -58,6 +58,12 @@ pub(crate) fn get_length(buf: &BytesMut, offset: usize) -> Option<usize> {
     }
 }
 
+/// StreamCell: fails unless `n` more bytes remain in `buf` (a fixed-size field or a value of
+/// an announced length), so that a malformed message is an error, not a panic.
+pub(crate) fn ensure_bytes(n: usize, buf: &BytesMut) -> PgWireResult<()> {
+    ensure_count(1, n, buf)
+}
+
 /// Validate an on-wire element count before it is used to pre-allocate a
 /// collection. Counts are unsigned; `count` elements of `elem_size` bytes each
 /// must fit in the remaining buffer, or the message cannot be real.
@@ -88,8 +94,14 @@ where
         }
 
         if buf.remaining() >= msg_len + offset {
+            if msg_len < 4 {
+                // The length counts itself: less than 4 cannot be a message.
+                return Err(PgWireError::InvalidElementCount(1, 4, msg_len));
+            }
             buf.advance(offset + 4);
-            return decode_fn(buf, msg_len).map(|r| Some(r));
+            // StreamCell: the body alone, so that a decoder never reads into the next message.
+            let mut body = buf.split_to(msg_len - 4);
+            return decode_fn(&mut body, msg_len).map(|r| Some(r));
         }
     }
 

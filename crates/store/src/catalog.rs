@@ -5,7 +5,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, StorageError, TableDefinition,
@@ -191,9 +191,76 @@ pub trait Catalog: Send + Sync {
 }
 
 /// The catalog in a redb database file.
+///
+/// After an I/O error (a full disk) redb refuses every later transaction on the same
+/// `Database` with `PreviousIo` until it is dropped and opened again. So the `Database` sits
+/// behind a lock: every operation holds the read side for its whole duration, and an operation
+/// refused with `PreviousIo` takes the write side (so no operation still uses the old instance
+/// and its file lock is released), drops the instance, opens the file again with the same
+/// options and retries itself once. If opening fails (the disk is still full), the operation
+/// fails and the next one tries again: the catalog never needs a restart to recover.
 pub struct RedbCatalog {
-    db: Database,
+    /// The open database, `None` while a reopen after an I/O error has failed.
+    slot: RwLock<Slot>,
+    /// Opens the database again after an I/O error, as it was opened first.
+    reopen: Box<dyn Fn() -> Result<Database> + Send + Sync>,
+    /// What the catalog is (its path), for error messages.
+    label: String,
 }
+
+/// The current database instance and how many times it was replaced.
+struct Slot {
+    db: Option<Database>,
+    /// Bumped on every replacement, so that operations that failed on the same poisoned
+    /// instance reopen it once, not once each.
+    generation: u64,
+}
+
+/// An error inside a catalog operation, before it reaches the caller: whether redb refused
+/// because an earlier I/O error poisoned the `Database` instance must survive until
+/// [`RedbCatalog::run`] decides to reopen, so redb errors are classified here instead of
+/// being turned into strings right away.
+enum OpError {
+    /// redb's `PreviousIo`: this instance saw an I/O error earlier and refuses all work.
+    Poisoned {
+        /// Raised by `commit`: redb may have written the commit's header before it refused,
+        /// so whether the change is in the file is unknown and the operation is not retried.
+        at_commit: bool,
+    },
+    /// Any other error, as the caller gets it.
+    Store(StoreError),
+}
+
+type OpResult<T> = std::result::Result<T, OpError>;
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        OpError::Store(e)
+    }
+}
+
+impl From<redb::CommitError> for OpError {
+    fn from(e: redb::CommitError) -> Self {
+        match redb::Error::from(e) {
+            redb::Error::PreviousIo => OpError::Poisoned { at_commit: true },
+            e => OpError::Store(e.into()),
+        }
+    }
+}
+
+macro_rules! classify_redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for OpError {
+            fn from(e: $t) -> Self {
+                match redb::Error::from(e) {
+                    redb::Error::PreviousIo => OpError::Poisoned { at_commit: false },
+                    e => OpError::Store(e.into()),
+                }
+            }
+        }
+    )*};
+}
+classify_redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError);
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Catalog(format!("encoding: {e}")))
@@ -203,71 +270,199 @@ fn from_json<T: DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Catalog(format!("decoding {s:?}: {e}")))
 }
 
+/// One JSON document of a name-keyed table.
+fn get_doc<T: DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &str>,
+    key: &str,
+) -> OpResult<Option<T>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(table)?;
+    Ok(t.get(key)?.map(|v| from_json(v.value())).transpose()?)
+}
+
+/// Every JSON document of a name-keyed table, in key order.
+fn list_docs<T: DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &str>,
+) -> OpResult<Vec<T>> {
+    let tx = db.begin_read()?;
+    let t = tx.open_table(table)?;
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        let (_, v) = row?;
+        out.push(from_json(v.value())?);
+    }
+    Ok(out)
+}
+
+/// Opens the catalog file with the catalog's options (see [`RedbCatalog::open`]).
+fn open_file(path: &Path) -> Result<Database> {
+    open_db(path, |builder| builder.create(path))
+}
+
+/// Opens a database with the catalog's options: every page verified first, a panic inside
+/// redb on a damaged file turned into the damaged-catalog error, and a warning when redb rolls
+/// the latest commit back.
+fn open_db(
+    path: &Path,
+    create: impl FnOnce(&redb::Builder) -> std::result::Result<Database, DatabaseError>,
+) -> Result<Database> {
+    let rolled_back = Arc::new(AtomicBool::new(false));
+    let seen = rolled_back.clone();
+    let db = without_panic(path, || {
+        let mut builder = Database::builder();
+        builder.set_check_integrity_on_open(true);
+        // redb reports 0.3 only when the latest commit fails its checksums and is replaced
+        // by the one before it (a commit torn by a crash, or damage).
+        builder.set_repair_callback(move |s| {
+            if s.progress() == 0.3 {
+                seen.store(true, Ordering::Relaxed);
+            }
+        });
+        create(&builder).map_err(|e| match e {
+            DatabaseError::Storage(StorageError::Corrupted(what)) => damaged(path, &what),
+            DatabaseError::Storage(StorageError::Io(e))
+                if e.kind() == std::io::ErrorKind::InvalidData =>
+            {
+                damaged(path, &e.to_string())
+            }
+            e => StoreError::Catalog(format!("opening the catalog {}: {e}", path.display())),
+        })
+    })?;
+    if rolled_back.load(Ordering::Relaxed) {
+        tracing::warn!(
+            path = %path.display(),
+            "the catalog's latest commit was incomplete or damaged and was rolled back to the \
+             one before it: a change made just before a crash (a stream, reader or \
+             subscription created or deleted, a checkpoint) may be undone"
+        );
+    }
+    Ok(db)
+}
+
 impl RedbCatalog {
-    /// One JSON document of a name-keyed table.
-    fn get_doc<T: DeserializeOwned>(
-        &self,
-        table: TableDefinition<&str, &str>,
-        key: &str,
-    ) -> Result<Option<T>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(table)?;
-        t.get(key)?.map(|v| from_json(v.value())).transpose()
-    }
-
-    /// Every JSON document of a name-keyed table, in key order.
-    fn list_docs<T: DeserializeOwned>(&self, table: TableDefinition<&str, &str>) -> Result<Vec<T>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(table)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            out.push(from_json(v.value())?);
-        }
-        Ok(out)
-    }
-
     /// Opens or creates the catalog file. Every page of the file is verified first (redb's
     /// integrity check on open), so that a damaged catalog is refused with a clear error instead
     /// of being trusted; a panic inside redb on a damaged file is turned into the same error.
     pub fn open(path: &Path) -> Result<RedbCatalog> {
-        let rolled_back = Arc::new(AtomicBool::new(false));
-        let seen = rolled_back.clone();
-        let db = without_panic(path, || {
-            let mut builder = Database::builder();
-            builder.set_check_integrity_on_open(true);
-            // redb reports 0.3 only when the latest commit fails its checksums and is replaced
-            // by the one before it (a commit torn by a crash, or damage).
-            builder.set_repair_callback(move |s| {
-                if s.progress() == 0.3 {
-                    seen.store(true, Ordering::Relaxed);
-                }
-            });
-            let db = builder.create(path).map_err(|e| match e {
-                DatabaseError::Storage(StorageError::Corrupted(what)) => damaged(path, &what),
-                DatabaseError::Storage(StorageError::Io(e))
-                    if e.kind() == std::io::ErrorKind::InvalidData =>
-                {
-                    damaged(path, &e.to_string())
-                }
-                e => StoreError::Catalog(format!("opening the catalog {}: {e}", path.display())),
-            })?;
-            Self::prepare(&db)?;
-            Ok(db)
+        let owned = path.to_path_buf();
+        Self::with_opener(path, Box::new(move || open_file(&owned)))
+    }
+
+    /// Opens the catalog on a redb storage backend made by `make_backend`, which is called
+    /// again for every reopen after an I/O error (so it must open the same storage each time).
+    /// `path` only names the catalog in messages. For tests that inject I/O failures.
+    #[doc(hidden)]
+    pub fn open_with_backend_for_tests<B, F>(path: &Path, make_backend: F) -> Result<RedbCatalog>
+    where
+        B: redb::StorageBackend,
+        F: Fn() -> std::io::Result<B> + Send + Sync + 'static,
+    {
+        let owned = path.to_path_buf();
+        let opener = move || {
+            let backend = make_backend()
+                .map_err(|e| StoreError::io(format!("opening {}", owned.display()), e))?;
+            open_db(&owned, |builder| builder.create_with_backend(backend))
+        };
+        Self::with_opener(path, Box::new(opener))
+    }
+
+    fn with_opener(
+        path: &Path,
+        opener: Box<dyn Fn() -> Result<Database> + Send + Sync>,
+    ) -> Result<RedbCatalog> {
+        let db = opener()?;
+        without_panic(path, || match Self::prepare(&db) {
+            Ok(()) => Ok(()),
+            Err(OpError::Store(e)) => Err(e),
+            Err(OpError::Poisoned { .. }) => Err(StoreError::Catalog(format!(
+                "preparing the catalog {}: an I/O error occurred earlier",
+                path.display()
+            ))),
         })?;
-        if rolled_back.load(Ordering::Relaxed) {
-            tracing::warn!(
-                path = %path.display(),
-                "the catalog's latest commit was incomplete or damaged and was rolled back to the \
-                 one before it: a change made just before a crash (a stream, reader or \
-                 subscription created or deleted, a checkpoint) may be undone"
-            );
+        Ok(RedbCatalog {
+            slot: RwLock::new(Slot {
+                db: Some(db),
+                generation: 0,
+            }),
+            reopen: opener,
+            label: path.display().to_string(),
+        })
+    }
+
+    /// Runs a catalog operation on the current database instance. If redb refuses it because
+    /// the instance was poisoned by an earlier I/O error, the instance is replaced and the
+    /// operation retried once: a `PreviousIo` raised before `commit` means the operation changed
+    /// nothing in the file, so running it again is safe. One raised by `commit` is not retried
+    /// (the change may be in the file); the caller gets an error and the next operation runs on
+    /// the new instance.
+    fn run<T>(&self, op: impl Fn(&Database) -> OpResult<T>) -> Result<T> {
+        let (generation, first) = {
+            let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
+            let first = match &slot.db {
+                Some(db) => op(db),
+                // An earlier reopen failed: reopen before running anything.
+                None => Err(OpError::Poisoned { at_commit: false }),
+            };
+            (slot.generation, first)
+        };
+        let at_commit = match first {
+            Ok(v) => return Ok(v),
+            Err(OpError::Store(e)) => return Err(e),
+            Err(OpError::Poisoned { at_commit }) => at_commit,
+        };
+        self.replace_poisoned(generation)?;
+        if at_commit {
+            return Err(StoreError::Catalog(format!(
+                "the catalog {} failed to commit after an earlier I/O error; the change may or \
+                 may not have been saved (the catalog was reopened, later operations work)",
+                self.label
+            )));
         }
-        Ok(RedbCatalog { db })
+        let slot = self.slot.read().unwrap_or_else(|p| p.into_inner());
+        let retried = match &slot.db {
+            Some(db) => op(db),
+            None => Err(OpError::Poisoned { at_commit: false }),
+        };
+        retried.map_err(|e| match e {
+            OpError::Store(e) => e,
+            OpError::Poisoned { .. } => StoreError::Catalog(format!(
+                "the catalog {} failed again right after being reopened after an I/O error",
+                self.label
+            )),
+        })
+    }
+
+    /// Drops the database instance of `generation` (poisoned by an I/O error) and opens the
+    /// file again, unless another operation already did. With the write lock held no operation
+    /// holds the old instance, so its file lock is released before the file is opened again.
+    fn replace_poisoned(&self, generation: u64) -> Result<()> {
+        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        if slot.generation != generation && slot.db.is_some() {
+            return Ok(());
+        }
+        slot.db = None;
+        slot.generation += 1;
+        match (self.reopen)() {
+            Ok(db) => {
+                tracing::warn!(
+                    catalog = %self.label,
+                    "the catalog was reopened after an I/O error"
+                );
+                slot.db = Some(db);
+                Ok(())
+            }
+            Err(e) => Err(StoreError::Catalog(format!(
+                "the catalog {} is unavailable after an I/O error and could not be reopened \
+                 (the next catalog operation tries again): {e}",
+                self.label
+            ))),
+        }
     }
 
     /// Creates the tables and checks the catalog version.
-    fn prepare(db: &Database) -> Result<()> {
+    fn prepare(db: &Database) -> OpResult<()> {
         let tx = db.begin_write()?;
         {
             tx.open_table(STREAMS)?;
@@ -293,7 +488,8 @@ impl RedbCatalog {
                 Some(v) => {
                     return Err(StoreError::Catalog(format!(
                         "catalog version {v} is newer than this server understands (1)"
-                    )))
+                    ))
+                    .into())
                 }
             }
         }
@@ -303,39 +499,62 @@ impl RedbCatalog {
 
     /// The shards whose deletion the catalog committed and has not yet forgotten.
     pub fn deleted_shards(&self) -> Result<Vec<u64>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(DELETED_SHARDS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            out.push(row?.0.value());
-        }
-        Ok(out)
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(DELETED_SHARDS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                out.push(row?.0.value());
+            }
+            Ok(out)
+        })
     }
 
     /// The lowest shard id whose deletion is certain to be in [`Self::deleted_shards`]: below
     /// it, a shard may have been deleted by a server version that recorded no deletions.
     pub fn deletions_recorded_from(&self) -> Result<u64> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(META)?;
-        Ok(t.get(DELETIONS_RECORDED_FROM)?.map_or(1, |v| v.value()))
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(META)?;
+            Ok(t.get(DELETIONS_RECORDED_FROM)?.map_or(1, |v| v.value()))
+        })
     }
 
     /// Forgets deleted shards whose directories are gone (one transaction).
     pub fn forget_deleted_shards(&self, ids: &[u64]) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(DELETED_SHARDS)?;
-            for id in ids {
-                t.remove(id)?;
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(DELETED_SHARDS)?;
+                for id in ids {
+                    t.remove(id)?;
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 }
 
+/// Removes the shard readers of stream `name` (it is being deleted or archived).
+fn remove_readers_of(tx: &redb::WriteTransaction, name: &str) -> OpResult<()> {
+    let mut readers = tx.open_table(READERS)?;
+    let mut doomed = Vec::new();
+    for row in readers.iter()? {
+        let (k, v) = row?;
+        let r: ReaderMeta = from_json(v.value())?;
+        if r.stream == name {
+            doomed.push(k.value().to_string());
+        }
+    }
+    for k in doomed {
+        readers.remove(k.as_str())?;
+    }
+    Ok(())
+}
+
 /// Removes `ids` from the `shards` table and records their deletion, in the caller's transaction.
-fn remove_shards(tx: &redb::WriteTransaction, ids: &[u64]) -> Result<()> {
+fn remove_shards(tx: &redb::WriteTransaction, ids: &[u64]) -> OpResult<()> {
     let mut shards = tx.open_table(SHARDS)?;
     let mut deleted = tx.open_table(DELETED_SHARDS)?;
     for id in ids {
@@ -369,402 +588,421 @@ pub(crate) fn without_panic<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Re
 
 impl Catalog for RedbCatalog {
     fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)> {
-        let tx = self.db.begin_write()?;
-        let out = {
-            let mut streams = tx.open_table(STREAMS)?;
-            if streams.get(new.name.as_str())?.is_some() {
-                return Err(StoreError::StreamExists(new.name));
-            }
-            let mut meta = tx.open_table(META)?;
-            let mut next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
-            if !new.shard_ids.is_empty()
-                && (new.shard_ids.len() != new.key_ranges.len()
-                    || new.shard_ids.iter().any(|&id| id >= next))
-            {
-                return Err(StoreError::Invalid(
-                    "shard ids must be reserved, one per key range".into(),
-                ));
-            }
-            let mut shards = tx.open_table(SHARDS)?;
-            let mut metas = Vec::with_capacity(new.key_ranges.len());
-            for (i, (start, end)) in new.key_ranges.iter().enumerate() {
-                let id = new.shard_ids.get(i).copied().unwrap_or(next);
-                if shards.get(id)?.is_some() {
-                    return Err(StoreError::Invalid(format!("shard id {id} is in use")));
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let out = {
+                let mut streams = tx.open_table(STREAMS)?;
+                if streams.get(new.name.as_str())?.is_some() {
+                    return Err(StoreError::StreamExists(new.name.clone()).into());
                 }
-                let m = ShardMeta {
-                    id,
-                    stream: new.name.clone(),
-                    start_key: start.clone(),
-                    end_key: end.clone(),
-                    epoch: new.epoch,
+                let mut meta = tx.open_table(META)?;
+                let mut next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
+                if !new.shard_ids.is_empty()
+                    && (new.shard_ids.len() != new.key_ranges.len()
+                        || new.shard_ids.iter().any(|&id| id >= next))
+                {
+                    return Err(StoreError::Invalid(
+                        "shard ids must be reserved, one per key range".into(),
+                    )
+                    .into());
+                }
+                let mut shards = tx.open_table(SHARDS)?;
+                let mut metas = Vec::with_capacity(new.key_ranges.len());
+                for (i, (start, end)) in new.key_ranges.iter().enumerate() {
+                    let id = new.shard_ids.get(i).copied().unwrap_or(next);
+                    if shards.get(id)?.is_some() {
+                        return Err(StoreError::Invalid(format!("shard id {id} is in use")).into());
+                    }
+                    let m = ShardMeta {
+                        id,
+                        stream: new.name.clone(),
+                        start_key: start.clone(),
+                        end_key: end.clone(),
+                        epoch: new.epoch,
+                    };
+                    shards.insert(id, to_json(&m)?.as_str())?;
+                    metas.push(m);
+                    if new.shard_ids.is_empty() {
+                        next += 1;
+                    }
+                }
+                meta.insert(NEXT_SHARD_ID, next)?;
+                let s = StreamMeta {
+                    name: new.name.clone(),
+                    replication_factor: new.replication_factor,
+                    backlog_secs: new.backlog_secs,
+                    shard_count: metas.len() as u32,
+                    created_ms: new.created_ms,
+                    shards: metas.iter().map(|m| m.id).collect(),
                 };
-                shards.insert(id, to_json(&m)?.as_str())?;
-                metas.push(m);
-                if new.shard_ids.is_empty() {
-                    next += 1;
-                }
-            }
-            meta.insert(NEXT_SHARD_ID, next)?;
-            let s = StreamMeta {
-                name: new.name.clone(),
-                replication_factor: new.replication_factor,
-                backlog_secs: new.backlog_secs,
-                shard_count: metas.len() as u32,
-                created_ms: new.created_ms,
-                shards: metas.iter().map(|m| m.id).collect(),
+                streams.insert(new.name.as_str(), to_json(&s)?.as_str())?;
+                (s, metas)
             };
-            streams.insert(new.name.as_str(), to_json(&s)?.as_str())?;
-            (s, metas)
-        };
-        tx.commit()?;
-        Ok(out)
+            tx.commit()?;
+            Ok(out)
+        })
     }
 
     fn delete_stream(&self, name: &str) -> Result<StreamMeta> {
-        let tx = self.db.begin_write()?;
-        let meta: StreamMeta = {
-            let mut streams = tx.open_table(STREAMS)?;
-            let m: StreamMeta = match streams.remove(name)? {
-                Some(v) => from_json(v.value())?,
-                None => return Err(StoreError::StreamNotFound(name.to_string())),
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let meta: StreamMeta = {
+                let mut streams = tx.open_table(STREAMS)?;
+                let m: StreamMeta = match streams.remove(name)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(StoreError::StreamNotFound(name.to_string()).into()),
+                };
+                remove_shards(&tx, &m.shards)?;
+                remove_readers_of(&tx, name)?;
+                m
             };
-            remove_shards(&tx, &m.shards)?;
-            let mut readers = tx.open_table(READERS)?;
-            let mut doomed = Vec::new();
-            for row in readers.iter()? {
-                let (k, v) = row?;
-                let r: ReaderMeta = from_json(v.value())?;
-                if r.stream == name {
-                    doomed.push(k.value().to_string());
-                }
-            }
-            for k in doomed {
-                readers.remove(k.as_str())?;
-            }
-            m
-        };
-        tx.commit()?;
-        Ok(meta)
+            tx.commit()?;
+            Ok(meta)
+        })
     }
 
     fn reserve_shard_ids(&self, n: usize) -> Result<Vec<u64>> {
-        let tx = self.db.begin_write()?;
-        let ids = {
-            let mut meta = tx.open_table(META)?;
-            let next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
-            meta.insert(NEXT_SHARD_ID, next + n as u64)?;
-            (next..next + n as u64).collect()
-        };
-        tx.commit()?;
-        Ok(ids)
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let ids = {
+                let mut meta = tx.open_table(META)?;
+                let next = meta.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value());
+                meta.insert(NEXT_SHARD_ID, next + n as u64)?;
+                (next..next + n as u64).collect()
+            };
+            tx.commit()?;
+            Ok(ids)
+        })
     }
 
     fn next_shard_id(&self) -> Result<u64> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(META)?;
-        Ok(t.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value()))
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(META)?;
+            Ok(t.get(NEXT_SHARD_ID)?.map_or(1, |v| v.value()))
+        })
     }
 
     fn stream_shards(&self, name: &str) -> Result<Option<(StreamMeta, Vec<ShardMeta>)>> {
-        let tx = self.db.begin_read()?;
-        let streams = tx.open_table(STREAMS)?;
-        let Some(meta) = streams
-            .get(name)?
-            .map(|v| from_json::<StreamMeta>(v.value()))
-            .transpose()?
-        else {
-            return Ok(None);
-        };
-        let shards = tx.open_table(SHARDS)?;
-        let mut out = Vec::with_capacity(meta.shards.len());
-        for id in &meta.shards {
-            if let Some(v) = shards.get(id)? {
-                out.push(from_json(v.value())?);
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let streams = tx.open_table(STREAMS)?;
+            let Some(meta) = streams
+                .get(name)?
+                .map(|v| from_json::<StreamMeta>(v.value()))
+                .transpose()?
+            else {
+                return Ok(None);
+            };
+            let shards = tx.open_table(SHARDS)?;
+            let mut out = Vec::with_capacity(meta.shards.len());
+            for id in &meta.shards {
+                if let Some(v) = shards.get(id)? {
+                    out.push(from_json(v.value())?);
+                }
             }
-        }
-        Ok(Some((meta, out)))
+            Ok(Some((meta, out)))
+        })
     }
 
     fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>> {
-        self.get_doc(STREAMS, name)
+        self.run(|db| get_doc(db, STREAMS, name))
     }
 
     fn list_streams(&self) -> Result<Vec<StreamMeta>> {
-        self.list_docs(STREAMS)
+        self.run(|db| list_docs(db, STREAMS))
     }
 
     fn get_shard(&self, id: u64) -> Result<Option<ShardMeta>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(SHARDS)?;
-        t.get(id)?.map(|v| from_json(v.value())).transpose()
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(SHARDS)?;
+            Ok(t.get(id)?.map(|v| from_json(v.value())).transpose()?)
+        })
     }
 
     fn all_shards(&self) -> Result<Vec<(ShardMeta, u32)>> {
-        let mut streams = self.list_streams()?;
-        let tx = self.db.begin_read()?;
-        for row in tx.open_table(ARCHIVED)?.iter()? {
-            let (_, v) = row?;
-            streams.push(from_json(v.value())?);
-        }
-        let t = tx.open_table(SHARDS)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (_, v) = row?;
-            let m: ShardMeta = from_json(v.value())?;
-            let backlog = streams
-                .iter()
-                .find(|s| s.name == m.stream)
-                .map_or(0, |s| s.backlog_secs);
-            out.push((m, backlog));
-        }
-        Ok(out)
+        self.run(|db| {
+            let mut streams: Vec<StreamMeta> = list_docs(db, STREAMS)?;
+            let tx = db.begin_read()?;
+            for row in tx.open_table(ARCHIVED)?.iter()? {
+                let (_, v) = row?;
+                streams.push(from_json(v.value())?);
+            }
+            let t = tx.open_table(SHARDS)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (_, v) = row?;
+                let m: ShardMeta = from_json(v.value())?;
+                let backlog = streams
+                    .iter()
+                    .find(|s| s.name == m.stream)
+                    .map_or(0, |s| s.backlog_secs);
+                out.push((m, backlog));
+            }
+            Ok(out)
+        })
     }
 
     fn create_reader(&self, reader: ReaderMeta) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(READERS)?;
-            if t.get(reader.id.as_str())?.is_some() {
-                return Err(StoreError::ReaderExists(reader.id));
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(READERS)?;
+                if t.get(reader.id.as_str())?.is_some() {
+                    return Err(StoreError::ReaderExists(reader.id.clone()).into());
+                }
+                t.insert(reader.id.as_str(), to_json(&reader)?.as_str())?;
             }
-            t.insert(reader.id.as_str(), to_json(&reader)?.as_str())?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn get_reader(&self, id: &str) -> Result<Option<ReaderMeta>> {
-        self.get_doc(READERS, id)
+        self.run(|db| get_doc(db, READERS, id))
     }
 
     fn delete_reader(&self, id: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(READERS)?;
-            if t.remove(id)?.is_none() {
-                return Err(StoreError::ReaderNotFound(id.to_string()));
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(READERS)?;
+                if t.remove(id)?.is_none() {
+                    return Err(StoreError::ReaderNotFound(id.to_string()).into());
+                }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn list_readers(&self) -> Result<Vec<ReaderMeta>> {
-        self.list_docs(READERS)
+        self.run(|db| list_docs(db, READERS))
     }
 
     fn create_subscription(&self, sub: SubscriptionMeta) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let streams = tx.open_table(STREAMS)?;
-            if streams.get(sub.stream.as_str())?.is_none() {
-                return Err(StoreError::StreamNotFound(sub.stream));
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let streams = tx.open_table(STREAMS)?;
+                if streams.get(sub.stream.as_str())?.is_none() {
+                    return Err(StoreError::StreamNotFound(sub.stream.clone()).into());
+                }
+                let mut t = tx.open_table(SUBSCRIPTIONS)?;
+                if t.get(sub.id.as_str())?.is_some() {
+                    return Err(StoreError::SubscriptionExists(sub.id.clone()).into());
+                }
+                t.insert(sub.id.as_str(), to_json(&sub)?.as_str())?;
             }
-            let mut t = tx.open_table(SUBSCRIPTIONS)?;
-            if t.get(sub.id.as_str())?.is_some() {
-                return Err(StoreError::SubscriptionExists(sub.id));
-            }
-            t.insert(sub.id.as_str(), to_json(&sub)?.as_str())?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn get_subscription(&self, id: &str) -> Result<Option<SubscriptionMeta>> {
-        self.get_doc(SUBSCRIPTIONS, id)
+        self.run(|db| get_doc(db, SUBSCRIPTIONS, id))
     }
 
     fn list_subscriptions(&self) -> Result<Vec<SubscriptionMeta>> {
-        self.list_docs(SUBSCRIPTIONS)
+        self.run(|db| list_docs(db, SUBSCRIPTIONS))
     }
 
     fn delete_subscription(&self, id: &str) -> Result<Option<StreamMeta>> {
-        let tx = self.db.begin_write()?;
-        let archived = {
-            let mut subs = tx.open_table(SUBSCRIPTIONS)?;
-            let sub: SubscriptionMeta = match subs.remove(id)? {
-                Some(v) => from_json(v.value())?,
-                None => return Err(StoreError::SubscriptionNotFound(id.to_string())),
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let archived = {
+                let mut subs = tx.open_table(SUBSCRIPTIONS)?;
+                let sub: SubscriptionMeta = match subs.remove(id)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(StoreError::SubscriptionNotFound(id.to_string()).into()),
+                };
+                let mut cps = tx.open_table(CHECKPOINTS)?;
+                for (shard, _) in &sub.shards {
+                    cps.remove((id, *shard))?;
+                }
+                let mut still_used = false;
+                for row in subs.iter()? {
+                    let (_, v) = row?;
+                    let other: SubscriptionMeta = from_json(v.value())?;
+                    still_used |= other.stream == sub.stream;
+                }
+                let mut archived = tx.open_table(ARCHIVED)?;
+                let gone = if still_used {
+                    None
+                } else {
+                    archived
+                        .remove(sub.stream.as_str())?
+                        .map(|v| from_json::<StreamMeta>(v.value()))
+                        .transpose()?
+                };
+                if let Some(stream) = &gone {
+                    remove_shards(&tx, &stream.shards)?;
+                }
+                gone
             };
-            let mut cps = tx.open_table(CHECKPOINTS)?;
-            for (shard, _) in &sub.shards {
-                cps.remove((id, *shard))?;
-            }
-            let mut still_used = false;
-            for row in subs.iter()? {
-                let (_, v) = row?;
-                let other: SubscriptionMeta = from_json(v.value())?;
-                still_used |= other.stream == sub.stream;
-            }
-            let mut archived = tx.open_table(ARCHIVED)?;
-            let gone = if still_used {
-                None
-            } else {
-                archived
-                    .remove(sub.stream.as_str())?
-                    .map(|v| from_json::<StreamMeta>(v.value()))
-                    .transpose()?
-            };
-            if let Some(stream) = &gone {
-                remove_shards(&tx, &stream.shards)?;
-            }
-            gone
-        };
-        tx.commit()?;
-        Ok(archived)
+            tx.commit()?;
+            Ok(archived)
+        })
     }
 
     fn save_checkpoints(&self, entries: &[(String, u64, Vec<u8>)]) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let subs = tx.open_table(SUBSCRIPTIONS)?;
-            let mut t = tx.open_table(CHECKPOINTS)?;
-            for (sub, shard, state) in entries {
-                if subs.get(sub.as_str())?.is_some() {
-                    t.insert((sub.as_str(), *shard), state.as_slice())?;
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let subs = tx.open_table(SUBSCRIPTIONS)?;
+                let mut t = tx.open_table(CHECKPOINTS)?;
+                for (sub, shard, state) in entries {
+                    if subs.get(sub.as_str())?.is_some() {
+                        t.insert((sub.as_str(), *shard), state.as_slice())?;
+                    }
                 }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn load_checkpoints(&self, id: &str) -> Result<Vec<(u64, Vec<u8>)>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(CHECKPOINTS)?;
-        let mut out = Vec::new();
-        for row in t.range((id, 0u64)..=(id, u64::MAX))? {
-            let (k, v) = row?;
-            out.push((k.value().1, v.value().to_vec()));
-        }
-        Ok(out)
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(CHECKPOINTS)?;
+            let mut out = Vec::new();
+            for row in t.range((id, 0u64)..=(id, u64::MAX))? {
+                let (k, v) = row?;
+                out.push((k.value().1, v.value().to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn archive_stream(&self, name: &str) -> Result<String> {
-        let tx = self.db.begin_write()?;
-        let archived_name = {
-            let mut streams = tx.open_table(STREAMS)?;
-            let mut meta: StreamMeta = match streams.remove(name)? {
-                Some(v) => from_json(v.value())?,
-                None => return Err(StoreError::StreamNotFound(name.to_string())),
-            };
-            let first = meta.shards.first().copied().unwrap_or(0);
-            let archived_name = format!("__deleted_stream__{name}__{first}");
-            meta.name = archived_name.clone();
-            let mut archived = tx.open_table(ARCHIVED)?;
-            archived.insert(archived_name.as_str(), to_json(&meta)?.as_str())?;
-            let mut shards = tx.open_table(SHARDS)?;
-            for id in &meta.shards {
-                let updated = match shards.get(id)? {
-                    Some(v) => {
-                        let mut m: ShardMeta = from_json(v.value())?;
-                        m.stream = archived_name.clone();
-                        Some(to_json(&m)?)
-                    }
-                    None => None,
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let archived_name = {
+                let mut streams = tx.open_table(STREAMS)?;
+                let mut meta: StreamMeta = match streams.remove(name)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(StoreError::StreamNotFound(name.to_string()).into()),
                 };
-                if let Some(u) = updated {
-                    shards.insert(id, u.as_str())?;
+                let first = meta.shards.first().copied().unwrap_or(0);
+                let archived_name = format!("__deleted_stream__{name}__{first}");
+                meta.name = archived_name.clone();
+                let mut archived = tx.open_table(ARCHIVED)?;
+                archived.insert(archived_name.as_str(), to_json(&meta)?.as_str())?;
+                let mut shards = tx.open_table(SHARDS)?;
+                for id in &meta.shards {
+                    let updated = match shards.get(id)? {
+                        Some(v) => {
+                            let mut m: ShardMeta = from_json(v.value())?;
+                            m.stream = archived_name.clone();
+                            Some(to_json(&m)?)
+                        }
+                        None => None,
+                    };
+                    if let Some(u) = updated {
+                        shards.insert(id, u.as_str())?;
+                    }
                 }
-            }
-            let mut subs = tx.open_table(SUBSCRIPTIONS)?;
-            let mut moved = Vec::new();
-            for row in subs.iter()? {
-                let (k, v) = row?;
-                let mut s: SubscriptionMeta = from_json(v.value())?;
-                if s.stream == name {
-                    s.stream = archived_name.clone();
-                    moved.push((k.value().to_string(), to_json(&s)?));
+                let mut subs = tx.open_table(SUBSCRIPTIONS)?;
+                let mut moved = Vec::new();
+                for row in subs.iter()? {
+                    let (k, v) = row?;
+                    let mut s: SubscriptionMeta = from_json(v.value())?;
+                    if s.stream == name {
+                        s.stream = archived_name.clone();
+                        moved.push((k.value().to_string(), to_json(&s)?));
+                    }
                 }
-            }
-            for (k, v) in moved {
-                subs.insert(k.as_str(), v.as_str())?;
-            }
-            let mut readers = tx.open_table(READERS)?;
-            let mut doomed = Vec::new();
-            for row in readers.iter()? {
-                let (k, v) = row?;
-                let r: ReaderMeta = from_json(v.value())?;
-                if r.stream == name {
-                    doomed.push(k.value().to_string());
+                for (k, v) in moved {
+                    subs.insert(k.as_str(), v.as_str())?;
                 }
-            }
-            for k in doomed {
-                readers.remove(k.as_str())?;
-            }
-            archived_name
-        };
-        tx.commit()?;
-        Ok(archived_name)
+                remove_readers_of(&tx, name)?;
+                archived_name
+            };
+            tx.commit()?;
+            Ok(archived_name)
+        })
     }
 
     fn put_object(&self, kind: &str, name: &str, doc: &str, only_if_absent: bool) -> Result<bool> {
-        let tx = self.db.begin_write()?;
-        {
-            let mut t = tx.open_table(OBJECTS)?;
-            if only_if_absent && t.get((kind, name))?.is_some() {
-                return Ok(false);
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let mut t = tx.open_table(OBJECTS)?;
+                if only_if_absent && t.get((kind, name))?.is_some() {
+                    return Ok(false);
+                }
+                t.insert((kind, name), doc)?;
             }
-            t.insert((kind, name), doc)?;
-        }
-        tx.commit()?;
-        Ok(true)
+            tx.commit()?;
+            Ok(true)
+        })
     }
 
     fn get_object(&self, kind: &str, name: &str) -> Result<Option<String>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(OBJECTS)?;
-        Ok(t.get((kind, name))?.map(|v| v.value().to_string()))
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(OBJECTS)?;
+            Ok(t.get((kind, name))?.map(|v| v.value().to_string()))
+        })
     }
 
     fn list_objects(&self, kind: &str) -> Result<Vec<(String, String)>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(OBJECTS)?;
-        let mut out = Vec::new();
-        for row in t.range((kind, "")..)? {
-            let (k, v) = row?;
-            let (k_kind, k_name) = k.value();
-            if k_kind != kind {
-                break;
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(OBJECTS)?;
+            let mut out = Vec::new();
+            for row in t.range((kind, "")..)? {
+                let (k, v) = row?;
+                let (k_kind, k_name) = k.value();
+                if k_kind != kind {
+                    break;
+                }
+                out.push((k_name.to_string(), v.value().to_string()));
             }
-            out.push((k_name.to_string(), v.value().to_string()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn delete_object(&self, kind: &str, name: &str) -> Result<bool> {
-        let tx = self.db.begin_write()?;
-        let existed = {
-            let mut t = tx.open_table(OBJECTS)?;
-            let existed = t.remove((kind, name))?.is_some();
-            let mut st = tx.open_table(OBJECT_STATES)?;
-            st.remove((kind, name))?;
-            existed
-        };
-        tx.commit()?;
-        Ok(existed)
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let existed = {
+                let mut t = tx.open_table(OBJECTS)?;
+                let existed = t.remove((kind, name))?.is_some();
+                let mut st = tx.open_table(OBJECT_STATES)?;
+                st.remove((kind, name))?;
+                existed
+            };
+            tx.commit()?;
+            Ok(existed)
+        })
     }
 
     fn save_object_state(&self, kind: &str, name: &str, state: &[u8]) -> Result<()> {
-        let tx = self.db.begin_write()?;
-        {
-            let t = tx.open_table(OBJECTS)?;
-            if t.get((kind, name))?.is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "{kind} {name:?} does not exist"
-                )));
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            {
+                let t = tx.open_table(OBJECTS)?;
+                if t.get((kind, name))?.is_none() {
+                    return Err(
+                        StoreError::Invalid(format!("{kind} {name:?} does not exist")).into(),
+                    );
+                }
+                let mut st = tx.open_table(OBJECT_STATES)?;
+                st.insert((kind, name), state)?;
             }
-            let mut st = tx.open_table(OBJECT_STATES)?;
-            st.insert((kind, name), state)?;
-        }
-        tx.commit()?;
-        Ok(())
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     fn load_object_state(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(OBJECT_STATES)?;
-        Ok(t.get((kind, name))?.map(|v| v.value().to_vec()))
+        self.run(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(OBJECT_STATES)?;
+            Ok(t.get((kind, name))?.map(|v| v.value().to_vec()))
+        })
     }
 }

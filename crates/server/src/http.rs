@@ -702,93 +702,6 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// keep-alive connection, a half-sent request, or a request whose answer takes this long).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A connection that holds its place under the port's cap until closed, and fails with
-/// `TimedOut` once nothing was read or written for [`IDLE_TIMEOUT`].
-struct Idle {
-    io: tokio::net::TcpStream,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl Idle {
-    fn new(io: tokio::net::TcpStream, permit: tokio::sync::OwnedSemaphorePermit) -> Idle {
-        Idle {
-            io,
-            deadline: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
-            _permit: permit,
-        }
-    }
-
-    fn active(&mut self) {
-        self.deadline
-            .as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-    }
-
-    fn expired(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        self.deadline.as_mut().poll(cx).is_ready()
-    }
-}
-
-fn idle_error() -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "no traffic on the connection for the idle timeout",
-    )
-}
-
-impl AsyncRead for Idle {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                this.active();
-                Poll::Ready(r)
-            }
-            Poll::Pending if this.expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl AsyncWrite for Idle {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::task::Poll;
-        let this = self.get_mut();
-        match std::pin::Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(r) => {
-                this.active();
-                Poll::Ready(r)
-            }
-            Poll::Pending if this.expired(cx) => Poll::Ready(Err(idle_error())),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -824,7 +737,7 @@ impl Door {
                 if let Err(e) = tcp.set_nodelay(true) {
                     tracing::debug!("cannot set TCP_NODELAY: {e}");
                 }
-                let tcp = Idle::new(tcp, permit);
+                let tcp = crate::conn::Conn::new(tcp, permit, Some(IDLE_TIMEOUT));
                 let Some(tls) = tls.clone() else {
                     let peer = Peer {
                         addr,

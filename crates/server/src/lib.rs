@@ -9,6 +9,7 @@
 
 pub mod acks;
 pub mod batch;
+pub mod conn;
 pub mod error;
 pub mod http;
 pub mod keys;
@@ -295,7 +296,7 @@ fn connection_cap(configured: usize) -> usize {
 fn incoming(
     listener: TcpListener,
     slots: Arc<tokio::sync::Semaphore>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<Counted>> {
+) -> impl tokio_stream::Stream<Item = std::io::Result<conn::Conn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
@@ -319,11 +320,12 @@ fn incoming(
             if let Err(e) = conn.set_nodelay(true) {
                 tracing::debug!("cannot set TCP_NODELAY: {e}");
             }
-            let counted = Counted {
-                io: conn,
-                _permit: permit,
-            };
-            if tx.send(Ok(counted)).await.is_err() {
+            // No idle timeout: a consumer waiting for records is an idle, live connection.
+            if tx
+                .send(Ok(conn::Conn::new(conn, permit, None)))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -338,66 +340,6 @@ pub fn refused(door: &str) {
     let now = streamcell_store::now_ms() as u64 / 1000;
     if LAST.swap(now, Ordering::Relaxed) != now {
         tracing::warn!("{door} port: connection refused, the port is at its --max-connections");
-    }
-}
-
-/// An accepted gRPC connection that holds its place under the port's cap until closed.
-pub struct Counted {
-    io: tokio::net::TcpStream,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-impl tonic::transport::server::Connected for Counted {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.io.connect_info()
     }
 }
 

@@ -44,6 +44,19 @@ fn payload(seq: u64) -> Bytes {
     ))
 }
 
+/// Creates stream `name` with one shard and its log, as the server does; returns the shard.
+fn one_shard_stream(store: &Store, name: &str) -> u64 {
+    let (_, metas) = store
+        .catalog
+        .create_stream(new_stream(name, vec![]))
+        .expect("create stream");
+    store
+        .log
+        .create_shard(metas[0].id, 0)
+        .expect("create shard");
+    metas[0].id
+}
+
 async fn append_n(store: &Store, shard: u64, n: u64) {
     for seq in 1..=n {
         let a = store
@@ -229,16 +242,9 @@ async fn a_deletion_committed_just_before_a_crash_is_finished_at_start() {
         let store = Store::open(dir.path(), opts()).expect("open");
         let mut ids = Vec::new();
         for name in ["gone", "kept"] {
-            let (_, metas) = store
-                .catalog
-                .create_stream(new_stream(name, vec![]))
-                .expect("create stream");
-            store
-                .log
-                .create_shard(metas[0].id, 0)
-                .expect("create shard");
-            append_n(&store, metas[0].id, 30).await;
-            ids.push(metas[0].id);
+            let shard = one_shard_stream(&store, name);
+            append_n(&store, shard, 30).await;
+            ids.push(shard);
         }
         (gone, kept) = (ids[0], ids[1]);
         // The catalog commits the deletion; the process dies before the log is renamed aside.
@@ -262,12 +268,7 @@ async fn the_last_subscription_of_a_force_deleted_stream_records_the_deletion() 
     let shard;
     {
         let store = Store::open(dir.path(), opts()).expect("open");
-        let (_, metas) = store
-            .catalog
-            .create_stream(new_stream("s", vec![]))
-            .expect("create stream");
-        shard = metas[0].id;
-        store.log.create_shard(shard, 0).expect("create shard");
+        shard = one_shard_stream(&store, "s");
         append_n(&store, shard, 10).await;
         store
             .catalog
@@ -303,12 +304,7 @@ async fn a_listed_shard_whose_log_directory_is_missing_is_not_recreated_empty() 
     let shard;
     {
         let store = Store::open(dir.path(), opts()).expect("open");
-        let (_, metas) = store
-            .catalog
-            .create_stream(new_stream("s", vec![]))
-            .expect("create stream");
-        shard = metas[0].id;
-        store.log.create_shard(shard, 0).expect("create shard");
+        shard = one_shard_stream(&store, "s");
         append_n(&store, shard, 10).await;
         store.shutdown().await;
     }
@@ -350,12 +346,7 @@ async fn a_leftover_of_a_server_that_recorded_no_deletions_is_refused_with_a_hin
     let shard;
     {
         let store = Store::open(dir.path(), opts()).expect("open");
-        let (_, metas) = store
-            .catalog
-            .create_stream(new_stream("s", vec![]))
-            .expect("create stream");
-        shard = metas[0].id;
-        store.log.create_shard(shard, 0).expect("create shard");
+        shard = one_shard_stream(&store, "s");
         append_n(&store, shard, 10).await;
         store.shutdown().await;
     }
@@ -413,12 +404,7 @@ async fn a_deletion_interrupted_by_a_crash_is_finished_at_start() {
     let aside;
     {
         let store = Store::open(dir.path(), opts()).expect("open");
-        let (_, metas) = store
-            .catalog
-            .create_stream(new_stream("s", vec![]))
-            .expect("create stream");
-        let shard = metas[0].id;
-        store.log.create_shard(shard, 0).expect("create shard");
+        let shard = one_shard_stream(&store, "s");
         append_n(&store, shard, 5).await;
         store.catalog.delete_stream("s").expect("delete stream");
         store.shutdown().await;

@@ -4,8 +4,8 @@
 #
 #   1. .venv with pytest, hstreamdb==0.5.0 (the official HStreamDB Python client),
 #      prometheus-client (its parser checks /metrics) and psycopg 3 (PostgreSQL driver); the
-#      openssl CLI for the TLS tests' certificates and psql (postgresql-client) for the
-#      PostgreSQL-protocol tests (apt-get, as root, when missing);
+#      openssl CLI for the TLS tests' certificates, psql (postgresql-client) for the
+#      PostgreSQL-protocol tests and curl for the HTTPS tests (apt-get, as root, when missing);
 #   2. cargo build --workspace --all-targets, and the benchmark binary `peers` (feature `peers`);
 #   3. cargo test --workspace;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
@@ -60,6 +60,7 @@ need_command() {  # need_command COMMAND PACKAGE WHY
 }
 need_command openssl openssl "tests/python/test_tls.py makes throwaway certificates with it"
 need_command psql postgresql-client "tests/python/test_pg.py runs the real psql"
+need_command curl curl "tests/python/test_security.py checks HTTPS and tokens with the real curl"
 
 # Skip pip entirely when everything is already installed (fast re-runs, no network).
 if "$VENV/bin/python" - <<'EOF'

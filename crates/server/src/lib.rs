@@ -210,16 +210,6 @@ impl ServerConfig {
         }
         let credentials = !self.users.is_empty() || self.auth_token.is_some();
         let tls = self.tls_cert.is_some();
-        if self.allow_partial_security && credentials != tls && !(tls && self.tls_ca.is_some()) {
-            tracing::warn!(
-                "{} (--allow-partial-security)",
-                if tls {
-                    "TLS without credentials: anyone who reaches a port may connect"
-                } else {
-                    "credentials without TLS: passwords and tokens cross the network in clear"
-                }
-            );
-        }
         if !self.allow_partial_security {
             if credentials && !tls {
                 return Err(ServerError::Config(
@@ -476,6 +466,17 @@ pub async fn run(
         })?;
     }
     tracing::info!("security: {}", security.describe());
+    if cfg.allow_partial_security && security.locked() != security.encrypted() {
+        // Logged here, once: `validate` also runs before the runtime starts.
+        tracing::warn!(
+            "{} (--allow-partial-security)",
+            if security.encrypted() {
+                "TLS without credentials: anyone who reaches a port may connect"
+            } else {
+                "credentials without TLS: passwords and tokens cross the network in clear"
+            }
+        );
+    }
     if !security.locked() && !cfg.bind.is_loopback() {
         tracing::warn!(
             "listening on {} with no credentials: anyone who reaches the gRPC, PostgreSQL or \

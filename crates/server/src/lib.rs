@@ -60,7 +60,7 @@ pub struct ServerConfig {
     /// Users and their passwords. Once any credential (a user, the token or `tls_ca`) is
     /// set, every door requires one (see `docs/security.md`).
     pub users: Vec<(String, Secret)>,
-    /// An access token: `Bearer` on gRPC and HTTP, the password of any user name on pgwire.
+    /// An access token: `Bearer` on gRPC and HTTP, the password of the user `token` on pgwire.
     pub auth_token: Option<Secret>,
     /// Serve `/health` and `/metrics` without credentials.
     pub open_health: bool,

@@ -4,8 +4,8 @@
 //!
 //! - **gRPC and HTTP** take `authorization: Bearer <token>` or `Basic base64(user:password)`,
 //!   or a client certificate the TLS layer verified against `--tls-ca`;
-//! - **PostgreSQL** takes SCRAM-SHA-256 for each user (the token is the password of any user
-//!   name), or a verified client certificate when certificates are the only credential;
+//! - **PostgreSQL** takes SCRAM-SHA-256 for each user (the token is the password of the user
+//!   `token`), or a verified client certificate when certificates are the only credential;
 //! - **TLS**, once configured, is required on all three ports.
 //!
 //! See `docs/security.md` for what each door requires and what is open when nothing is set.

@@ -325,6 +325,9 @@ pub struct GrpcAuth(pub Arc<Security>);
 
 impl tonic::service::Interceptor for GrpcAuth {
     fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.locked() {
+            return Ok(req); // every call of an open server: nothing to look at
+        }
         let cert = req.peer_certs().is_some_and(|c| !c.is_empty());
         let header = req
             .metadata()

@@ -5,7 +5,7 @@
 mod common;
 
 use common::Server;
-use streamcell_store::Catalog;
+use streamcell_store::ObjectCatalog;
 
 fn chain(op: &str, n: usize, term: &str) -> String {
     vec![term; n].join(&format!(" {op} "))

@@ -125,8 +125,9 @@ pub struct ReaderMeta {
     pub created_ms: i64,
 }
 
-/// The catalog interface.
-pub trait Catalog: Send + Sync {
+/// Streams and their shards: what a replicated backend must keep consistent first (names taken
+/// once, shard ids never reused, deletions recorded so logs are removed after a crash).
+pub trait StreamCatalog: Send + Sync {
     /// Creates a stream and its shards atomically, assigning fresh shard ids.
     fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)>;
     /// Deletes a stream, its shards and its readers, and records the shards' deletion (so that
@@ -147,6 +148,13 @@ pub trait Catalog: Send + Sync {
     fn get_shard(&self, id: u64) -> Result<Option<ShardMeta>>;
     /// All shards with their retention (for opening the logs at start).
     fn all_shards(&self) -> Result<Vec<(ShardMeta, u32)>>;
+    /// Removes a stream's name from the catalog but keeps its shards for the subscriptions
+    /// that read it (HStreamDB's forced deletion). Returns the archived name.
+    fn archive_stream(&self, name: &str) -> Result<String>;
+}
+
+/// Shard readers, subscriptions and subscription checkpoints.
+pub trait ConsumerCatalog: Send + Sync {
     /// Records a new shard reader; fails if the id exists.
     fn create_reader(&self, reader: ReaderMeta) -> Result<()>;
     /// Looks a shard reader up.
@@ -170,9 +178,11 @@ pub trait Catalog: Send + Sync {
     fn save_checkpoints(&self, entries: &[(String, u64, Vec<u8>)]) -> Result<()>;
     /// The checkpoints of a subscription, by shard.
     fn load_checkpoints(&self, id: &str) -> Result<Vec<(u64, Vec<u8>)>>;
-    /// Removes a stream's name from the catalog but keeps its shards for the subscriptions
-    /// that read it (HStreamDB's forced deletion). Returns the archived name.
-    fn archive_stream(&self, name: &str) -> Result<String>;
+}
+
+/// Objects of higher layers (queries, views, declared schemas), opaque documents to the store,
+/// and their saved state (a query's checkpoint).
+pub trait ObjectCatalog: Send + Sync {
     /// Creates or replaces an object of a higher layer (a query, a view, a stream's declared
     /// schema); `doc` is opaque to the store. With `only_if_absent`, an existing object is
     /// left alone and `false` is returned.
@@ -189,6 +199,12 @@ pub trait Catalog: Send + Sync {
     /// An object's saved state.
     fn load_object_state(&self, kind: &str, name: &str) -> Result<Option<Vec<u8>>>;
 }
+
+/// The whole catalog: every part, as the embedded store (one redb file) provides them
+/// together. A replicated backend may implement the parts one by one.
+pub trait Catalog: StreamCatalog + ConsumerCatalog + ObjectCatalog {}
+
+impl<T: StreamCatalog + ConsumerCatalog + ObjectCatalog + ?Sized> Catalog for T {}
 
 /// The catalog in a redb database file.
 ///
@@ -586,7 +602,7 @@ pub(crate) fn without_panic<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Re
     })
 }
 
-impl Catalog for RedbCatalog {
+impl StreamCatalog for RedbCatalog {
     fn create_stream(&self, new: NewStream) -> Result<(StreamMeta, Vec<ShardMeta>)> {
         self.run(|db| {
             let tx = db.begin_write()?;
@@ -683,6 +699,10 @@ impl Catalog for RedbCatalog {
         })
     }
 
+    fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>> {
+        self.run(|db| get_doc(db, STREAMS, name))
+    }
+
     fn stream_shards(&self, name: &str) -> Result<Option<(StreamMeta, Vec<ShardMeta>)>> {
         self.run(|db| {
             let tx = db.begin_read()?;
@@ -703,10 +723,6 @@ impl Catalog for RedbCatalog {
             }
             Ok(Some((meta, out)))
         })
-    }
-
-    fn get_stream(&self, name: &str) -> Result<Option<StreamMeta>> {
-        self.run(|db| get_doc(db, STREAMS, name))
     }
 
     fn list_streams(&self) -> Result<Vec<StreamMeta>> {
@@ -744,6 +760,57 @@ impl Catalog for RedbCatalog {
         })
     }
 
+    fn archive_stream(&self, name: &str) -> Result<String> {
+        self.run(|db| {
+            let tx = db.begin_write()?;
+            let archived_name = {
+                let mut streams = tx.open_table(STREAMS)?;
+                let mut meta: StreamMeta = match streams.remove(name)? {
+                    Some(v) => from_json(v.value())?,
+                    None => return Err(StoreError::StreamNotFound(name.to_string()).into()),
+                };
+                let first = meta.shards.first().copied().unwrap_or(0);
+                let archived_name = format!("__deleted_stream__{name}__{first}");
+                meta.name = archived_name.clone();
+                let mut archived = tx.open_table(ARCHIVED)?;
+                archived.insert(archived_name.as_str(), to_json(&meta)?.as_str())?;
+                let mut shards = tx.open_table(SHARDS)?;
+                for id in &meta.shards {
+                    let updated = match shards.get(id)? {
+                        Some(v) => {
+                            let mut m: ShardMeta = from_json(v.value())?;
+                            m.stream = archived_name.clone();
+                            Some(to_json(&m)?)
+                        }
+                        None => None,
+                    };
+                    if let Some(u) = updated {
+                        shards.insert(id, u.as_str())?;
+                    }
+                }
+                let mut subs = tx.open_table(SUBSCRIPTIONS)?;
+                let mut moved = Vec::new();
+                for row in subs.iter()? {
+                    let (k, v) = row?;
+                    let mut s: SubscriptionMeta = from_json(v.value())?;
+                    if s.stream == name {
+                        s.stream = archived_name.clone();
+                        moved.push((k.value().to_string(), to_json(&s)?));
+                    }
+                }
+                for (k, v) in moved {
+                    subs.insert(k.as_str(), v.as_str())?;
+                }
+                remove_readers_of(&tx, name)?;
+                archived_name
+            };
+            tx.commit()?;
+            Ok(archived_name)
+        })
+    }
+}
+
+impl ConsumerCatalog for RedbCatalog {
     fn create_reader(&self, reader: ReaderMeta) -> Result<()> {
         self.run(|db| {
             let tx = db.begin_write()?;
@@ -875,56 +942,9 @@ impl Catalog for RedbCatalog {
             Ok(out)
         })
     }
+}
 
-    fn archive_stream(&self, name: &str) -> Result<String> {
-        self.run(|db| {
-            let tx = db.begin_write()?;
-            let archived_name = {
-                let mut streams = tx.open_table(STREAMS)?;
-                let mut meta: StreamMeta = match streams.remove(name)? {
-                    Some(v) => from_json(v.value())?,
-                    None => return Err(StoreError::StreamNotFound(name.to_string()).into()),
-                };
-                let first = meta.shards.first().copied().unwrap_or(0);
-                let archived_name = format!("__deleted_stream__{name}__{first}");
-                meta.name = archived_name.clone();
-                let mut archived = tx.open_table(ARCHIVED)?;
-                archived.insert(archived_name.as_str(), to_json(&meta)?.as_str())?;
-                let mut shards = tx.open_table(SHARDS)?;
-                for id in &meta.shards {
-                    let updated = match shards.get(id)? {
-                        Some(v) => {
-                            let mut m: ShardMeta = from_json(v.value())?;
-                            m.stream = archived_name.clone();
-                            Some(to_json(&m)?)
-                        }
-                        None => None,
-                    };
-                    if let Some(u) = updated {
-                        shards.insert(id, u.as_str())?;
-                    }
-                }
-                let mut subs = tx.open_table(SUBSCRIPTIONS)?;
-                let mut moved = Vec::new();
-                for row in subs.iter()? {
-                    let (k, v) = row?;
-                    let mut s: SubscriptionMeta = from_json(v.value())?;
-                    if s.stream == name {
-                        s.stream = archived_name.clone();
-                        moved.push((k.value().to_string(), to_json(&s)?));
-                    }
-                }
-                for (k, v) in moved {
-                    subs.insert(k.as_str(), v.as_str())?;
-                }
-                remove_readers_of(&tx, name)?;
-                archived_name
-            };
-            tx.commit()?;
-            Ok(archived_name)
-        })
-    }
-
+impl ObjectCatalog for RedbCatalog {
     fn put_object(&self, kind: &str, name: &str, doc: &str, only_if_absent: bool) -> Result<bool> {
         self.run(|db| {
             let tx = db.begin_write()?;

@@ -31,7 +31,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 pub use catalog::{
-    Catalog, NewStream, ReaderMeta, RedbCatalog, ShardMeta, StreamMeta, SubscriptionMeta,
+    Catalog, ConsumerCatalog, NewStream, ObjectCatalog, ReaderMeta, RedbCatalog, ShardMeta,
+    StreamCatalog, StreamMeta, SubscriptionMeta,
 };
 pub use error::{Result, StoreError};
 pub use log::{BoxFuture, CatalogShards, LocalLog, ShardLog};

@@ -13,7 +13,10 @@ use std::sync::Arc;
 
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
-use streamcell_store::{Catalog, NewStream, ReaderMeta, RedbCatalog, StoreError, SubscriptionMeta};
+use streamcell_store::{
+    ConsumerCatalog, NewStream, ObjectCatalog, ReaderMeta, RedbCatalog, StoreError, StreamCatalog,
+    SubscriptionMeta,
+};
 
 /// A real file backend whose writes, length changes and syncs fail with ENOSPC while `full`.
 #[derive(Debug)]

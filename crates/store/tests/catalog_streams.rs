@@ -1,6 +1,8 @@
 //! The catalog: streams, shard ids, readers, and their persistence across reopen.
 
-use streamcell_store::{Catalog, NewStream, ReaderMeta, RedbCatalog, StoreError};
+use streamcell_store::{
+    ConsumerCatalog, NewStream, ReaderMeta, RedbCatalog, StoreError, StreamCatalog,
+};
 
 fn new(name: &str, n: usize) -> NewStream {
     NewStream {

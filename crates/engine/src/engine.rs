@@ -19,13 +19,13 @@ use streamcell_store::{Catalog, ShardLog};
 use tokio::sync::mpsc;
 
 use crate::error::{EngineError, Result};
-use crate::host::{StreamHost, StreamSpec};
 use crate::plan;
 use crate::query::{
     self, streams_of, Control, QueryKind, QueryRun, QueryShared, QueryStatus, Sink,
 };
 use crate::source::{Start, StreamCursor};
 use crate::value::{self, render_rows, rows_to_batch, JsonRow};
+use streamcell_service::{Deletion, Service, StreamSpec};
 
 /// Catalog kind of persistent queries and views.
 const QUERY_KIND: &str = "sql.query";
@@ -218,7 +218,7 @@ struct Entry {
 pub struct Engine {
     pub(crate) catalog: Arc<dyn Catalog>,
     log: Arc<dyn ShardLog>,
-    pub(crate) host: Arc<dyn StreamHost>,
+    pub(crate) service: Arc<Service>,
     /// DataCell's baskets, adapters and continuous queries.
     pub(crate) datacell: Arc<crate::datacell::DataCell>,
     runtime: tokio::runtime::Handle,
@@ -246,17 +246,12 @@ fn single_name(name: &sql::ObjectName) -> Result<String> {
 }
 
 impl Engine {
-    /// An engine over the store, writing streams through `host`.
-    pub fn new(
-        catalog: Arc<dyn Catalog>,
-        log: Arc<dyn ShardLog>,
-        host: Arc<dyn StreamHost>,
-        runtime: tokio::runtime::Handle,
-    ) -> Arc<Self> {
+    /// An engine over the stream service (and its store), its queries running on `runtime`.
+    pub fn new(service: Arc<Service>, runtime: tokio::runtime::Handle) -> Arc<Self> {
         Arc::new(Engine {
-            catalog,
-            log,
-            host,
+            catalog: service.store().catalog.clone(),
+            log: service.store().log.clone(),
+            service,
             runtime,
             queries: Mutex::new(BTreeMap::new()),
             ddl: tokio::sync::Mutex::new(()),
@@ -490,8 +485,7 @@ impl Engine {
                     Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
                 };
                 self.check_declared(&stream, &row)?;
-                crate::host::append_rows(self.host.as_ref(), &stream, &[row], |_| Vec::new())
-                    .await?;
+                crate::writer::append_rows(&self.service, &stream, &[row], |_| Vec::new()).await?;
                 Ok(done())
             }
             Statement::Drop {
@@ -585,7 +579,7 @@ impl Engine {
             .collect::<Result<Vec<_>>>()?;
         let _ddl = self.ddl.lock().await;
         self.check_no_view(&name)?;
-        self.host.create_stream(spec).await?;
+        self.service.create_stream(spec).await?;
         if !columns.is_empty() {
             let created = self.catalog.get_stream(&name)?.map_or(0, |m| m.created_ms);
             let doc = SavedSchema {
@@ -801,7 +795,7 @@ impl Engine {
         );
         if let Some(spec) = target {
             self.check_no_view(&spec.name)?;
-            self.host.create_stream(spec).await?;
+            self.service.create_stream(spec).await?;
         }
         let doc =
             serde_json::to_string(&saved).map_err(|e| EngineError::internal(e.to_string()))?;
@@ -862,7 +856,7 @@ impl Engine {
             sink,
             catalog: self.catalog.clone(),
             log: self.log.clone(),
-            host: self.host.clone(),
+            service: self.service.clone(),
             runtime: self.runtime.clone(),
             saved_as: Some(QUERY_KIND),
             declared,
@@ -940,7 +934,7 @@ impl Engine {
             sink: Sink::Push(tx),
             catalog: self.catalog.clone(),
             log: self.log.clone(),
-            host: self.host.clone(),
+            service: self.service.clone(),
             runtime: self.runtime.clone(),
             saved_as: None,
             declared,
@@ -1281,7 +1275,8 @@ impl Engine {
                         users.join(", ")
                     )));
                 }
-                let existed = self.host.delete_stream(name).await?;
+                let existed =
+                    self.service.delete_stream(name, false, true).await? != Deletion::Missing;
                 self.catalog.delete_object(SCHEMA_KIND, name)?;
                 if !existed && !if_exists {
                     return Err(EngineError::NotFound(format!(
@@ -1618,8 +1613,7 @@ impl Engine {
                         rows
                     }
                 };
-                crate::host::append_rows(self.host.as_ref(), &stream, &rows, |_| Vec::new())
-                    .await?;
+                crate::writer::append_rows(&self.service, &stream, &rows, |_| Vec::new()).await?;
                 Ok(done())
             }
             sql::Statement::Set(set) => {

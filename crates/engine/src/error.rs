@@ -3,6 +3,7 @@
 //! status code.
 
 use datafusion::error::DataFusionError;
+use streamcell_service::ServiceError;
 use streamcell_sql::SqlError;
 use streamcell_store::StoreError;
 
@@ -88,6 +89,21 @@ impl From<DataFusionError> for EngineError {
             // Plan, schema, "not implemented", execution (division by zero, a cast that
             // fails) and SQL errors are about the statement.
             other => EngineError::Invalid(clean_df_message(&other.to_string())),
+        }
+    }
+}
+
+impl From<ServiceError> for EngineError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid { message, .. } => EngineError::Invalid(message),
+            ServiceError::NotFound { message, .. } => EngineError::NotFound(message),
+            ServiceError::Exists { message, .. } => EngineError::AlreadyExists(message),
+            ServiceError::Precondition { message, .. } => EngineError::Precondition(message),
+            ServiceError::Store(e) => EngineError::from(e),
+            e @ (ServiceError::Cancelled(_)
+            | ServiceError::Unavailable(_)
+            | ServiceError::DataLoss(_)) => EngineError::Internal(e.to_string()),
         }
     }
 }

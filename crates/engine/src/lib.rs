@@ -9,7 +9,6 @@ pub mod datacell;
 pub mod decode;
 pub mod engine;
 pub mod error;
-pub mod host;
 pub mod join;
 pub mod json;
 pub mod operator;
@@ -19,8 +18,8 @@ pub mod session;
 pub mod source;
 pub mod topk;
 pub mod value;
+pub mod writer;
 
 pub use engine::{Described, Engine, Output, PushGuard, QueryInfo, Relation};
 pub use error::{EngineError, Result};
-pub use host::{HostFuture, StreamHost, StreamSpec};
 pub use query::{QueryKind, QueryStatus};

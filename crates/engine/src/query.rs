@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, watch};
 
 use crate::decode::BatchDecoder;
 use crate::error::{EngineError, Result};
-use crate::host::StreamHost;
 use crate::operator::{run_stages, Chunk, Stage};
 use crate::plan::{self, Pipeline, Prepared, WindowSpec};
 use crate::source::{self, Start, StreamCursor};
@@ -375,7 +374,7 @@ pub struct QueryRun {
     /// Shard logs.
     pub log: Arc<dyn ShardLog>,
     /// Stream writes.
-    pub host: Arc<dyn StreamHost>,
+    pub service: Arc<streamcell_service::Service>,
     /// The async runtime (appends and waits are async).
     pub runtime: tokio::runtime::Handle,
     /// The catalog kind under which the query is saved (`None`: not saved, a push query).
@@ -976,7 +975,7 @@ fn deliver(
                 for row in skip..n {
                     objects.push(value::row_object(&chunk.batch, row)?);
                 }
-                let host = run.host.clone();
+                let service = run.service.clone();
                 let target = target.clone();
                 // Each record says which query wrote it and how many rows it had written
                 // once its batch was: a restart reads that back to skip what it replays. A
@@ -991,7 +990,7 @@ fn deliver(
                     ]
                 };
                 run.runtime.block_on(async move {
-                    crate::host::append_rows(host.as_ref(), &target, &objects, attributes).await
+                    crate::writer::append_rows(&service, &target, &objects, attributes).await
                 })?;
             }
         }

@@ -5,97 +5,49 @@
 //! HStreamDB servers send it.
 
 use streamcell_proto::api::ErrorCode;
+use streamcell_service::ServiceError;
 use streamcell_store::StoreError;
 use tonic::{Code, Status};
 
-/// Errors answered to a gRPC client.
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    /// A request field is invalid.
-    #[error("{message}")]
-    Invalid {
-        /// The HStreamDB error code that names the problem.
-        code: ErrorCode,
-        /// What is wrong, naming the field and value.
-        message: String,
-    },
-    /// The named object does not exist.
-    #[error("{message}")]
-    NotFound {
-        /// Error code.
-        code: ErrorCode,
-        /// What is missing.
-        message: String,
-    },
-    /// The named object exists already.
-    #[error("{message}")]
-    Exists {
-        /// Error code.
-        code: ErrorCode,
-        /// What exists.
-        message: String,
-    },
-    /// The request conflicts with the current state (e.g. deleting a subscription that has
-    /// consumers without `force`).
-    #[error("{message}")]
-    Precondition {
-        /// Error code.
-        code: ErrorCode,
-        /// What stands in the way.
-        message: String,
-    },
-    /// The RPC belongs to a part of StreamCell that this build does not serve.
-    #[error("{0}")]
-    Unimplemented(String),
-    /// An error inside the store.
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// The status an RPC answers for a service error: HStreamDB's gRPC code, with its error
+/// code and the message in the JSON body.
+pub fn status(e: ServiceError) -> Status {
+    match e {
+        ServiceError::Invalid { code, message } => {
+            Status::new(Code::InvalidArgument, body(code, &message))
+        }
+        ServiceError::NotFound { code, message } => {
+            Status::new(Code::NotFound, body(code, &message))
+        }
+        ServiceError::Exists { code, message } => {
+            Status::new(Code::AlreadyExists, body(code, &message))
+        }
+        ServiceError::Precondition { code, message } => {
+            Status::new(Code::FailedPrecondition, body(code, &message))
+        }
+        ServiceError::Cancelled(m) => Status::new(Code::Cancelled, m),
+        ServiceError::Unavailable(m) => Status::new(Code::Unavailable, m),
+        ServiceError::DataLoss(m) => {
+            Status::new(Code::DataLoss, body(ErrorCode::InternalError, &m))
+        }
+        ServiceError::Store(s) => store_status(s),
+    }
 }
 
-impl ApiError {
-    /// An invalid-argument error.
-    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError::Invalid {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// A not-found error.
-    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError::NotFound {
-            code,
-            message: message.into(),
-        }
-    }
+/// The status of an RPC that belongs to a part of StreamCell this build does not serve.
+pub fn unimplemented(rpc: &str) -> Status {
+    Status::new(
+        Code::Unimplemented,
+        body(
+            ErrorCode::InternalError,
+            &format!("{rpc} is not available in this StreamCell version yet"),
+        ),
+    )
 }
 
 /// HStreamDB's JSON status body.
 pub fn body(code: ErrorCode, message: &str) -> String {
     serde_json::json!({ "error": code as i32, "message": message }).to_string()
-}
-
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Status {
-        match e {
-            ApiError::Invalid { code, message } => {
-                Status::new(Code::InvalidArgument, body(code, &message))
-            }
-            ApiError::NotFound { code, message } => {
-                Status::new(Code::NotFound, body(code, &message))
-            }
-            ApiError::Exists { code, message } => {
-                Status::new(Code::AlreadyExists, body(code, &message))
-            }
-            ApiError::Precondition { code, message } => {
-                Status::new(Code::FailedPrecondition, body(code, &message))
-            }
-            ApiError::Unimplemented(m) => {
-                Status::new(Code::Unimplemented, body(ErrorCode::InternalError, &m))
-            }
-            ApiError::Store(s) => store_status(s),
-        }
-    }
 }
 
 fn store_status(e: StoreError) -> Status {
@@ -176,6 +128,3 @@ pub enum ServerError {
     #[error("internal error: {0}")]
     Internal(String),
 }
-
-/// Result alias for RPC handlers.
-pub type ApiResult<T> = Result<T, ApiError>;

@@ -3,8 +3,9 @@
 //! (state, and the operator's `skip-damaged` action), persistent queries, views and SQL
 //! statements.
 //!
-//! Handlers call the gRPC service's own handlers ([`StreamApi`]) and the SQL engine, so names
-//! are validated, DDL is serialized and errors are worded exactly as for gRPC clients. Every
+//! Handlers call the stream service ([`Service`]) and the SQL engine, as the gRPC door does,
+//! so names are validated, DDL is serialized and errors are worded exactly as for gRPC
+//! clients. Every
 //! error is a JSON object `{"error": "<kind>", "message": "…"}` with the matching status:
 //! 400 bad input (including a body that is not the JSON asked for), 401 no or wrong
 //! credentials (see [`crate::security`]), 404 unknown object or
@@ -29,29 +30,22 @@ use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use streamcell_engine::{Engine, EngineError, Output, QueryKind, QueryStatus};
-use streamcell_proto::api;
-use streamcell_proto::HStreamApi;
+use streamcell_service::{Service, ServiceError, StreamSpec};
+use streamcell_store::{StoreError, StreamMeta};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
-use tonic::{Code, Request, Status};
 
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::security::Security;
-use crate::service::StreamApi;
-use crate::subscriptions::Subscriptions;
 
 /// What the handlers work with.
 pub struct HttpState {
-    /// The gRPC service (streams go through its handlers).
-    pub api: Arc<StreamApi>,
+    /// The stream service.
+    pub service: Arc<Service>,
     /// The SQL engine.
     pub engine: Arc<Engine>,
-    /// Running subscriptions (for metrics).
-    pub subs: Arc<Subscriptions>,
-    /// The front doors' counters.
-    pub metrics: Arc<Metrics>,
     /// Turns true when the server starts stopping.
     pub stopping: watch::Receiver<bool>,
 }
@@ -108,22 +102,41 @@ impl IntoResponse for HttpError {
     }
 }
 
-/// A gRPC status (from the service's handlers) as an HTTP error with its plain message.
-impl From<Status> for HttpError {
-    fn from(s: Status) -> Self {
-        let status = match s.code() {
-            Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
-            Code::NotFound => StatusCode::NOT_FOUND,
-            Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => StatusCode::CONFLICT,
-            Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-            Code::Unavailable | Code::ResourceExhausted => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+impl From<ServiceError> for HttpError {
+    fn from(e: ServiceError) -> Self {
+        let (status, exists) = match &e {
+            ServiceError::Invalid { .. } => (StatusCode::BAD_REQUEST, false),
+            ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, false),
+            ServiceError::Exists { .. } => (StatusCode::CONFLICT, true),
+            ServiceError::Precondition { .. } | ServiceError::Cancelled(_) => {
+                (StatusCode::CONFLICT, false)
+            }
+            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, false),
+            ServiceError::DataLoss(_) => (StatusCode::INTERNAL_SERVER_ERROR, false),
+            ServiceError::Store(s) => match s {
+                StoreError::StreamNotFound(_)
+                | StoreError::ShardNotFound(_)
+                | StoreError::ReaderNotFound(_)
+                | StoreError::SubscriptionNotFound(_) => (StatusCode::NOT_FOUND, false),
+                StoreError::StreamExists(_)
+                | StoreError::ReaderExists(_)
+                | StoreError::SubscriptionExists(_) => (StatusCode::CONFLICT, true),
+                StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, false),
+                StoreError::ShuttingDown | StoreError::LogFailed { .. } => {
+                    (StatusCode::SERVICE_UNAVAILABLE, false)
+                }
+                s if s.out_of_resources() => (StatusCode::SERVICE_UNAVAILABLE, false),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, false),
+            },
         };
-        let mut e = HttpError::new(status, crate::sql::status_message(&s));
-        if s.code() == Code::AlreadyExists {
-            e.kind = "already_exists";
+        if !e.is_user_error() {
+            tracing::warn!(error = %e, "HTTP request failed");
         }
-        e
+        let mut out = HttpError::new(status, e.to_string());
+        if exists {
+            out.kind = "already_exists";
+        }
+        out
     }
 }
 
@@ -132,7 +145,17 @@ impl From<EngineError> for HttpError {
         if !e.is_user_error() {
             tracing::warn!(error = %e, "HTTP request failed");
         }
-        HttpError::from(crate::sql::status(&e))
+        let status = match &e {
+            EngineError::Syntax(_) | EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::AlreadyExists(_) | EngineError::Precondition(_) => StatusCode::CONFLICT,
+            EngineError::Store(_) | EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut out = HttpError::new(status, e.to_string());
+        if matches!(e, EngineError::AlreadyExists(_)) {
+            out.kind = "already_exists";
+        }
+        out
     }
 }
 
@@ -188,16 +211,14 @@ async fn health(State(state): Shared) -> Response {
         &json!({
             "status": word,
             "version": env!("CARGO_PKG_VERSION"),
-            "uptimeSeconds": state.metrics.uptime().as_secs_f64(),
+            "uptimeSeconds": state.service.uptime().as_secs_f64(),
         }),
     )
 }
 
 async fn metrics_text(State(state): Shared) -> HttpResult {
     let sources = metrics::Sources {
-        store: state.api.store().clone(),
-        metrics: state.metrics.clone(),
-        subs: state.subs.clone(),
+        service: state.service.clone(),
         engine: state.engine.clone(),
     };
     let text = metrics::render(&sources).await.map_err(|e| {
@@ -217,53 +238,33 @@ async fn metrics_text(State(state): Shared) -> HttpResult {
 
 // ---- streams ------------------------------------------------------------------------------
 
-fn ms(t: Option<&prost_types::Timestamp>) -> i64 {
-    t.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000)
-}
-
-fn stream_json(s: &api::Stream) -> Value {
+fn stream_json(s: &StreamMeta) -> Value {
     json!({
-        "name": s.stream_name,
+        "name": s.name,
         "shardCount": s.shard_count,
         "replicationFactor": s.replication_factor,
-        "backlogDurationSeconds": s.backlog_duration,
-        "createdMs": ms(s.creation_time.as_ref()),
+        "backlogDurationSeconds": s.backlog_secs,
+        "createdMs": s.created_ms,
     })
 }
 
 async fn list_streams(State(state): Shared) -> HttpResult {
-    let all = HStreamApi::list_streams(state.api.as_ref(), Request::new(Default::default()))
-        .await?
-        .into_inner()
-        .streams;
+    let all = state.service.list_streams().await?;
     ok(&json!({ "streams": all.iter().map(stream_json).collect::<Vec<_>>() }))
 }
 
 async fn get_stream(State(state): Shared, name: Result<Path<String>, PathRejection>) -> HttpResult {
     let name = path_name(name)?;
-    let stream = HStreamApi::get_stream(
-        state.api.as_ref(),
-        Request::new(api::GetStreamRequest { name: name.clone() }),
-    )
-    .await?
-    .into_inner()
-    .stream
-    .ok_or_else(|| HttpError::internal("GetStream answered no stream"))?;
-    let shards = HStreamApi::list_shards(
-        state.api.as_ref(),
-        Request::new(api::ListShardsRequest { stream_name: name }),
-    )
-    .await?
-    .into_inner()
-    .shards;
+    let stream = state.service.stream_meta(&name).await?;
+    let shards = state.service.list_shards(&name).await?;
     let mut body = stream_json(&stream);
     body["shards"] = shards
         .iter()
         .map(|s| {
             json!({
-                "id": s.shard_id,
-                "startHashRangeKey": s.start_hash_range_key,
-                "endHashRangeKey": s.end_hash_range_key,
+                "id": s.id,
+                "startHashRangeKey": s.start_key,
+                "endHashRangeKey": s.end_key,
             })
         })
         .collect();
@@ -290,22 +291,20 @@ fn one() -> u32 {
 
 async fn create_stream(State(state): Shared, body: Result<Bytes, BytesRejection>) -> HttpResult {
     let new: NewStream = parse_body(body)?;
-    let api = state.api.clone();
+    let service = state.service.clone();
     let created = detached(async move {
-        let req = api::Stream {
-            stream_name: new.name,
-            replication_factor: new.replication_factor,
-            backlog_duration: new.backlog_duration_seconds,
-            shard_count: new.shard_count,
-            creation_time: None,
-        };
-        Ok(HStreamApi::create_stream(api.as_ref(), Request::new(req))
-            .await?
-            .into_inner())
+        Ok(service
+            .create_stream(StreamSpec {
+                name: new.name,
+                replication_factor: new.replication_factor,
+                backlog_secs: new.backlog_duration_seconds,
+                shard_count: new.shard_count,
+            })
+            .await?)
     })
     .await?;
     let mut resp = json_response(StatusCode::CREATED, &stream_json(&created));
-    if let Ok(loc) = format!("/api/v1/streams/{}", created.stream_name).parse() {
+    if let Ok(loc) = format!("/api/v1/streams/{}", created.name).parse() {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
     Ok(resp)
@@ -336,17 +335,9 @@ async fn delete_stream(
 ) -> HttpResult {
     let name = path_name(name)?;
     let force = flag(query.as_deref(), "force");
-    let api = state.api.clone();
+    let service = state.service.clone();
     detached(async move {
-        HStreamApi::delete_stream(
-            api.as_ref(),
-            Request::new(api::DeleteStreamRequest {
-                stream_name: name,
-                ignore_non_exist: false,
-                force,
-            }),
-        )
-        .await?;
+        service.delete_stream(&name, force, false).await?;
         Ok(())
     })
     .await?;
@@ -360,35 +351,29 @@ async fn get_subscription(
     id: Result<Path<String>, PathRejection>,
 ) -> HttpResult {
     let id = path_name(id)?;
-    let r = HStreamApi::get_subscription(
-        state.api.as_ref(),
-        Request::new(api::GetSubscriptionRequest { id }),
-    )
-    .await?
-    .into_inner();
-    let sub = r.subscription.unwrap_or_default();
-    let offsets: Vec<Value> = r
+    let sub = state.service.subscription(&id).await?;
+    let offsets: Vec<Value> = sub
         .offsets
         .iter()
-        .map(|o| json!({ "shard": o.shard_id, "batch": o.batch_id }))
+        .map(|(shard, batch)| json!({ "shard": shard, "batch": batch }))
         .collect();
-    let held: Vec<Value> = r
-        .streamcell_held_shards
+    let held: Vec<Value> = sub
+        .held
         .iter()
         .map(|h| {
             json!({
-                "shard": h.shard_id,
-                "batch": h.batch_id,
+                "shard": h.shard,
+                "batch": h.batch,
                 "reason": h.reason,
-                "since_ms": h.since.map_or(0, |t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000),
+                "since_ms": h.since_ms,
             })
         })
         .collect();
     ok(&json!({
-        "id": sub.subscription_id,
-        "stream": sub.stream_name,
-        "ack_timeout_seconds": sub.ack_timeout_seconds,
-        "max_unacked_records": sub.max_unacked_records,
+        "id": sub.meta.id,
+        "stream": sub.meta.stream,
+        "ack_timeout_seconds": sub.meta.ack_timeout_secs,
+        "max_unacked_records": sub.meta.max_unacked,
         "offsets": offsets,
         "held": held,
     }))
@@ -408,10 +393,8 @@ async fn skip_damaged(
             HttpError::bad_request(format!("shard must be a shard id (a number), not {v:?}"))
         })?),
     };
-    let handle = state.subs.get(&id).map_err(Status::from)?;
-    let skipped =
-        detached(async move { Ok(handle.skip_damaged(shard).await.map_err(Status::from)?) })
-            .await?;
+    let service = state.service.clone();
+    let skipped = detached(async move { Ok(service.skip_damaged(&id, shard).await?) }).await?;
     let skipped: Vec<Value> = skipped
         .iter()
         .map(|s| json!({ "shard": s.shard, "from": s.from, "to": s.to, "batches": s.to - s.from }))
@@ -810,28 +793,27 @@ mod tests {
     }
 
     #[test]
-    fn grpc_statuses_become_http_errors() {
-        let e = HttpError::from(Status::new(
-            Code::NotFound,
-            crate::error::body(
-                api::ErrorCode::StreamNotFound,
-                "stream \"x\" does not exist",
-            ),
-        ));
+    fn service_and_engine_errors_become_http_errors() {
+        let e = HttpError::from(ServiceError::Store(StoreError::StreamNotFound("x".into())));
         assert_eq!(e.status, StatusCode::NOT_FOUND);
         assert_eq!(e.kind, "not_found");
         assert_eq!(e.message, "stream \"x\" does not exist");
-        let e = HttpError::from(Status::already_exists(
-            "{\"error\": 201, \"message\": \"m\"}",
-        ));
+        let e = HttpError::from(ServiceError::Store(StoreError::StreamExists("x".into())));
         assert_eq!((e.status, e.kind), (StatusCode::CONFLICT, "already_exists"));
-        let e = HttpError::from(Status::invalid_argument("plain text"));
+        let e = HttpError::from(ServiceError::invalid(
+            streamcell_proto::api::ErrorCode::StreamInvalidShardCount,
+            "plain text",
+        ));
         assert_eq!(
             (e.status, e.message.as_str()),
             (StatusCode::BAD_REQUEST, "plain text")
         );
-        let e = HttpError::from(Status::internal("boom"));
+        let e = HttpError::from(ServiceError::shutting_down());
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        let e = HttpError::from(EngineError::Internal("boom".into()));
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        let e = HttpError::from(EngineError::AlreadyExists("v".into()));
+        assert_eq!((e.status, e.kind), (StatusCode::CONFLICT, "already_exists"));
     }
 
     #[test]

@@ -7,19 +7,13 @@
 //! binds the gRPC and HTTP ports (refusing a port in use), serves until the shutdown future
 //! completes, then makes every write durable and returns.
 
-pub mod acks;
-pub mod batch;
 pub mod conn;
 pub mod error;
+pub mod grpc;
 pub mod http;
-pub mod keys;
 pub mod metrics;
-pub mod offsets;
-pub mod readers;
 pub mod security;
-pub mod service;
 pub mod sql;
-pub mod subscriptions;
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,13 +26,14 @@ use streamcell_proto::HStreamApiServer;
 use streamcell_store::{LogOptions, Store, SyncPolicy};
 use tokio::net::TcpListener;
 
-pub use error::{ApiError, ServerError};
+pub use error::ServerError;
 pub use security::Secret;
 pub use streamcell_engine::datacell::network::{Cidr, NetworkPolicy};
 /// The stack each thread of the server's runtime should have: statements are planned and
 /// evaluated on them, up to the parser's depth limit (`streamcell_sql::limits`).
 pub const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
-pub use service::{NodeInfo, StreamApi};
+pub use grpc::StreamApi;
+pub use streamcell_service::NodeInfo;
 
 /// The largest `max-record-size`: a stored batch frame holds at most 256 MiB.
 pub const MAX_RECORD_SIZE_LIMIT: usize = 128 << 20;
@@ -400,25 +395,16 @@ pub async fn run(
     let http_local = http_listener
         .local_addr()
         .map_err(|e| ServerError::Config(format!("reading the bound HTTP address: {e}")))?;
-    let metrics = Arc::new(metrics::Metrics::new());
-    let subs = subscriptions::Subscriptions::start(store.clone(), metrics.clone())
-        .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let svc = Arc::new(StreamApi::new(
+    let service = streamcell_service::Service::start(
         store.clone(),
-        subs.clone(),
         node,
         cfg.max_record_size,
         stopping_rx.clone(),
-        metrics.clone(),
-    ));
-    let engine = streamcell_engine::Engine::new(
-        store.catalog.clone(),
-        store.log.clone(),
-        Arc::new(sql::Host(Arc::downgrade(&svc))),
-        tokio::runtime::Handle::current(),
-    );
-    svc.set_engine(engine.clone());
+    )
+    .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
+    let engine = streamcell_engine::Engine::new(service.clone(), tokio::runtime::Handle::current());
+    let svc = Arc::new(StreamApi::new(service.clone(), engine.clone()));
     let mut connect = streamcell_engine::datacell::network::loopback();
     connect.extend(cfg.emitter_allow.iter().copied());
     engine.datacell().set_network(NetworkPolicy {
@@ -491,10 +477,8 @@ pub async fn run(
         if cfg.tls_cert.is_some() { " (TLS)" } else { "" }
     );
     let http_state = Arc::new(http::HttpState {
-        api: svc.clone(),
+        service: service.clone(),
         engine: engine.clone(),
-        subs: subs.clone(),
-        metrics,
         stopping: stopping_rx.clone(),
     });
     let mut http_stopping = stopping_rx.clone();
@@ -560,7 +544,7 @@ pub async fn run(
             // live-following reads), saving subscription progress; stop accepting; let other
             // calls in progress finish, but not forever.
             stopping.send_replace(true);
-            subs.shutdown().await;
+            service.shutdown().await;
             stop.notify_one();
             let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
             let r = match tokio::time::timeout_at(grace, &mut serve).await {
@@ -596,7 +580,7 @@ pub async fn run(
     );
     let e = engine.clone();
     let _ = tokio::task::spawn_blocking(move || e.shutdown()).await;
-    subs.shutdown().await;
+    service.shutdown().await;
     store.shutdown().await;
     result?;
     tracing::info!("stopped cleanly");

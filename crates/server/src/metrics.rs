@@ -1,205 +1,25 @@
-//! Metrics: the counters the front doors own (per stream: appends, append latency, records
-//! read; per subscription: deliveries, acknowledgements, redeliveries, unacknowledged records),
-//! and `/metrics`, rendered at scrape time in the Prometheus text exposition format 0.0.4 from
-//! those counters and from what the engine (queries, views, DataCell), the store (bytes on
-//! disk) and the process (resident memory, uptime) report.
+//! `/metrics`, rendered at scrape time in the Prometheus text exposition format 0.0.4 from
+//! the stream service's counters (per stream: appends, append latency, records read; per
+//! subscription: deliveries, acknowledgements, redeliveries, unacknowledged records,
+//! `streamcell_service::counters`) and from what the engine (queries, views, DataCell), the
+//! store (bytes on disk) and the process (resident memory, uptime) report.
 //!
 //! There is no global registry: every counter is an atomic owned by the component that
 //! counts, and a scrape reads them. The text format is written here ([`Exposition`]) rather
 //! than with a client library: it is small, and the values are pulled from the components,
 //! which the libraries' registries would need custom collectors for.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use streamcell_engine::datacell::adapter::{Adapter, Direction};
 use streamcell_engine::Engine;
+use streamcell_service::counters::{
+    Histogram, HistogramSnapshot, ReadVia, StreamCounters, SubscriptionCounters, LATENCY_BUCKETS,
+};
+use streamcell_service::Service;
 use streamcell_store::{now_ms, ReadLimits, ShardDamage, Store};
-
-use crate::subscriptions::Subscriptions;
-
-/// Upper bounds (seconds) of the append latency histogram's buckets: 100 µs to 10 s.
-pub const LATENCY_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-
-/// A histogram of durations on fixed buckets, updated with atomics (no lock on the hot path).
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    /// Observations per bucket (not cumulative); the last one is above every bound.
-    counts: Box<[AtomicU64]>,
-    sum_ns: AtomicU64,
-}
-
-/// A histogram as read at one moment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HistogramSnapshot {
-    /// `(upper bound, observations at or below it)`, cumulative, without `+Inf`.
-    pub buckets: Vec<(f64, u64)>,
-    /// Observations in all (the `+Inf` bucket).
-    pub count: u64,
-    /// Sum of the observations, in seconds.
-    pub sum: f64,
-}
-
-impl Histogram {
-    /// An empty histogram over `bounds` (ascending, in seconds).
-    pub fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_ns: AtomicU64::new(0),
-        }
-    }
-
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = self
-            .bounds
-            .iter()
-            .position(|&b| secs <= b)
-            .unwrap_or(self.bounds.len());
-        if let Some(c) = self.counts.get(i) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
-    }
-
-    /// The current counts. The count is the sum of the buckets read, so the `+Inf` bucket
-    /// and `_count` always agree even while observations are being added.
-    /// Adds this histogram's observations to `total` (same bounds).
-    fn add_into(&self, total: &Histogram) {
-        for (mine, theirs) in self.counts.iter().zip(&total.counts) {
-            theirs.fetch_add(mine.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        total
-            .sum_ns
-            .fetch_add(self.sum_ns.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut buckets = Vec::with_capacity(self.bounds.len());
-        let mut cumulative = 0u64;
-        for (i, bound) in self.bounds.iter().enumerate() {
-            cumulative += self.counts[i].load(Ordering::Relaxed);
-            buckets.push((*bound, cumulative));
-        }
-        let count = cumulative + self.counts.last().map_or(0, |c| c.load(Ordering::Relaxed));
-        HistogramSnapshot {
-            buckets,
-            count,
-            sum: self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
-        }
-    }
-}
-
-/// How records were read from a stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadVia {
-    /// `ReadShard` through a shard reader.
-    ShardReader,
-    /// `ReadShardStream`, `ReadStream`, `ReadSingleShardStream`.
-    StreamingRead,
-    /// Subscription deliveries (redeliveries included).
-    Subscription,
-}
-
-impl ReadVia {
-    const ALL: [ReadVia; 3] = [
-        ReadVia::ShardReader,
-        ReadVia::StreamingRead,
-        ReadVia::Subscription,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            ReadVia::ShardReader => "shard_reader",
-            ReadVia::StreamingRead => "streaming_read",
-            ReadVia::Subscription => "subscription",
-        }
-    }
-}
-
-/// One stream's counters, since the server started (or the stream was created).
-#[derive(Debug)]
-pub struct StreamCounters {
-    /// Records appended.
-    pub appended_records: AtomicU64,
-    /// Bytes appended (batch payloads as stored).
-    pub appended_bytes: AtomicU64,
-    /// Batches appended (one per `Append` call).
-    pub appended_batches: AtomicU64,
-    /// From the handler receiving an `Append` to its durable acknowledgement.
-    pub append_latency: Histogram,
-    read: [AtomicU64; 3],
-}
-
-impl Default for StreamCounters {
-    fn default() -> Self {
-        StreamCounters {
-            appended_records: AtomicU64::new(0),
-            appended_bytes: AtomicU64::new(0),
-            appended_batches: AtomicU64::new(0),
-            append_latency: Histogram::new(&LATENCY_BUCKETS),
-            read: Default::default(),
-        }
-    }
-}
-
-impl StreamCounters {
-    /// Counts one acknowledged append.
-    pub fn appended(&self, records: u32, bytes: usize, latency: Duration) {
-        self.appended_records
-            .fetch_add(u64::from(records), Ordering::Relaxed);
-        self.appended_bytes
-            .fetch_add(bytes as u64, Ordering::Relaxed);
-        self.appended_batches.fetch_add(1, Ordering::Relaxed);
-        self.append_latency.observe(latency);
-    }
-
-    /// Counts records sent to a client.
-    pub fn read(&self, via: ReadVia, records: u64) {
-        self.read[via as usize].fetch_add(records, Ordering::Relaxed);
-    }
-
-    /// Records read so far through `via`.
-    pub fn read_count(&self, via: ReadVia) -> u64 {
-        self.read[via as usize].load(Ordering::Relaxed)
-    }
-
-    /// Records appended and read: how busy the stream is, to pick the streams a scrape
-    /// lists one by one.
-    fn activity(&self) -> u64 {
-        self.appended_records.load(Ordering::Relaxed)
-            + self
-                .read
-                .iter()
-                .map(|r| r.load(Ordering::Relaxed))
-                .sum::<u64>()
-    }
-
-    /// Adds every count of this stream to `total`.
-    fn add_into(&self, total: &StreamCounters) {
-        for (mine, theirs) in [
-            (&self.appended_records, &total.appended_records),
-            (&self.appended_bytes, &total.appended_bytes),
-            (&self.appended_batches, &total.appended_batches),
-        ]
-        .into_iter()
-        .chain(self.read.iter().zip(&total.read))
-        {
-            theirs.fetch_add(mine.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        self.append_latency.add_into(&total.append_latency);
-    }
-}
 
 /// Most streams a scrape lists one by one: the busiest; the others are summed into one series
 /// labelled [`OTHER_STREAMS`], so that a server with 10,000 streams answers a small scrape.
@@ -208,98 +28,6 @@ pub const MAX_STREAM_SERIES: usize = 200;
 /// The `stream` label of the sum of the streams past [`MAX_STREAM_SERIES`] (stream names start
 /// with a letter, so no stream has it).
 pub const OTHER_STREAMS: &str = "_other";
-
-/// One subscription's counters, kept by its actor.
-#[derive(Debug, Default)]
-pub struct SubscriptionCounters {
-    /// Records sent to consumers (redeliveries included).
-    pub delivered: AtomicU64,
-    /// Records acknowledged (each record once).
-    pub acked: AtomicU64,
-    /// Records sent again (ack timeout passed or their consumer left).
-    pub redelivered: AtomicU64,
-    /// Records sent and not acknowledged yet (a gauge).
-    pub unacked: AtomicU64,
-    /// Consumers attached (a gauge).
-    pub consumers: AtomicU64,
-    /// Times a shard's delivery was held at damaged or lost data.
-    pub holds: AtomicU64,
-    /// Shards held now (a gauge).
-    pub held_shards: AtomicU64,
-    /// Batches an operator skipped as unreadable.
-    pub skipped_batches: AtomicU64,
-}
-
-/// The server's own counters, by stream.
-#[derive(Debug)]
-pub struct Metrics {
-    started: Instant,
-    streams: RwLock<HashMap<String, Arc<StreamCounters>>>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
-impl Metrics {
-    /// No counts yet; uptime starts now.
-    pub fn new() -> Self {
-        Metrics {
-            started: Instant::now(),
-            streams: RwLock::new(HashMap::new()),
-        }
-    }
-
-    /// Time since the server started.
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
-    }
-
-    /// The counters of `stream` (created at zero the first time).
-    pub fn stream(&self, stream: &str) -> Arc<StreamCounters> {
-        if let Some(c) = self
-            .streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(stream)
-        {
-            return c.clone();
-        }
-        self.streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(stream.to_string())
-            .or_default()
-            .clone()
-    }
-
-    /// The counters of `stream` if it has any.
-    pub fn stream_if_counted(&self, stream: &str) -> Option<Arc<StreamCounters>> {
-        self.streams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(stream)
-            .cloned()
-    }
-
-    /// A new stream of this name starts from zero.
-    pub fn reset_stream(&self, stream: &str) {
-        self.streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(stream.to_string(), Arc::default());
-    }
-
-    /// The stream is gone.
-    pub fn remove_stream(&self, stream: &str) {
-        self.streams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(stream);
-    }
-}
 
 // ---- the text format -------------------------------------------------------------------
 
@@ -443,12 +171,9 @@ impl Exposition {
 
 /// What a scrape reads.
 pub struct Sources {
-    /// The store (streams, shard bounds, bytes on disk).
-    pub store: Arc<Store>,
-    /// The front doors' counters.
-    pub metrics: Arc<Metrics>,
-    /// Running subscriptions.
-    pub subs: Arc<Subscriptions>,
+    /// The stream service: its store (streams, shard bounds, bytes on disk), its counters
+    /// and its running subscriptions.
+    pub service: Arc<Service>,
     /// The SQL engine (queries, views, DataCell).
     pub engine: Arc<Engine>,
 }
@@ -504,7 +229,7 @@ pub fn resident_memory_bytes() -> Option<u64> {
 /// Renders every metric (the body of `GET /metrics`).
 pub async fn render(src: &Sources) -> Result<String, String> {
     let queries = src.engine.query_stats();
-    let store = src.store.clone();
+    let store = src.service.store().clone();
     let progress: Vec<Vec<(u64, u64)>> = queries.iter().map(|q| q.progress.clone()).collect();
     // Catalog, directory sizes and lag reads touch the disk: off the async executor.
     let (streams, stream_bytes, total_bytes, lags, damaged) =
@@ -535,7 +260,7 @@ pub async fn render(src: &Sources) -> Result<String, String> {
         .map_err(|e| format!("the metrics task failed: {e}"))??;
 
     let mut x = Exposition::new();
-    let m = &src.metrics;
+    let m = src.service.metrics();
 
     // -- streams
     x.family(
@@ -660,25 +385,27 @@ pub async fn render(src: &Sources) -> Result<String, String> {
 
     // -- subscriptions
     let subs: Vec<_> = src
-        .subs
+        .service
+        .subscriptions()
         .list()
         .into_iter()
         .map(|h| (h.meta.id.clone(), h.meta.stream.clone(), h.counters.clone()))
         .collect();
-    let sub_family = |x: &mut Exposition,
-                      name: &str,
-                      kind: Kind,
-                      help: &str,
-                      f: &dyn Fn(&SubscriptionCounters) -> &AtomicU64| {
-        x.family(name, kind, help);
-        for (id, stream, c) in &subs {
-            x.sample(
-                name,
-                &[("subscription", id), ("stream", stream)],
-                f(c).load(Ordering::Relaxed),
-            );
-        }
-    };
+    let sub_family =
+        |x: &mut Exposition,
+         name: &str,
+         kind: Kind,
+         help: &str,
+         f: &dyn Fn(&SubscriptionCounters) -> &std::sync::atomic::AtomicU64| {
+            x.family(name, kind, help);
+            for (id, stream, c) in &subs {
+                x.sample(
+                    name,
+                    &[("subscription", id), ("stream", stream)],
+                    f(c).load(Ordering::Relaxed),
+                );
+            }
+        };
     sub_family(
         &mut x,
         "streamcell_subscription_delivered_records_total",
@@ -925,6 +652,8 @@ pub async fn render(src: &Sources) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -997,23 +726,5 @@ mod tests {
         assert_eq!(snap.buckets.len(), LATENCY_BUCKETS.len());
         assert!(snap.buckets.iter().all(|(_, n)| *n == 0));
         assert_eq!((snap.count, snap.sum), (0, 0.0));
-    }
-
-    #[test]
-    fn stream_counters_reset_when_a_stream_is_recreated() {
-        let m = Metrics::new();
-        m.stream("s").appended(3, 100, Duration::from_millis(2));
-        m.stream("s").read(ReadVia::Subscription, 3);
-        let c = m.stream_if_counted("s").expect("counted");
-        assert_eq!(c.appended_records.load(Ordering::Relaxed), 3);
-        assert_eq!(c.appended_bytes.load(Ordering::Relaxed), 100);
-        assert_eq!(c.appended_batches.load(Ordering::Relaxed), 1);
-        assert_eq!(c.read_count(ReadVia::Subscription), 3);
-        assert_eq!(c.read_count(ReadVia::ShardReader), 0);
-        m.reset_stream("s");
-        let fresh = m.stream_if_counted("s").expect("counted");
-        assert_eq!(fresh.appended_records.load(Ordering::Relaxed), 0);
-        m.remove_stream("s");
-        assert!(m.stream_if_counted("s").is_none());
     }
 }

@@ -1,152 +1,24 @@
 //! The SQL front door: StreamCell's own `streamcell.sql.StreamCellSql` service (what
 //! `streamcell sql` speaks: every statement, push queries streamed until the client cancels),
-//! HStreamDB's `ExecuteQuery`, and the adapter through which the engine creates, deletes and
-//! appends to streams using the same code paths as the gRPC API.
+//! HStreamDB's `ExecuteQuery`, and the query and view RPCs' operations on the engine.
 
 use std::pin::Pin;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use streamcell_engine::{Engine, EngineError, HostFuture, Output, StreamHost, StreamSpec};
-use streamcell_proto::api::{self, h_stream_record_header::Flag};
-use streamcell_proto::records::encode_batch;
+use streamcell_engine::{Engine, EngineError, Output};
+use streamcell_proto::api;
 use streamcell_proto::sqlapi::{
     self, execute_response::Item, stream_cell_sql_server::StreamCellSql, ExecuteRequest,
     ExecuteResponse,
 };
-use streamcell_proto::HStreamApi;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
-use crate::keys;
-use crate::service::StreamApi;
-
 /// Rows per `rows` message at most (each message also stays well under 4 MiB).
 const ROWS_PER_MESSAGE: usize = 1000;
 const BYTES_PER_MESSAGE: usize = 1 << 20;
-
-/// The engine's access to streams, through the gRPC service's own handlers.
-pub struct Host(pub Weak<StreamApi>);
-
-impl Host {
-    fn api(&self) -> Result<Arc<StreamApi>, EngineError> {
-        self.0
-            .upgrade()
-            .ok_or_else(|| EngineError::Internal("the server is shutting down".into()))
-    }
-}
-
-/// The message of a status whose body is HStreamDB's JSON `{"error": …, "message": …}`.
-pub(crate) fn status_message(s: &Status) -> String {
-    serde_json::from_str::<serde_json::Value>(s.message())
-        .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(String::from))
-        .unwrap_or_else(|| s.message().to_string())
-}
-
-fn engine_error(s: Status) -> EngineError {
-    let m = status_message(&s);
-    match s.code() {
-        Code::NotFound => EngineError::NotFound(m),
-        Code::AlreadyExists => EngineError::AlreadyExists(m),
-        Code::InvalidArgument | Code::OutOfRange => EngineError::Invalid(m),
-        Code::FailedPrecondition => EngineError::Precondition(m),
-        _ => EngineError::Internal(m),
-    }
-}
-
-impl StreamHost for Host {
-    fn create_stream(&self, spec: StreamSpec) -> HostFuture<'_, ()> {
-        Box::pin(async move {
-            let api = self.api()?;
-            HStreamApi::create_stream(
-                api.as_ref(),
-                Request::new(api::Stream {
-                    stream_name: spec.name,
-                    replication_factor: spec.replication_factor,
-                    backlog_duration: spec.backlog_secs,
-                    shard_count: spec.shard_count,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(engine_error)?;
-            Ok(())
-        })
-    }
-
-    fn delete_stream<'a>(&'a self, name: &'a str) -> HostFuture<'a, bool> {
-        Box::pin(async move {
-            let api = self.api()?;
-            match HStreamApi::delete_stream(
-                api.as_ref(),
-                Request::new(api::DeleteStreamRequest {
-                    stream_name: name.to_string(),
-                    ignore_non_exist: false,
-                    force: false,
-                }),
-            )
-            .await
-            {
-                Ok(_) => Ok(true),
-                Err(s) if s.code() == Code::NotFound => Ok(false),
-                Err(s) => Err(engine_error(s)),
-            }
-        })
-    }
-
-    fn append_structs<'a>(
-        &'a self,
-        stream: &'a str,
-        payloads: Vec<Vec<u8>>,
-        attributes: Vec<(String, String)>,
-    ) -> HostFuture<'a, ()> {
-        Box::pin(async move {
-            let api = self.api()?;
-            let (_, shards) = api.store().catalog.stream_shards(stream)?.ok_or_else(|| {
-                EngineError::NotFound(format!("stream {stream:?} does not exist"))
-            })?;
-            let hash = keys::key_hash("");
-            let shard = shards
-                .iter()
-                .find(|s| keys::in_range(hash, &s.start_key, &s.end_key))
-                .ok_or_else(|| {
-                    EngineError::Internal(format!("stream {stream:?} has no shard for key \"\""))
-                })?;
-            let records: Vec<api::HStreamRecord> = payloads
-                .into_iter()
-                .map(|payload| api::HStreamRecord {
-                    header: Some(api::HStreamRecordHeader {
-                        flag: Flag::Json as i32,
-                        attributes: attributes.iter().cloned().collect(),
-                        key: String::new(),
-                    }),
-                    payload: payload.into(),
-                })
-                .collect();
-            HStreamApi::append(
-                api.as_ref(),
-                Request::new(api::AppendRequest {
-                    stream_name: stream.to_string(),
-                    shard_id: shard.id,
-                    records: Some(encode_batch(&records)),
-                }),
-            )
-            .await
-            .map_err(engine_error)?;
-            Ok(())
-        })
-    }
-
-    fn max_batch_bytes(&self) -> usize {
-        // Before the server is up (or once it is gone) the default limit; appends fail then
-        // anyway.
-        self.api()
-            .map(|api| api.max_record_size())
-            .unwrap_or(crate::ServerConfig::default().max_record_size)
-    }
-}
 
 /// An engine error as a gRPC status with a plain message.
 pub fn status(e: &EngineError) -> Status {

@@ -107,6 +107,7 @@ impl AckState {
     }
 
     /// Number of acknowledged ranges beyond the frontier.
+    #[cfg(test)]
     pub fn gaps(&self) -> usize {
         self.ranges.len()
     }

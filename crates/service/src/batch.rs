@@ -7,7 +7,7 @@ use prost::Message;
 use streamcell_proto::api::{BatchHStreamRecords, BatchedRecord, CompressionType, ErrorCode};
 use streamcell_proto::records::{self, MAX_DECOMPRESSED};
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Result, ServiceError};
 
 /// A batch that passed the checks.
 #[derive(Debug, Clone)]
@@ -23,15 +23,15 @@ pub struct CheckedBatch {
 /// Checks an append's batch: present, non-empty, within `max_record_size` (measured as the
 /// serialized `BatchedRecord`, as HStreamDB does), of a known compression, and decodable into
 /// exactly `batchSize` records.
-pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<CheckedBatch> {
+pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> Result<CheckedBatch> {
     let Some(batch) = batch else {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             ErrorCode::StreamEmptyBatchedRecord,
             "append request has no records (field `records` is missing)",
         ));
     };
     if batch.batch_size == 0 || batch.payload.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             ErrorCode::StreamEmptyBatchedRecord,
             format!(
                 "batch is empty (batchSize {}, payload {} bytes)",
@@ -42,13 +42,13 @@ pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<
     }
     let size = batch.encoded_len();
     if size > max_record_size {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             ErrorCode::StreamInvalidRecordSize,
             format!("batch is {size} bytes, larger than the server's limit of {max_record_size} bytes (max-record-size)"),
         ));
     }
     let compression = CompressionType::try_from(batch.compression_type).map_err(|_| {
-        ApiError::invalid(
+        ServiceError::invalid(
             ErrorCode::StreamEmptyBatchedRecord,
             format!("unknown compression type {}", batch.compression_type),
         )
@@ -56,7 +56,7 @@ pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<
     let plain = decompress(&batch.payload, compression)?;
     let n = count_records(&plain)?;
     if n != batch.batch_size as usize {
-        return Err(ApiError::invalid(
+        return Err(ServiceError::invalid(
             ErrorCode::StreamEmptyBatchedRecord,
             format!(
                 "batchSize is {} but the payload holds {n} records",
@@ -73,9 +73,9 @@ pub fn check(batch: Option<BatchedRecord>, max_record_size: usize) -> ApiResult<
 
 /// Returns the serialized `BatchHStreamRecords` inside a batch payload (see
 /// [`records::decompress`]); bad or oversized payloads are INVALID_ARGUMENT.
-pub fn decompress(payload: &Bytes, compression: CompressionType) -> ApiResult<Bytes> {
+pub fn decompress(payload: &Bytes, compression: CompressionType) -> Result<Bytes> {
     records::decompress(payload, compression, MAX_DECOMPRESSED)
-        .map_err(|e| ApiError::invalid(ErrorCode::StreamEmptyBatchedRecord, e.to_string()))
+        .map_err(|e| ServiceError::invalid(ErrorCode::StreamEmptyBatchedRecord, e.to_string()))
 }
 
 /// Re-encodes part of a stored batch for redelivery: the records at `indexes` (in that
@@ -88,10 +88,10 @@ pub fn subset_batches(
     compression: CompressionType,
     indexes: &[u32],
     max_bytes: usize,
-) -> ApiResult<Vec<(Vec<u32>, Bytes)>> {
+) -> Result<Vec<(Vec<u32>, Bytes)>> {
     let plain = decompress(payload, compression)?;
     let all = BatchHStreamRecords::decode(plain).map_err(|e| {
-        ApiError::invalid(
+        ServiceError::invalid(
             ErrorCode::StreamEmptyBatchedRecord,
             format!("stored batch does not decode: {e}"),
         )
@@ -104,7 +104,7 @@ pub fn subset_batches(
             match all.records.get(i as usize) {
                 Some(r) => picked.push(r.clone()),
                 None => {
-                    return Err(ApiError::invalid(
+                    return Err(ServiceError::invalid(
                         ErrorCode::StreamEmptyBatchedRecord,
                         format!(
                             "record index {i} is beyond the batch's {} records",
@@ -131,7 +131,7 @@ pub fn subset_batches(
 }
 
 /// Compresses a serialized `BatchHStreamRecords` with `compression`.
-fn compress(plain: &[u8], compression: CompressionType) -> ApiResult<Vec<u8>> {
+fn compress(plain: &[u8], compression: CompressionType) -> Result<Vec<u8>> {
     use std::io::Write;
     match compression {
         CompressionType::None => Ok(plain.to_vec()),
@@ -139,7 +139,7 @@ fn compress(plain: &[u8], compression: CompressionType) -> ApiResult<Vec<u8>> {
             let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
             e.write_all(plain)
                 .and_then(|_| e.finish())
-                .map_err(|e| ApiError::Store(streamcell_store::StoreError::io("gzip", e)))
+                .map_err(|e| ServiceError::Store(streamcell_store::StoreError::io("gzip", e)))
         }
         CompressionType::Zstd => Ok(ruzstd::encoding::compress_to_vec(
             plain,
@@ -148,11 +148,11 @@ fn compress(plain: &[u8], compression: CompressionType) -> ApiResult<Vec<u8>> {
     }
 }
 
-fn count_records(plain: &Bytes) -> ApiResult<usize> {
+fn count_records(plain: &Bytes) -> Result<usize> {
     BatchHStreamRecords::decode(plain.clone())
         .map(|b| b.records.len())
         .map_err(|e| {
-            ApiError::invalid(
+            ServiceError::invalid(
                 ErrorCode::StreamEmptyBatchedRecord,
                 format!("batch payload is not a serialized BatchHStreamRecords: {e}"),
             )
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn refuses_bad_batches_with_reasons() {
-        let msg = |r: ApiResult<CheckedBatch>| match r {
+        let msg = |r: Result<CheckedBatch>| match r {
             Err(e) => e.to_string(),
             Ok(_) => panic!("accepted"),
         };

@@ -7,7 +7,7 @@ use streamcell_proto::api::{
 };
 use streamcell_store::ShardLog;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{Result, ServiceError};
 
 /// A position in a shard, in terms the store understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,9 +24,9 @@ pub enum Position {
 
 impl Position {
     /// From a `ShardOffset` of shard `shard`. A record id of another shard is an error.
-    pub fn from_shard_offset(o: Option<&ShardOffset>, shard: u64) -> ApiResult<Position> {
+    pub fn from_shard_offset(o: Option<&ShardOffset>, shard: u64) -> Result<Position> {
         let Some(off) = o.and_then(|o| o.offset.as_ref()) else {
-            return Err(ApiError::invalid(
+            return Err(ServiceError::invalid(
                 ErrorCode::StreamInvalidOffset,
                 "offset is missing: give EARLIEST, LATEST, a record id or a timestamp",
             ));
@@ -35,7 +35,7 @@ impl Position {
             shard_offset::Offset::SpecialOffset(s) => special(*s)?,
             shard_offset::Offset::RecordOffset(r) => {
                 if r.shard_id != shard {
-                    return Err(ApiError::invalid(
+                    return Err(ServiceError::invalid(
                         ErrorCode::ShardReaderConflictOffset,
                         format!(
                             "offset record id names shard {}, but the request is for shard {shard}",
@@ -52,9 +52,9 @@ impl Position {
     }
 
     /// From a `StreamOffset`.
-    pub fn from_stream_offset(o: Option<&StreamOffset>) -> ApiResult<Position> {
+    pub fn from_stream_offset(o: Option<&StreamOffset>) -> Result<Position> {
         let Some(off) = o.and_then(|o| o.offset.as_ref()) else {
-            return Err(ApiError::invalid(
+            return Err(ServiceError::invalid(
                 ErrorCode::StreamInvalidOffset,
                 "offset is missing: give EARLIEST, LATEST or a timestamp",
             ));
@@ -66,7 +66,7 @@ impl Position {
     }
 
     /// Where reading from this position starts.
-    pub fn start_seq(self, log: &dyn ShardLog, shard: u64) -> ApiResult<u64> {
+    pub fn start_seq(self, log: &dyn ShardLog, shard: u64) -> Result<u64> {
         let b = log.bounds(shard)?;
         Ok(match self {
             Position::Earliest => b.start_seq,
@@ -78,7 +78,7 @@ impl Position {
 
     /// The last sequence number included when reading up to this position (inclusive), or
     /// `None` if nothing is included. A time includes batches published at or before it.
-    pub fn until_seq(self, log: &dyn ShardLog, shard: u64) -> ApiResult<Option<u64>> {
+    pub fn until_seq(self, log: &dyn ShardLog, shard: u64) -> Result<Option<u64>> {
         let b = log.bounds(shard)?;
         let last = match self {
             Position::Earliest => b.start_seq,
@@ -93,7 +93,7 @@ impl Position {
     /// or `None` if it removes nothing. EARLIEST removes nothing; LATEST removes everything
     /// appended so far; a record id removes up to and including its batch; a time removes
     /// every batch published before it.
-    pub fn trim_seq(self, log: &dyn ShardLog, shard: u64) -> ApiResult<Option<u64>> {
+    pub fn trim_seq(self, log: &dyn ShardLog, shard: u64) -> Result<Option<u64>> {
         let b = log.bounds(shard)?;
         Ok(match self {
             Position::Earliest => None,
@@ -114,11 +114,11 @@ impl Position {
     }
 }
 
-fn special(v: i32) -> ApiResult<Position> {
+fn special(v: i32) -> Result<Position> {
     match SpecialOffset::try_from(v) {
         Ok(SpecialOffset::Earliest) => Ok(Position::Earliest),
         Ok(SpecialOffset::Latest) => Ok(Position::Latest),
-        Err(_) => Err(ApiError::invalid(
+        Err(_) => Err(ServiceError::invalid(
             ErrorCode::StreamInvalidOffset,
             format!("unknown special offset {v}"),
         )),

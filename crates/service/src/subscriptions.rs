@@ -35,13 +35,12 @@ use std::time::{Duration, Instant};
 use streamcell_proto::api::{self, CompressionType, ErrorCode};
 use streamcell_store::{now_ms, ReadLimits, Store, StoreError, StoredBatch, SubscriptionMeta};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tonic::Status;
 
 use crate::acks::AckState;
 use crate::batch;
-use crate::error::{ApiError, ApiResult};
-use crate::metrics::{Metrics, ReadVia, StreamCounters, SubscriptionCounters};
-use crate::service::{received_record, timestamp};
+use crate::counters::{Metrics, ReadVia, StreamCounters, SubscriptionCounters};
+use crate::error::{Result, ServiceError};
+use crate::records::{received_record, timestamp};
 
 /// Most payload bytes outstanding (sent, not acknowledged) per subscription.
 const MAX_OUTSTANDING_BYTES: usize = 64 << 20;
@@ -62,7 +61,7 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Where a consumer's deliveries go.
-pub type Outbox = mpsc::UnboundedSender<Result<api::StreamingFetchResponse, Status>>;
+pub type Outbox = mpsc::UnboundedSender<Result<api::StreamingFetchResponse>>;
 
 /// A consumer as `ListConsumers` shows it.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ enum Event {
         uri: String,
         agent: String,
         out: Outbox,
-        reply: oneshot::Sender<ApiResult<u64>>,
+        reply: oneshot::Sender<Result<u64>>,
     },
     Leave {
         consumer: u64,
@@ -92,21 +91,21 @@ enum Event {
     },
     Kick {
         consumer: u64,
-        status: Status,
+        error: ServiceError,
     },
     Consumers {
         reply: oneshot::Sender<Vec<ConsumerInfo>>,
     },
     Offsets {
-        reply: oneshot::Sender<ApiResult<Vec<(u64, u64)>>>,
+        reply: oneshot::Sender<Result<Vec<(u64, u64)>>>,
     },
     Delete {
         force: bool,
-        reply: oneshot::Sender<ApiResult<()>>,
+        reply: oneshot::Sender<Result<()>>,
     },
     SkipDamaged {
         shard: Option<u64>,
-        reply: oneshot::Sender<ApiResult<Vec<Skipped>>>,
+        reply: oneshot::Sender<Result<Vec<Skipped>>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -152,25 +151,19 @@ pub struct SubHandle {
     held: HeldShards,
 }
 
-fn gone() -> ApiError {
-    ApiError::Store(StoreError::ShuttingDown)
+fn gone() -> ServiceError {
+    ServiceError::Store(StoreError::ShuttingDown)
 }
 
 impl SubHandle {
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> ApiResult<T> {
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(make(tx)).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
     }
 
     /// Registers a consumer; its deliveries go to `out`. Returns its id.
-    pub async fn join(
-        &self,
-        name: String,
-        uri: String,
-        agent: String,
-        out: Outbox,
-    ) -> ApiResult<u64> {
+    pub async fn join(&self, name: String, uri: String, agent: String, out: Outbox) -> Result<u64> {
         self.ask(|reply| Event::Join {
             name,
             uri,
@@ -192,18 +185,18 @@ impl SubHandle {
     }
 
     /// Ends a consumer's stream with an error.
-    pub fn kick(&self, consumer: u64, status: Status) {
-        let _ = self.tx.send(Event::Kick { consumer, status });
+    pub fn kick(&self, consumer: u64, error: ServiceError) {
+        let _ = self.tx.send(Event::Kick { consumer, error });
     }
 
     /// The consumers now attached.
-    pub async fn consumers(&self) -> ApiResult<Vec<ConsumerInfo>> {
+    pub async fn consumers(&self) -> Result<Vec<ConsumerInfo>> {
         self.ask(|reply| Event::Consumers { reply }).await
     }
 
     /// Per shard, the first batch not completely acknowledged, answered once that progress
     /// (and every acknowledgement applied before the call) is durable.
-    pub async fn offsets(&self) -> ApiResult<Vec<(u64, u64)>> {
+    pub async fn offsets(&self) -> Result<Vec<(u64, u64)>> {
         self.ask(|reply| Event::Offsets { reply }).await?
     }
 
@@ -216,7 +209,7 @@ impl SubHandle {
     /// serve from the hold on are acknowledged for this subscription (their records are lost
     /// to it) and delivery resumes at the first readable batch after them. Returns what was
     /// skipped per shard, once that progress is durable.
-    pub async fn skip_damaged(&self, shard: Option<u64>) -> ApiResult<Vec<Skipped>> {
+    pub async fn skip_damaged(&self, shard: Option<u64>) -> Result<Vec<Skipped>> {
         self.ask(|reply| Event::SkipDamaged { shard, reply })
             .await?
     }
@@ -237,7 +230,7 @@ pub struct Subscriptions {
 impl Subscriptions {
     /// Starts the checkpointer and an actor for every subscription in the catalog; records
     /// they deliver are counted in `metrics`.
-    pub fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> ApiResult<Arc<Subscriptions>> {
+    pub fn start(store: Arc<Store>, metrics: Arc<Metrics>) -> Result<Arc<Subscriptions>> {
         let subs = Arc::new(Subscriptions {
             checkpointer: Checkpointer::start(store.clone())?,
             store: store.clone(),
@@ -254,7 +247,7 @@ impl Subscriptions {
         Ok(subs)
     }
 
-    fn spawn(&self, meta: SubscriptionMeta) -> ApiResult<SubHandle> {
+    fn spawn(&self, meta: SubscriptionMeta) -> Result<SubHandle> {
         let checkpoints = self.store.catalog.load_checkpoints(&meta.id)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = SubHandle {
@@ -286,7 +279,7 @@ impl Subscriptions {
     }
 
     /// Records and starts a new subscription (the caller has validated it).
-    pub fn create(&self, meta: SubscriptionMeta) -> ApiResult<SubHandle> {
+    pub fn create(&self, meta: SubscriptionMeta) -> Result<SubHandle> {
         self.store.catalog.create_subscription(meta.clone())?;
         self.spawn(meta)
     }
@@ -297,16 +290,16 @@ impl Subscriptions {
     }
 
     /// The running subscription `id`.
-    pub fn get(&self, id: &str) -> ApiResult<SubHandle> {
+    pub fn get(&self, id: &str) -> Result<SubHandle> {
         self.lock()
             .get(id)
             .cloned()
-            .ok_or_else(|| ApiError::Store(StoreError::SubscriptionNotFound(id.to_string())))
+            .ok_or_else(|| ServiceError::Store(StoreError::SubscriptionNotFound(id.to_string())))
     }
 
     /// Deletes a subscription: refused while consumers are attached unless `force`, in which
     /// case their streams end.
-    pub async fn delete(&self, id: &str, force: bool) -> ApiResult<()> {
+    pub async fn delete(&self, id: &str, force: bool) -> Result<()> {
         let handle = self.get(id)?;
         handle.ask(|reply| Event::Delete { force, reply }).await??;
         self.lock().remove(id);
@@ -338,7 +331,7 @@ enum CheckpointMsg {
 }
 
 impl Checkpointer {
-    fn start(store: Arc<Store>) -> ApiResult<Checkpointer> {
+    fn start(store: Arc<Store>) -> Result<Checkpointer> {
         let (tx, rx) = std_mpsc::channel::<CheckpointMsg>();
         std::thread::Builder::new()
             .name("checkpointer".into())
@@ -406,7 +399,7 @@ impl Checkpointer {
                     }
                 }
             })
-            .map_err(|e| ApiError::Store(StoreError::io("starting the checkpointer", e)))?;
+            .map_err(|e| ServiceError::Store(StoreError::io("starting the checkpointer", e)))?;
         Ok(Checkpointer { tx })
     }
 
@@ -503,7 +496,7 @@ impl Actor {
         checkpointer: Checkpointer,
         checkpoints: Vec<(u64, Vec<u8>)>,
         counted: Counted,
-    ) -> ApiResult<Actor> {
+    ) -> Result<Actor> {
         let saved: HashMap<u64, Vec<u8>> = checkpoints.into_iter().collect();
         let wake = Arc::new(Notify::new());
         let (stop_watchers, _) = watch::channel(());
@@ -627,8 +620,8 @@ impl Actor {
                 self.expire().await;
             }
             Event::Acks { consumer, ids } => self.on_acks(consumer, ids),
-            Event::Kick { consumer, status } => {
-                self.kick(consumer, status);
+            Event::Kick { consumer, error } => {
+                self.kick(consumer, error);
                 self.expire().await;
             }
             Event::Consumers { reply } => {
@@ -658,7 +651,7 @@ impl Actor {
                     let r = if checkpointer.flush().await {
                         Ok(offsets)
                     } else {
-                        Err(ApiError::Store(StoreError::Catalog(format!(
+                        Err(ServiceError::Store(StoreError::Catalog(format!(
                             "the progress of subscription {sub:?} cannot be saved now (see the server log)"
                         ))))
                     };
@@ -668,7 +661,7 @@ impl Actor {
             Event::Delete { force, reply } => {
                 self.forget_closed_consumers();
                 if !self.consumers.is_empty() && !force {
-                    let _ = reply.send(Err(ApiError::Precondition {
+                    let _ = reply.send(Err(ServiceError::Precondition {
                         code: ErrorCode::SubscriptionFoundActiveConsumers,
                         message: format!(
                             "subscription {:?} has {} active consumer(s); delete with force to end them",
@@ -693,7 +686,7 @@ impl Actor {
                     // Answered once the skip is durable, so that a crash cannot undo it.
                     let r = match r {
                         Ok(skipped) if !skipped.is_empty() && !checkpointer.flush().await => {
-                            Err(ApiError::Store(StoreError::Catalog(format!(
+                            Err(ServiceError::Store(StoreError::Catalog(format!(
                                 "the progress of subscription {sub:?} cannot be saved now (see the server log)"
                             ))))
                         }
@@ -707,9 +700,7 @@ impl Actor {
                     self.checkpointer.save(&self.meta.id, shard, &c.acks);
                 }
                 for c in self.consumers.values() {
-                    let _ = c
-                        .out
-                        .send(Err(Status::unavailable("the server is shutting down")));
+                    let _ = c.out.send(Err(ServiceError::shutting_down()));
                 }
                 let _ = reply.send(());
                 return Flow::Stop;
@@ -718,14 +709,14 @@ impl Actor {
         Flow::Continue
     }
 
-    async fn delete(&mut self) -> ApiResult<()> {
+    async fn delete(&mut self) -> Result<()> {
         let id = self.meta.id.clone();
         let store = self.store.clone();
         let archived = tokio::task::spawn_blocking(move || store.catalog.delete_subscription(&id))
             .await
             .map_err(|_| gone())??;
         for c in std::mem::take(&mut self.consumers).into_values() {
-            let _ = c.out.send(Err(Status::cancelled(format!(
+            let _ = c.out.send(Err(ServiceError::Cancelled(format!(
                 "subscription {:?} was deleted",
                 self.meta.id
             ))));
@@ -742,9 +733,9 @@ impl Actor {
         Ok(())
     }
 
-    fn join(&mut self, name: String, uri: String, agent: String, out: Outbox) -> ApiResult<u64> {
+    fn join(&mut self, name: String, uri: String, agent: String, out: Outbox) -> Result<u64> {
         if self.consumers.values().any(|c| c.name == name) {
-            return Err(ApiError::Exists {
+            return Err(ServiceError::Exists {
                 code: ErrorCode::InternalError,
                 message: format!(
                     "consumer {name:?} is already attached to subscription {:?}",
@@ -856,10 +847,10 @@ impl Actor {
         }
     }
 
-    fn kick(&mut self, consumer: u64, status: Status) {
+    fn kick(&mut self, consumer: u64, error: ServiceError) {
         if let Some(c) = self.consumers.get(&consumer) {
-            tracing::warn!(sub = %self.meta.id, consumer = %c.name, "ending consumer: {}", status.message());
-            let _ = c.out.send(Err(status));
+            tracing::warn!(sub = %self.meta.id, consumer = %c.name, "ending consumer: {error}");
+            let _ = c.out.send(Err(error));
         }
         self.leave(consumer);
     }
@@ -871,15 +862,14 @@ impl Actor {
         let mut dirty = BTreeSet::new();
         for id in ids {
             if let Err(problem) = self.ack_one(&id) {
-                let status: Status = ApiError::invalid(
+                let error = ServiceError::invalid(
                     ErrorCode::SubscriptionInvalidObjectIdentifier,
                     format!(
                         "bad acknowledgement {}-{}-{} for subscription {:?}: {problem}",
                         id.shard_id, id.batch_id, id.batch_index, self.meta.id
                     ),
-                )
-                .into();
-                self.kick(consumer, status);
+                );
+                self.kick(consumer, error);
                 break;
             }
             dirty.insert(id.shard_id);
@@ -1103,20 +1093,16 @@ impl Actor {
             .store(held.len() as u64, Ordering::Relaxed);
         drop(held);
         if let Some(owner) = owner {
-            let status = Status::new(
-                tonic::Code::DataLoss,
-                crate::error::body(ErrorCode::InternalError, &message),
-            );
-            self.kick(owner, status);
+            self.kick(owner, ServiceError::DataLoss(message));
         }
     }
 
     /// Releases held shards (every one, or only `only`): acknowledges, for this subscription,
     /// the batches from the hold up to the first one the store can read, and resumes there.
-    async fn skip_damaged(&mut self, only: Option<u64>) -> ApiResult<Vec<Skipped>> {
+    async fn skip_damaged(&mut self, only: Option<u64>) -> Result<Vec<Skipped>> {
         if let Some(s) = only {
             if !self.shards.contains_key(&s) {
-                return Err(ApiError::invalid(
+                return Err(ServiceError::invalid(
                     ErrorCode::SubscriptionInvalidObjectIdentifier,
                     format!("subscription {:?} does not read shard {s}", self.meta.id),
                 ));
@@ -1315,30 +1301,5 @@ impl<T> ExpectShard<T> for Option<T> {
             Some(t) => t,
             None => panic!("subscription shard vanished while the actor held it"),
         }
-    }
-}
-
-/// A subscription's definition as the API shows it.
-pub fn subscription_pb(m: &SubscriptionMeta) -> api::Subscription {
-    api::Subscription {
-        subscription_id: m.id.clone(),
-        stream_name: m.stream.clone(),
-        ack_timeout_seconds: m.ack_timeout_secs as i32,
-        max_unacked_records: m.max_unacked as i32,
-        offset: m.offset,
-        creation_time: Some(timestamp(m.created_ms)),
-    }
-}
-
-/// Builds the definition of a new subscription on `stream` with shards `shards` (id, start).
-pub fn new_meta(req: &api::Subscription, shards: Vec<(u64, u64)>) -> SubscriptionMeta {
-    SubscriptionMeta {
-        id: req.subscription_id.clone(),
-        stream: req.stream_name.clone(),
-        ack_timeout_secs: req.ack_timeout_seconds as u32,
-        max_unacked: req.max_unacked_records as u32,
-        offset: req.offset,
-        created_ms: now_ms(),
-        shards,
     }
 }

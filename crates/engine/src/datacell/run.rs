@@ -24,8 +24,8 @@ use super::{
 };
 use crate::engine::{Engine, Output};
 use crate::error::{EngineError, Result};
-use crate::host::StreamSpec;
 use crate::value;
+use streamcell_service::StreamSpec;
 
 /// How long the scheduler sleeps when nothing is ready (beats and time windows are checked
 /// at least this often; arrivals wake it at once).
@@ -169,8 +169,7 @@ impl Engine {
                             rows.push(value::row_object(b, r)?);
                         }
                     }
-                    crate::host::append_rows(self.host.as_ref(), &name, &rows, |_| Vec::new())
-                        .await?;
+                    crate::writer::append_rows(&self.service, &name, &rows, |_| Vec::new()).await?;
                 }
             }
         }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use streamcell_server::{Cidr, Secret, ServerConfig};
+use streamcell_admission::Secret;
+use streamcell_engine::datacell::network::Cidr;
+
+use crate::server::ServerConfig;
 use streamcell_store::SyncPolicy;
 
 /// Flags of `streamcell server`. Every one is optional so that the file and the defaults can

@@ -4,6 +4,7 @@
 mod actuator;
 mod config;
 mod sensor;
+mod server;
 mod shell;
 
 use std::io::IsTerminal;
@@ -90,7 +91,7 @@ fn server(flags: config::ServerFlags) -> ExitCode {
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .thread_stack_size(streamcell_server::RUNTIME_THREAD_STACK_BYTES)
+        .thread_stack_size(server::RUNTIME_THREAD_STACK_BYTES)
         .build()
     {
         Ok(rt) => rt,
@@ -99,7 +100,7 @@ fn server(flags: config::ServerFlags) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(streamcell_server::run(cfg, shutdown_signal())) {
+    match rt.block_on(server::run(cfg, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("streamcell: {e}");

@@ -442,6 +442,15 @@ impl Engine {
         Ok(streamcell_sql::parse(sql)?)
     }
 
+    /// Parses and runs text that must hold exactly one statement.
+    pub async fn execute_one(self: &Arc<Self>, text: &str) -> Result<Output> {
+        let mut stmts = self.parse(text)?;
+        match stmts.pop() {
+            Some(s) if stmts.is_empty() => self.execute(s).await,
+            _ => Err(EngineError::Invalid(format!("not one statement: {text}"))),
+        }
+    }
+
     /// Runs one statement.
     pub async fn execute(self: &Arc<Self>, stmt: Statement) -> Result<Output> {
         match stmt {

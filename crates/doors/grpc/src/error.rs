@@ -1,4 +1,4 @@
-//! Errors of the front doors, and how they reach clients. A user error (bad name, unknown
+//! How errors reach gRPC clients. A user error (bad name, unknown
 //! stream, oversized batch) becomes the gRPC status HStreamDB uses for it; an internal failure
 //! becomes INTERNAL (or DATA_LOSS for a batch that failed its checksum) and is logged. The
 //! status message is a JSON object `{"error": <HStreamDB ErrorCode>, "message": "..."}` as
@@ -100,31 +100,4 @@ fn store_status(e: StoreError) -> Status {
             Status::new(Code::Internal, body(ErrorCode::InternalError, &msg))
         }
     }
-}
-
-/// Errors that stop the server from starting or running.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// The store could not be opened (locked, corrupt, I/O).
-    #[error("cannot open the data directory: {0}")]
-    Store(#[from] StoreError),
-    /// A listening port could not be bound.
-    #[error("cannot listen on {addr}: {source}{hint}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-        /// A hint for the user.
-        hint: &'static str,
-    },
-    /// The gRPC server failed.
-    #[error("gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The configuration is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// A fault of the server itself while starting.
-    #[error("internal error: {0}")]
-    Internal(String),
 }

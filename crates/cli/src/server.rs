@@ -1,19 +1,9 @@
-//! StreamCell's front doors: the gRPC `hstream.server.HStreamApi` service, wire compatible
-//! with the official HStreamDB clients (protocol v0.6.1), over the store; the PostgreSQL wire
-//! protocol (crate `streamcell-pg`); and HTTP (`http`): health, Prometheus metrics
-//! (`metrics`) and a JSON REST API.
-//!
-//! [`run`] opens the store in the data directory (refusing a directory another server holds),
-//! binds the gRPC and HTTP ports (refusing a port in use), serves until the shutdown future
-//! completes, then makes every write durable and returns.
-
-pub mod conn;
-pub mod error;
-pub mod grpc;
-pub mod http;
-pub mod metrics;
-pub mod security;
-pub mod sql;
+//! `streamcell server`: the composition root. [`run`] checks the configuration and the
+//! security files, opens the store in the data directory (refusing a directory another
+//! server holds), starts the stream service and the engine over it, binds the gRPC,
+//! PostgreSQL and HTTP ports (refusing a port in use) and serves every door until the
+//! shutdown future completes; then it stops the doors, checkpoints queries, saves
+//! subscription progress and makes every write durable, in that order.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,19 +11,48 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use streamcell_proto::sqlapi::stream_cell_sql_server::StreamCellSqlServer;
-use streamcell_proto::HStreamApiServer;
-use streamcell_store::{LogOptions, Store, SyncPolicy};
+use streamcell_admission::{connection_cap, security, Secret, Security};
+use streamcell_engine::datacell::network::{Cidr, NetworkPolicy};
+use streamcell_service::{NodeInfo, Service};
+use streamcell_store::{LogOptions, Store, StoreError, SyncPolicy};
 use tokio::net::TcpListener;
 
-pub use error::ServerError;
-pub use security::Secret;
-pub use streamcell_engine::datacell::network::{Cidr, NetworkPolicy};
 /// The stack each thread of the server's runtime should have: statements are planned and
 /// evaluated on them, up to the parser's depth limit (`streamcell_sql::limits`).
 pub const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
-pub use grpc::StreamApi;
-pub use streamcell_service::NodeInfo;
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened (locked, corrupt, I/O).
+    #[error("cannot open the data directory: {0}")]
+    Store(#[from] StoreError),
+    /// A listening port could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+        /// A hint for the user.
+        hint: &'static str,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A fault of the server itself while starting.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<streamcell_admission::ConfigError> for ServerError {
+    fn from(e: streamcell_admission::ConfigError) -> Self {
+        ServerError::Config(e.0)
+    }
+}
 
 /// The largest `max-record-size`: a stored batch frame holds at most 256 MiB.
 pub const MAX_RECORD_SIZE_LIMIT: usize = 128 << 20;
@@ -257,84 +276,13 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Serve
     })
 }
 
-/// Each port's connection cap: `configured`, lowered so that three full ports leave a quarter
-/// of the open-file limit (and at least 256 descriptors) to the store and the rest.
-fn connection_cap(configured: usize) -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct passed by pointer.
-    let files = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        usize::try_from(lim.rlim_cur).unwrap_or(usize::MAX)
-    } else {
-        return configured;
-    };
-    let room = files.saturating_sub((files / 4).max(256)) / 3;
-    configured.min(room.max(16))
-}
-
-/// Accepted gRPC connections, each holding a place under the port's cap (`slots`; one over
-/// the cap is closed at once), with Nagle's algorithm off: without it a small response waits
-/// for the client's delayed ACK (about 40 ms). The builder's `tcp_nodelay` applies only to
-/// listeners tonic creates itself, not to a given stream of connections.
-fn incoming(
-    listener: TcpListener,
-    slots: Arc<tokio::sync::Semaphore>,
-) -> impl tokio_stream::Stream<Item = std::io::Result<conn::Conn>> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                () = tx.closed() => return,
-            };
-            let conn = match conn {
-                Ok((c, _)) => c,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!("accepting a gRPC connection failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                refused("gRPC");
-                continue;
-            };
-            if let Err(e) = conn.set_nodelay(true) {
-                tracing::debug!("cannot set TCP_NODELAY: {e}");
-            }
-            // No idle timeout: a consumer waiting for records is an idle, live connection.
-            if tx
-                .send(Ok(conn::Conn::new(conn, permit, None)))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Logs (at most once a second) that a port turned a connection away at its cap.
-pub fn refused(door: &str) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    let now = streamcell_store::now_ms() as u64 / 1000;
-    if LAST.swap(now, Ordering::Relaxed) != now {
-        tracing::warn!("{door} port: connection refused, the port is at its --max-connections");
-    }
-}
-
 /// Runs the server until `shutdown` completes.
 pub async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     cfg.validate()?;
-    let security = Arc::new(security::Security::load(
+    let security = Arc::new(Security::load(
         &cfg.users,
         cfg.auth_token.as_ref(),
         cfg.tls_cert.as_ref().zip(cfg.tls_key.as_ref()),
@@ -396,7 +344,7 @@ pub async fn run(
         .local_addr()
         .map_err(|e| ServerError::Config(format!("reading the bound HTTP address: {e}")))?;
     let (stopping, stopping_rx) = tokio::sync::watch::channel(false);
-    let service = streamcell_service::Service::start(
+    let service = Service::start(
         store.clone(),
         node,
         cfg.max_record_size,
@@ -404,7 +352,6 @@ pub async fn run(
     )
     .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
     let engine = streamcell_engine::Engine::new(service.clone(), tokio::runtime::Handle::current());
-    let svc = Arc::new(StreamApi::new(service.clone(), engine.clone()));
     let mut connect = streamcell_engine::datacell::network::loopback();
     connect.extend(cfg.emitter_allow.iter().copied());
     engine.datacell().set_network(NetworkPolicy {
@@ -426,31 +373,6 @@ pub async fn run(
     }
     let stop = Arc::new(tokio::sync::Notify::new());
     let stop_serving = stop.clone();
-    // Dead peers are found by HTTP/2 pings; a TLS handshake must finish in time.
-    let mut builder = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(tls) = security.grpc_tls() {
-        builder = builder.tls_config(tls).map_err(|e| {
-            let mut why = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(inner) = src {
-                why = format!("{why}: {inner}");
-                src = inner.source();
-            }
-            ServerError::Config(format!(
-                "TLS certificate {} or key {} rejected: {why}",
-                cfg.tls_cert
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new("?"))
-                    .display(),
-                cfg.tls_key
-                    .as_deref()
-                    .unwrap_or(std::path::Path::new("?"))
-                    .display(),
-            ))
-        })?;
-    }
     tracing::info!("security: {}", security.describe());
     if cfg.allow_partial_security && security.locked() != security.encrypted() {
         // Logged here, once: `validate` also runs before the runtime starts.
@@ -476,13 +398,13 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         if cfg.tls_cert.is_some() { " (TLS)" } else { "" }
     );
-    let http_state = Arc::new(http::HttpState {
+    let http_state = Arc::new(streamcell_http::HttpState {
         service: service.clone(),
         engine: engine.clone(),
         stopping: stopping_rx.clone(),
     });
     let mut http_stopping = stopping_rx.clone();
-    let mut http_task = tokio::spawn(http::serve(
+    let mut http_task = tokio::spawn(streamcell_http::serve(
         http_listener,
         http_state,
         security.clone(),
@@ -522,19 +444,18 @@ pub async fn run(
         stopping_rx.clone(),
     ));
     tracing::info!("serving the PostgreSQL wire protocol on {pg_local} ({pg_mode})");
-    let serve = builder
-        .layer(tonic::service::InterceptorLayer::new(security::GrpcAuth(
-            security.clone(),
-        )))
-        .add_service(HStreamApiServer::from_arc(svc).max_decoding_message_size(decode_limit))
-        .add_service(StreamCellSqlServer::new(sql::SqlService::new(
-            engine.clone(),
-            stopping_rx,
-        )))
-        .serve_with_incoming_shutdown(
-            incoming(listener, Arc::new(tokio::sync::Semaphore::new(cap))),
-            async move { stop_serving.notified().await },
-        );
+    let serve = streamcell_grpc::serve(
+        listener,
+        service.clone(),
+        engine.clone(),
+        streamcell_grpc::GrpcOptions {
+            security: security.clone(),
+            max_connections: cap,
+            max_message_bytes: decode_limit,
+        },
+        stopping_rx,
+        async move { stop_serving.notified().await },
+    );
     tokio::pin!(serve);
     let mut http_done = None;
     let result = tokio::select! {

@@ -114,6 +114,8 @@ impl AsyncWrite for Conn {
     }
 }
 
+/// The gRPC door serves `Conn`s: tonic asks each connection for its peer's address.
+#[cfg(feature = "grpc")]
 impl tonic::transport::server::Connected for Conn {
     type ConnectInfo = tonic::transport::server::TcpConnectInfo;
 

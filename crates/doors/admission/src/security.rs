@@ -21,7 +21,7 @@ use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::ServerError;
+use crate::ConfigError;
 
 /// A password or token: compared in constant time and never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -60,6 +60,17 @@ struct TlsFiles {
     ca: Option<Vec<u8>>,
 }
 
+/// The TLS files of a configuration, as PEM.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPem<'a> {
+    /// The server's certificate chain.
+    pub cert: &'a [u8],
+    /// The server's private key.
+    pub key: &'a [u8],
+    /// The CA client certificates must chain to, if client certificates are checked.
+    pub ca: Option<&'a [u8]>,
+}
+
 /// The checked security settings of a running server.
 pub struct Security {
     users: HashMap<String, Secret>,
@@ -73,16 +84,16 @@ pub struct Security {
 #[error("{0}")]
 pub struct Unauthenticated(String);
 
-fn read_pem(path: &Path, what: &str, marker: &str) -> Result<Vec<u8>, ServerError> {
+fn read_pem(path: &Path, what: &str, marker: &str) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| {
-        ServerError::Config(format!(
+        ConfigError(format!(
             "cannot read the TLS {what} {}: {e}",
             path.display()
         ))
     })?;
     let text = String::from_utf8_lossy(&bytes);
     if !text.contains("-----BEGIN") || !text.contains(marker) {
-        return Err(ServerError::Config(format!(
+        return Err(ConfigError(format!(
             "the TLS {what} {} is not a PEM file with a {marker:?} block",
             path.display()
         )));
@@ -99,7 +110,7 @@ impl Security {
         tls: Option<(&PathBuf, &PathBuf)>,
         ca: Option<&PathBuf>,
         open_health: bool,
-    ) -> Result<Security, ServerError> {
+    ) -> Result<Security, ConfigError> {
         let tls = match tls {
             None => None,
             Some((cert, key)) => Some(TlsFiles {
@@ -250,31 +261,25 @@ impl Security {
         self.token.as_ref().map(|t| t.expose().to_string())
     }
 
-    /// TLS for the gRPC port (tonic builds its own rustls configuration from the PEM).
-    pub fn grpc_tls(&self) -> Option<tonic::transport::ServerTlsConfig> {
-        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-        let t = self.tls.as_ref()?;
-        let mut tls = ServerTlsConfig::new()
-            .identity(Identity::from_pem(&t.cert, &t.key))
-            .timeout(crate::http::HANDSHAKE_TIMEOUT);
-        if let Some(ca) = &t.ca {
-            tls = tls
-                .client_ca_root(Certificate::from_pem(ca))
-                .client_auth_optional(self.has_credentials());
-        }
-        Some(tls)
+    /// The TLS files as read at start, for doors whose stack builds its own TLS
+    /// configuration.
+    pub fn tls_pem(&self) -> Option<TlsPem<'_>> {
+        self.tls.as_ref().map(|t| TlsPem {
+            cert: &t.cert,
+            key: &t.key,
+            ca: t.ca.as_deref(),
+        })
     }
 
     /// TLS for the PostgreSQL or HTTP port, announcing `alpn`. With `--tls-ca`, a client
     /// certificate is checked when sent, and required when certificates are the only
     /// credential.
-    pub fn rustls(&self, alpn: &[&[u8]]) -> Result<Option<Arc<rustls::ServerConfig>>, ServerError> {
+    pub fn rustls(&self, alpn: &[&[u8]]) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
         let Some(t) = &self.tls else {
             return Ok(None);
         };
-        let bad = |what: &str, e: &dyn fmt::Display| {
-            ServerError::Config(format!("TLS {what} rejected: {e}"))
-        };
+        let bad =
+            |what: &str, e: &dyn fmt::Display| ConfigError(format!("TLS {what} rejected: {e}"));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = CertificateDer::pem_slice_iter(&t.cert)
             .collect::<Result<Vec<_>, _>>()
@@ -316,27 +321,6 @@ impl Security {
     /// The server certificate (PEM), for SCRAM channel binding on the PostgreSQL port.
     pub fn certificate_pem(&self) -> Option<&[u8]> {
         self.tls.as_ref().map(|t| t.cert.as_slice())
-    }
-}
-
-/// gRPC: every call of every service checks its credentials first.
-#[derive(Clone)]
-pub struct GrpcAuth(pub Arc<Security>);
-
-impl tonic::service::Interceptor for GrpcAuth {
-    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if !self.0.locked() {
-            return Ok(req); // every call of an open server: nothing to look at
-        }
-        let cert = req.peer_certs().is_some_and(|c| !c.is_empty());
-        let header = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match self.0.check(header, cert) {
-            Ok(()) => Ok(req),
-            Err(e) => Err(tonic::Status::unauthenticated(e.to_string())),
-        }
     }
 }
 

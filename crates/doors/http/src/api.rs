@@ -1,44 +1,34 @@
-//! The HTTP front door (`--http-port`): `GET /health`, `GET /metrics` (Prometheus text, see
+//! The routes of the HTTP door: `GET /health`, `GET /metrics` (Prometheus text, see
 //! [`crate::metrics`]) and a small JSON REST API under `/api/v1` for streams, subscriptions
 //! (state, and the operator's `skip-damaged` action), persistent queries, views and SQL
 //! statements.
 //!
 //! Handlers call the stream service ([`Service`]) and the SQL engine, as the gRPC door does,
 //! so names are validated, DDL is serialized and errors are worded exactly as for gRPC
-//! clients. Every
-//! error is a JSON object `{"error": "<kind>", "message": "…"}` with the matching status:
-//! 400 bad input (including a body that is not the JSON asked for), 401 no or wrong
-//! credentials (see [`crate::security`]), 404 unknown object or
-//! route, 405 wrong method, 409 exists or conflicts, 500 internal, 503 unavailable. Work that
-//! changes state runs in its own task, so a client that disconnects mid-request does not cut
-//! it short.
+//! clients. Every error is a JSON object `{"error": "<kind>", "message": "…"}` with the
+//! matching status: 400 bad input (including a body that is not the JSON asked for), 401 no
+//! or wrong credentials (see [`crate::serve`]), 404 unknown object or route, 405 wrong
+//! method, 409 exists or conflicts, 500 internal, 503 unavailable. Work that changes state
+//! runs in its own task, so a client that disconnects mid-request does not cut it short.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use streamcell_engine::{Engine, EngineError, Output, QueryKind, QueryStatus};
 use streamcell_service::{Service, ServiceError, StreamSpec};
 use streamcell_store::{StoreError, StreamMeta};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::watch;
 
 use crate::metrics;
-use crate::security::Security;
 
 /// What the handlers work with.
 pub struct HttpState {
@@ -61,7 +51,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
         let kind = match status {
             StatusCode::BAD_REQUEST => "bad_request",
             StatusCode::UNAUTHORIZED => "unauthenticated",
@@ -501,8 +491,8 @@ async fn get_view(State(state): Shared, name: Result<Path<String>, PathRejection
         }
     };
     let mut body = view_json(&view);
-    let sql = format!("SELECT * FROM {}", crate::sql::ident(&name));
-    let rows = detached(async move { output_json(crate::sql::run_one(&e, &sql).await?) }).await?;
+    let sql = format!("SELECT * FROM {}", streamcell_sql::quote_ident(&name));
+    let rows = detached(async move { output_json(e.execute_one(&sql).await?) }).await?;
     body["columns"] = rows["columns"].clone();
     body["rows"] = rows["rows"].clone();
     ok(&body)
@@ -602,180 +592,6 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
-}
-
-/// Serves HTTP (HTTPS with `tls`) on `listener` until `shutdown` completes, then lets
-/// requests in progress finish (the caller bounds how long). Every request but `/health` and
-/// `/metrics` (when `security` leaves them open) needs credentials once any are configured.
-pub async fn serve(
-    listener: TcpListener,
-    state: Arc<HttpState>,
-    security: Arc<Security>,
-    tls: Option<TlsAcceptor>,
-    max_connections: usize,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let door = Door::new(listener, tls, max_connections)?;
-    let app = router(state).layer(axum::middleware::from_fn_with_state(security, authenticate));
-    axum::serve(door, app.into_make_service_with_connect_info::<Peer>())
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-/// Refuses a request without valid credentials (401, with the schemes that would do).
-async fn authenticate(
-    State(security): State<Arc<Security>>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if security.open_health() && matches!(req.uri().path(), "/health" | "/metrics") {
-        return next.run(req).await;
-    }
-    let header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    match security.check(header, peer.client_cert) {
-        Ok(()) => next.run(req).await,
-        Err(e) => {
-            let mut r = HttpError::new(StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"StreamCell\", Bearer"),
-            );
-            r
-        }
-    }
-}
-
-/// Who is on the other end of an HTTP connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    /// The client's address.
-    pub addr: SocketAddr,
-    /// Whether it presented a client certificate that the TLS layer verified.
-    pub client_cert: bool,
-}
-
-impl Connected<IncomingStream<'_, Door>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Door>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-/// A connection, plain or TLS.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
-
-/// The HTTP port's listener: accepts connections (at most `max_connections` open at once;
-/// one over is closed at once) and, with TLS, does each handshake in its own task (bounded
-/// by [`HANDSHAKE_TIMEOUT`]) so that a slow or silent client delays no one. A connection
-/// with no traffic for [`IDLE_TIMEOUT`] is closed.
-pub struct Door {
-    rx: mpsc::Receiver<(Box<dyn Io>, Peer)>,
-    local: SocketAddr,
-    _accepting: AbortOnDrop,
-}
-
-/// How long a client may take to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long an HTTP connection may go without a byte either way before it is closed (an idle
-/// keep-alive connection, a half-sent request, or a request whose answer takes this long).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Door {
-    fn new(
-        listener: TcpListener,
-        tls: Option<TlsAcceptor>,
-        max_connections: usize,
-    ) -> std::io::Result<Door> {
-        let local = listener.local_addr()?;
-        let (tx, rx) = mpsc::channel(64);
-        let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
-        let accepting = tokio::spawn(async move {
-            loop {
-                let (tcp, addr) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors and the like: wait a little rather than spin.
-                        tracing::warn!("accepting an HTTP connection failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    crate::refused("HTTP");
-                    continue;
-                };
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!("cannot set TCP_NODELAY: {e}");
-                }
-                let tcp = crate::conn::Conn::new(tcp, permit, Some(IDLE_TIMEOUT));
-                let Some(tls) = tls.clone() else {
-                    let peer = Peer {
-                        addr,
-                        client_cert: false,
-                    };
-                    if tx.send((Box::new(tcp) as Box<dyn Io>, peer)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let client_cert = stream
-                                .get_ref()
-                                .1
-                                .peer_certificates()
-                                .is_some_and(|c| !c.is_empty());
-                            let _ = tx
-                                .send((Box::new(stream) as Box<dyn Io>, Peer { addr, client_cert }))
-                                .await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(%addr, "HTTPS handshake failed: {e}"),
-                        Err(_) => tracing::debug!(%addr, "HTTPS handshake timed out"),
-                    }
-                });
-            }
-        });
-        Ok(Door {
-            rx,
-            local,
-            _accepting: AbortOnDrop(accepting),
-        })
-    }
-}
-
-impl Listener for Door {
-    type Io = Box<dyn Io>;
-    type Addr = Peer;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(conn) => conn,
-            // The accepting task ended (it only does when the runtime shuts down).
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(Peer {
-            addr: self.local,
-            client_cert: false,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -223,20 +223,6 @@ pub async fn execute_query(
     Ok(api::CommandQueryResponse { result_set })
 }
 
-/// A name quoted as a SQL identifier.
-pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Runs one statement built by the management RPCs.
-pub(crate) async fn run_one(engine: &Arc<Engine>, text: &str) -> Result<Output, EngineError> {
-    let mut stmts = engine.parse(text)?;
-    match stmts.pop() {
-        Some(s) if stmts.is_empty() => engine.execute(s).await,
-        _ => Err(EngineError::Invalid(format!("not one statement: {text}"))),
-    }
-}
-
 /// An engine error as a status with HStreamDB's JSON body; `not_found` is the code for a
 /// missing object of the RPC's kind.
 pub fn api_status(e: &EngineError, not_found: api::ErrorCode) -> Status {
@@ -297,7 +283,11 @@ pub mod manage {
 
     /// `TerminateQuery`.
     pub async fn terminate(engine: &Arc<Engine>, id: &str) -> Result<(), EngineError> {
-        run_one(engine, &format!("TERMINATE QUERY {}", ident(id)))
+        engine
+            .execute_one(&format!(
+                "TERMINATE QUERY {}",
+                streamcell_sql::quote_ident(id)
+            ))
             .await
             .map(|_| ())
     }
@@ -305,7 +295,8 @@ pub mod manage {
     /// `PauseQuery` / `ResumeQuery`.
     pub async fn pause(engine: &Arc<Engine>, id: &str, pause: bool) -> Result<(), EngineError> {
         let verb = if pause { "PAUSE" } else { "RESUME" };
-        run_one(engine, &format!("{verb} QUERY {}", ident(id)))
+        engine
+            .execute_one(&format!("{verb} QUERY {}", streamcell_sql::quote_ident(id)))
             .await
             .map(|_| ())
     }
@@ -328,7 +319,11 @@ pub mod manage {
                 }
             }
         }
-        run_one(engine, &format!("DROP {kind} {}{tail}", ident(id)))
+        engine
+            .execute_one(&format!(
+                "DROP {kind} {}{tail}",
+                streamcell_sql::quote_ident(id)
+            ))
             .await
             .map(|_| ())
     }

@@ -342,10 +342,20 @@ fn whole(f: f64) -> Option<i64> {
     (f.fract() == 0.0 && f.abs() < 9.0e18).then_some(f as i64)
 }
 
+/// Builds a record batch of `schema` from JSON rows. Missing fields and values that do not
+/// fit their column are NULL (see [`BatchDecoder`]).
+pub fn rows_to_batch(schema: &SchemaRef, rows: &[&JsonRow]) -> Result<RecordBatch> {
+    let mut d = BatchDecoder::new(schema);
+    for row in rows {
+        d.push_row(row, 0);
+    }
+    Ok(d.finish()?.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::value::{decode_struct, encode_struct, rows_to_batch};
+    use crate::value::{decode_struct, encode_struct};
     use arrow::datatypes::{Field, Schema, TimeUnit};
     use serde_json::json;
 

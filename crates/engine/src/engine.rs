@@ -18,13 +18,14 @@ use streamcell_sql::{ObjectKind, Select, Statement};
 use streamcell_store::{Catalog, ShardLog};
 use tokio::sync::mpsc;
 
+use crate::continuous::plan;
+use crate::decode::rows_to_batch;
 use crate::error::{EngineError, Result};
-use crate::plan;
 use crate::query::{
     self, streams_of, Control, QueryKind, QueryRun, QueryShared, QueryStatus, Sink,
 };
 use crate::source::{Start, StreamCursor};
-use crate::value::{self, render_rows, rows_to_batch, JsonRow};
+use crate::value::{self, render_rows, JsonRow};
 use streamcell_service::{Deletion, Service, StreamSpec};
 
 /// Catalog kind of persistent queries and views.
@@ -880,7 +881,7 @@ impl Engine {
         prepared: &plan::Prepared,
         declared: Vec<Option<SchemaRef>>,
         kind: QueryKind,
-    ) -> Result<Option<crate::plan::Pipeline>> {
+    ) -> Result<Option<crate::continuous::plan::Pipeline>> {
         match self.source_schemas(prepared, declared).await? {
             Some(schemas) => Ok(Some(query::build(prepared, &schemas, kind).await?)),
             None => Ok(None),

@@ -4,19 +4,14 @@
 //! queries run on DataFusion over views and stream history. See `docs/sql.md` for the dialect
 //! as implemented and `docs/architecture.md` for how queries run.
 
-pub mod aggregate;
+pub mod continuous;
 pub mod datacell;
 pub mod decode;
 pub mod engine;
 pub mod error;
-pub mod join;
 pub mod json;
-pub mod operator;
-pub mod plan;
 pub mod query;
-pub mod session;
 pub mod source;
-pub mod topk;
 pub mod value;
 pub mod writer;
 

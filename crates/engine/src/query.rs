@@ -21,10 +21,12 @@ use serde::{Deserialize, Serialize};
 use streamcell_store::{Catalog, ShardLog};
 use tokio::sync::{mpsc, watch};
 
+use crate::continuous::chunk::Chunk;
+use crate::continuous::plan::{self, Pipeline, Prepared};
+use crate::continuous::stage::{run_stages, Stage};
+use crate::continuous::window::WindowSpec;
 use crate::decode::BatchDecoder;
 use crate::error::{EngineError, Result};
-use crate::operator::{run_stages, Chunk, Stage};
-use crate::plan::{self, Pipeline, Prepared, WindowSpec};
 use crate::source::{self, Start, StreamCursor};
 use crate::value::{self, JsonRow};
 

@@ -90,16 +90,6 @@ pub fn nullable(schema: &Schema) -> SchemaRef {
     ))
 }
 
-/// Builds a record batch of `schema` from JSON rows. Missing fields and values that do not
-/// fit their column are NULL (see [`crate::decode::BatchDecoder`]).
-pub fn rows_to_batch(schema: &SchemaRef, rows: &[&JsonRow]) -> Result<RecordBatch> {
-    let mut d = crate::decode::BatchDecoder::new(schema);
-    for row in rows {
-        d.push_row(row, 0);
-    }
-    Ok(d.finish()?.0)
-}
-
 /// The JSON value of one cell.
 pub fn cell_value(array: &dyn Array, row: usize) -> Result<Value> {
     if array.is_null(row) {
@@ -388,7 +378,7 @@ mod tests {
             Field::new("max_len", DataType::Float64, true),
         ]));
         let refs: Vec<&JsonRow> = rows.iter().collect();
-        let batch = rows_to_batch(&schema, &refs).expect("batch");
+        let batch = crate::decode::rows_to_batch(&schema, &refs).expect("batch");
         assert_eq!(
             render_rows(&batch).expect("render"),
             vec![

@@ -201,7 +201,7 @@ fn literal_arg(e: &Expr) -> Result<Arg> {
             Arg::Number(n) => Ok(Arg::Number(-n)),
             _ => Err(EngineError::invalid(format!("unexpected argument {e}"))),
         },
-        Expr::Interval(_) => Ok(Arg::Micros(crate::plan::interval_ms(e)? * 1000)),
+        Expr::Interval(_) => Ok(Arg::Micros(crate::continuous::plan::interval_ms(e)? * 1000)),
         other => Err(EngineError::invalid(format!(
             "unexpected argument {other}: DataCell calls take literals"
         ))),

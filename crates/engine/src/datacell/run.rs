@@ -148,7 +148,7 @@ impl Engine {
                     continue;
                 }
             }
-            let ctx = crate::plan::session();
+            let ctx = crate::continuous::plan::session();
             let (names, batches) = self.run_pull_with(&ctx, source, grabbed).await?;
             let batches = target.shape(&names, batches)?;
             out.push((target, batches));
@@ -193,7 +193,7 @@ impl Engine {
                 columns,
             });
         }
-        let name = crate::plan::object_name(n)?;
+        let name = crate::continuous::plan::object_name(n)?;
         if self.catalog.get_stream(&name)?.is_none() {
             return Err(EngineError::NotFound(format!(
                 "no basket, stream or table named {name:?}"
@@ -243,7 +243,7 @@ impl Engine {
         if ct.columns.is_empty() {
             return Err(EngineError::invalid("a table needs columns"));
         }
-        let name = crate::plan::object_name(&ct.name)?;
+        let name = crate::continuous::plan::object_name(&ct.name)?;
         if ct.if_not_exists && self.catalog.get_stream(&name)?.is_some() {
             return Ok(done());
         }

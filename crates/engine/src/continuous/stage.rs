@@ -6,36 +6,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::{filter, filter_record_batch, kernels::cast::cast};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 
-use crate::aggregate::AggregateStage;
+use crate::continuous::aggregate::AggregateStage;
+use crate::continuous::chunk::{null_as_false, Chunk};
 use crate::error::{EngineError, Result};
-
-/// Rows moving through a pipeline.
-#[derive(Debug, Clone)]
-pub struct Chunk {
-    /// The rows.
-    pub batch: RecordBatch,
-    /// After an aggregate: the group id of each row.
-    pub groups: Option<UInt32Array>,
-    /// After an aggregate and a filter: groups whose new row the filter rejected (a view
-    /// drops them).
-    pub rejected: Vec<u32>,
-}
-
-impl Chunk {
-    /// Rows straight from a source.
-    pub fn new(batch: RecordBatch) -> Self {
-        Chunk {
-            batch,
-            groups: None,
-            rejected: Vec::new(),
-        }
-    }
-}
 
 /// One stage of a continuous pipeline.
 pub enum Stage {
@@ -132,13 +110,4 @@ pub fn run_stages(stages: &mut [Stage], batch: RecordBatch) -> Result<Chunk> {
         chunk = stage.apply(chunk)?;
     }
     Ok(chunk)
-}
-
-/// A filter mask with NULL read as false.
-pub fn null_as_false(mask: &BooleanArray) -> BooleanArray {
-    if mask.null_count() == 0 {
-        mask.clone()
-    } else {
-        arrow::compute::prep_null_mask_filter(mask)
-    }
 }

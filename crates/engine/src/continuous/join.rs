@@ -18,8 +18,8 @@ use arrow::row::{OwnedRow, RowConverter, SortField};
 use datafusion::logical_expr::{Join, JoinType};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::continuous::chunk::null_as_false;
 use crate::error::{EngineError, Result};
-use crate::operator::null_as_false;
 use crate::value::nullable;
 
 /// How far behind the watermark a buffered row may still match.

@@ -25,9 +25,9 @@ use datafusion::logical_expr::{Accumulator, Aggregate};
 use datafusion::physical_expr::aggregate::{AggregateFunctionExpr, LoweredAggregateBuilder};
 use datafusion::physical_expr::PhysicalExpr;
 
+use crate::continuous::chunk::Chunk;
+use crate::continuous::session::{Assigned, Sessions};
 use crate::error::{EngineError, Result};
-use crate::operator::Chunk;
-use crate::session::{Assigned, Sessions};
 use crate::value::nullable;
 
 struct AggCall {
@@ -141,8 +141,8 @@ impl AggregateStage {
     /// and `window_end` hold each record's event time, and both must be group columns.
     pub fn use_sessions(&mut self, gap_ms: i64, lateness_ms: i64) -> Result<()> {
         let (Some(start_col), Some(end_col)) = (
-            self.key_index(crate::plan::WINDOW_START),
-            self.key_index(crate::plan::WINDOW_END),
+            self.key_index(crate::continuous::window::WINDOW_START),
+            self.key_index(crate::continuous::window::WINDOW_END),
         ) else {
             return Err(EngineError::invalid(
                 "SESSION windows need GROUP BY window_start, window_end (a session exists only \
@@ -355,7 +355,7 @@ impl AggregateStage {
                 !ids.is_null(g) && closed.contains(&ids.value(g))
             });
         }
-        let Some(end_col) = self.key_index(crate::plan::WINDOW_END) else {
+        let Some(end_col) = self.key_index(crate::continuous::window::WINDOW_END) else {
             return Ok(0);
         };
         self.evict(|keys: &[ArrayRef], g| {
@@ -427,7 +427,7 @@ impl AggregateStage {
                                 EngineError::invalid("FILTER (WHERE …) must be BOOLEAN")
                             })?
                             .clone();
-                        Some(crate::operator::null_as_false(&m))
+                        Some(crate::continuous::chunk::null_as_false(&m))
                     }
                 };
                 Ok((args, mask))
@@ -734,7 +734,7 @@ impl AggregateStage {
             if starts.is_null(i) || ends.is_null(i) {
                 return Err(EngineError::internal("a saved session has no bounds"));
             }
-            let bounds = crate::session::Bounds {
+            let bounds = crate::continuous::session::Bounds {
                 start: starts.value(i),
                 end: ends.value(i),
             };

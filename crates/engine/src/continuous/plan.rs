@@ -17,29 +17,11 @@ use sqlparser::ast::{
     TableFactor,
 };
 
-use crate::aggregate::AggregateStage;
+use crate::continuous::aggregate::AggregateStage;
+use crate::continuous::stage::Stage;
+use crate::continuous::window::{WindowSpec, WINDOW_END, WINDOW_START};
 use crate::error::{EngineError, Result};
-use crate::operator::Stage;
 use crate::value::nullable;
-
-/// Name of the window start column a windowed source adds.
-pub const WINDOW_START: &str = "window_start";
-/// Name of the window end column a windowed source adds.
-pub const WINDOW_END: &str = "window_end";
-
-/// A time window over a source (`FROM TUMBLE(s, size)` / `HOP(s, size, hop)`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct WindowSpec {
-    /// Window length, ms.
-    pub size_ms: i64,
-    /// Distance between window starts, ms (`size_ms` for a tumbling window).
-    pub hop_ms: i64,
-    /// The event-time column (a TIMESTAMP or a number of epoch milliseconds); `None` for the
-    /// records' publish time.
-    pub time_column: Option<String>,
-    /// `SESSION(s, gap)`: the gap, ms (`size_ms` and `hop_ms` are unused then).
-    pub session_gap_ms: Option<i64>,
-}
 
 /// What the `FROM` of a continuous query reads.
 #[derive(Debug, Clone)]
@@ -77,7 +59,7 @@ pub struct Pipeline {
     /// Schema of the rows the source feeds in (the stream's columns, then the window columns).
     pub input_schema: SchemaRef,
     /// A stream-stream join the sources feed first (side 0: `input_schema`'s stream).
-    pub join: Option<crate::join::JoinStage>,
+    pub join: Option<crate::continuous::join::JoinStage>,
     /// The stages, in order.
     pub stages: Vec<Stage>,
     /// Schema of the rows that come out.
@@ -114,7 +96,7 @@ pub fn session() -> SessionContext {
     for udf in crate::json::udfs() {
         ctx.register_udf(udf);
     }
-    for udaf in crate::topk::udafs() {
+    for udaf in crate::continuous::topk::udafs() {
         ctx.register_udaf(udaf);
     }
     ctx
@@ -565,7 +547,7 @@ fn compile_node(
     stages: &mut Vec<Stage>,
     aggregates: &mut bool,
     within_ms: Option<i64>,
-    join: &mut Option<crate::join::JoinStage>,
+    join: &mut Option<crate::continuous::join::JoinStage>,
 ) -> Result<()> {
     match plan {
         LogicalPlan::Join(j) => {
@@ -591,7 +573,7 @@ fn compile_node(
                     }
                 }
             }
-            *join = Some(crate::join::JoinStage::new(state, j, within)?);
+            *join = Some(crate::continuous::join::JoinStage::new(state, j, within)?);
             Ok(())
         }
         LogicalPlan::TableScan(scan) => {

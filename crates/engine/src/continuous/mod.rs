@@ -1,0 +1,15 @@
+//! Continuous operators: how a continuous query (push, persistent, view) is planned
+//! ([`plan`]: DataFusion plans the expressions, the engine runs them) and what its stages do
+//! to each micro-batch ([`stage`]: filters and projections; [`aggregate`]: grouped, windowed
+//! and session aggregates with their state; [`join`]: stream-stream joins within a time
+//! bound). Rows move as [`chunk::Chunk`]s; [`window`] defines the time windows; [`topk`] is
+//! the `TOPK` aggregate function.
+
+pub mod aggregate;
+pub mod chunk;
+pub mod join;
+pub mod plan;
+pub mod session;
+pub mod stage;
+pub mod topk;
+pub mod window;

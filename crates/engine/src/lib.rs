@@ -6,15 +6,24 @@
 
 pub mod continuous;
 pub mod datacell;
+mod ddl;
 pub mod decode;
 pub mod engine;
 pub mod error;
+mod insert;
 pub mod json;
+pub mod output;
+mod pull;
+mod push;
+pub mod queries;
 pub mod query;
 pub mod source;
 pub mod value;
 pub mod writer;
 
-pub use engine::{Described, Engine, Output, PushGuard, QueryInfo, Relation};
+pub use engine::Engine;
 pub use error::{EngineError, Result};
+pub use output::{Described, Output, Relation};
+pub use push::PushGuard;
+pub use queries::{QueryInfo, QueryStats};
 pub use query::{QueryKind, QueryStatus};

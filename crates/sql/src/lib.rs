@@ -14,8 +14,3 @@ pub use ast::{CreateStream, ObjectKind, Select, Statement};
 pub use error::SqlError;
 pub use limits::check_query_text;
 pub use parser::{parse, split};
-
-/// `name` as a quoted SQL identifier (`"` doubled inside), for statements built from names.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}

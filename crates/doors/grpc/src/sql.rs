@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use streamcell_engine::{Engine, EngineError, Output};
+use streamcell_engine::{Engine, EngineError, Output, QueryKind};
 use streamcell_proto::api;
 use streamcell_proto::sqlapi::{
     self, execute_response::Item, stream_cell_sql_server::StreamCellSql, ExecuteRequest,
@@ -283,22 +283,16 @@ pub mod manage {
 
     /// `TerminateQuery`.
     pub async fn terminate(engine: &Arc<Engine>, id: &str) -> Result<(), EngineError> {
-        engine
-            .execute_one(&format!(
-                "TERMINATE QUERY {}",
-                streamcell_sql::quote_ident(id)
-            ))
-            .await
-            .map(|_| ())
+        engine.terminate(Some(id)).await
     }
 
     /// `PauseQuery` / `ResumeQuery`.
     pub async fn pause(engine: &Arc<Engine>, id: &str, pause: bool) -> Result<(), EngineError> {
-        let verb = if pause { "PAUSE" } else { "RESUME" };
-        engine
-            .execute_one(&format!("{verb} QUERY {}", streamcell_sql::quote_ident(id)))
-            .await
-            .map(|_| ())
+        if pause {
+            engine.pause(id).await
+        } else {
+            engine.resume(id).await
+        }
     }
 
     /// `DeleteQuery` / `DeleteView`.
@@ -308,24 +302,21 @@ pub mod manage {
         view: bool,
         if_exists: bool,
     ) -> Result<(), EngineError> {
-        let kind = if view { "VIEW" } else { "QUERY" };
-        let tail = if if_exists { " IF EXISTS" } else { "" };
         if !view {
             if let Ok(q) = engine.get(id) {
-                if q.kind == streamcell_engine::QueryKind::View {
+                if q.kind == QueryKind::View {
                     return Err(EngineError::Precondition(format!(
                         "{id:?} is the query of a view: delete the view"
                     )));
                 }
             }
         }
-        engine
-            .execute_one(&format!(
-                "DROP {kind} {}{tail}",
-                streamcell_sql::quote_ident(id)
-            ))
-            .await
-            .map(|_| ())
+        let kind = if view {
+            QueryKind::View
+        } else {
+            QueryKind::Stream
+        };
+        engine.drop_query(id, kind, if_exists).await
     }
 
     /// `ExecuteViewQuery`: a pull query, rows as `Struct`s.

@@ -395,10 +395,7 @@ async fn skip_damaged(
 // ---- queries and views --------------------------------------------------------------------
 
 /// A query as JSON; `stats` are the engine's counters of every query.
-fn query_json(
-    q: &streamcell_engine::QueryInfo,
-    stats: &[streamcell_engine::engine::QueryStats],
-) -> Value {
+fn query_json(q: &streamcell_engine::QueryInfo, stats: &[streamcell_engine::QueryStats]) -> Value {
     let (records_in, rows_out) = stats
         .iter()
         .find(|s| s.name == q.name)
@@ -491,8 +488,7 @@ async fn get_view(State(state): Shared, name: Result<Path<String>, PathRejection
         }
     };
     let mut body = view_json(&view);
-    let sql = format!("SELECT * FROM {}", streamcell_sql::quote_ident(&name));
-    let rows = detached(async move { output_json(e.execute_one(&sql).await?) }).await?;
+    let rows = output_json(e.view_table(&name)?)?;
     body["columns"] = rows["columns"].clone();
     body["rows"] = rows["rows"].clone();
     ok(&body)

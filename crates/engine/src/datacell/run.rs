@@ -22,8 +22,9 @@ use super::{
     apply_predicate, basket_name, call_args, in_schema, name_text, take_predicates, Arg,
     ContinuousQuery, Predicate, QueryState,
 };
-use crate::engine::{Engine, Output};
+use crate::engine::Engine;
 use crate::error::{EngineError, Result};
+use crate::output::Output;
 use crate::value;
 use streamcell_service::StreamSpec;
 

@@ -307,6 +307,8 @@ pub async fn prepare(
     }
 }
 
+/// Creates stream `name` with `shards` shards (replication 1, no retention); returns its
+/// shard ids.
 pub async fn create_stream(
     client: &mut HStreamApiClient<Channel>,
     name: &str,
@@ -424,6 +426,10 @@ pub fn make_batches(
 }
 
 /// A histogram of latencies in microseconds, 1 µs to [`MAX_LATENCY_US`], 3 significant digits.
+#[allow(
+    clippy::expect_used,
+    reason = "the bounds are constants that hdrhistogram accepts"
+)]
 pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("constant histogram bounds are valid")
 }
@@ -435,6 +441,10 @@ pub fn record_latency(h: &mut Histogram<u64>, latency: Duration) {
 }
 
 /// Merges `from` into `into` (both made by [`new_histogram`]).
+#[allow(
+    clippy::expect_used,
+    reason = "histograms of the same bounds always merge"
+)]
 pub fn merge_histogram(into: &mut Histogram<u64>, from: &Histogram<u64>) {
     into.add(from)
         .expect("histograms with the same bounds always merge");

@@ -12,19 +12,17 @@ const PROTO_ROOT: &str = "proto";
 const PROTO_FILE: &str = "proto/HStream/Server/HStreamApi.proto";
 const SQL_PROTO_FILE: &str = "proto/streamcell/sql.proto";
 
-fn main() {
+fn main() -> Result<(), String> {
     println!("cargo:rerun-if-changed={PROTO_FILE}");
     println!("cargo:rerun-if-changed={SQL_PROTO_FILE}");
     println!("cargo:rerun-if-changed=build.rs");
 
     let protos = [Path::new(PROTO_FILE), Path::new(SQL_PROTO_FILE)];
     // protox resolves google/protobuf/*.proto itself; include_imports(true) is set by compile().
-    let fds = match protox::compile(protos, [PROTO_ROOT]) {
-        Ok(fds) => fds,
-        Err(e) => panic!("protox failed to compile {PROTO_FILE}: {e:?}"),
-    };
+    let fds = protox::compile(protos, [PROTO_ROOT])
+        .map_err(|e| format!("protox failed to compile {PROTO_FILE}: {e:?}"))?;
 
-    let result = tonic_prost_build::configure()
+    tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         // Every `bytes` field (record payloads) becomes `bytes::Bytes`: zero-copy slicing from
@@ -32,8 +30,6 @@ fn main() {
         .bytes(".")
         // Bad request bodies are INVALID_ARGUMENT, not INTERNAL (src/codec.rs).
         .codec_path("crate::codec::StrictCodec")
-        .compile_fds(fds);
-    if let Err(e) = result {
-        panic!("tonic-prost-build failed to generate code for {PROTO_FILE}: {e}");
-    }
+        .compile_fds(fds)
+        .map_err(|e| format!("tonic-prost-build failed to generate code for {PROTO_FILE}: {e}"))
 }

@@ -30,7 +30,7 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// `streamcell actuator --protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ActuatorProtocol {
+pub(crate) enum ActuatorProtocol {
     /// TCP: accept connections (several at once), or connect with --client
     Tcp,
     /// UDP datagrams, each holding whole lines (what an active emitter sends by default)
@@ -44,7 +44,7 @@ Every line received is an event (`#N` batch headers are not). Latency is the tim
 minus the event's time column (Unix-epoch microseconds, or a date-time read as UTC). Reports \
 look like: actuator X: 1000 events in 1.02 s, 980 events/s, latency us p50 120 p90 300 p99 900 \
 max 1500")]
-pub struct ActuatorFlags {
+pub(crate) struct ActuatorFlags {
     /// Host to listen on (with --client: the emitter to connect to)
     #[arg(long, value_name = "HOST", default_value = "localhost")]
     pub host: String,
@@ -128,7 +128,7 @@ impl Plan {
 }
 
 /// Runs `streamcell actuator` and returns its exit code.
-pub fn run(flags: ActuatorFlags) -> ExitCode {
+pub(crate) fn run(flags: ActuatorFlags) -> ExitCode {
     let plan = match Plan::new(flags) {
         Ok(p) => Arc::new(p),
         Err(e) => {

@@ -15,7 +15,7 @@ use streamcell_store::SyncPolicy;
 /// Flags of `streamcell server`. Every one is optional so that the file and the defaults can
 /// fill what is not given.
 #[derive(Debug, Default, clap::Args)]
-pub struct ServerFlags {
+pub(crate) struct ServerFlags {
     /// Directory holding the data (created if missing) [default: ./streamcell-data]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -171,7 +171,7 @@ struct FileConfig {
 
 /// Why a configuration could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -210,7 +210,7 @@ fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 impl ServerFlags {
     /// Merges flags over the file (if any) over the defaults.
-    pub fn resolve(self) -> Result<ServerConfig, ConfigError> {
+    pub(crate) fn resolve(self) -> Result<ServerConfig, ConfigError> {
         let file = match &self.config {
             Some(p) => load_file(p)?,
             None => FileConfig::default(),

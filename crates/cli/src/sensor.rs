@@ -92,7 +92,7 @@ impl ToolError {
 
 /// `streamcell sensor --protocol`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SensorProtocol {
+pub(crate) enum SensorProtocol {
     /// A TCP connection (to a passive receptor, or from an active one with --server)
     Tcp,
     /// One UDP datagram per batch (split when larger than 65,000 bytes)
@@ -108,7 +108,7 @@ Events are CSV lines `id,timestamp,value...`: the id counts up from --increment 
 --increment, the timestamp is the send time in Unix-epoch microseconds, the values are random \
 integers in 0..2^31. Example (DataCell's): streamcell sensor --port 50500 --events 1000 \
 --columns 3")]
-pub struct SensorFlags {
+pub(crate) struct SensorFlags {
     /// Host to connect to (with --server: the address to listen on)
     #[arg(long, value_name = "HOST", default_value = "localhost")]
     pub host: String,
@@ -190,7 +190,7 @@ pub struct SensorFlags {
 }
 
 /// Runs `streamcell sensor` and returns its exit code.
-pub fn run(flags: SensorFlags) -> ExitCode {
+pub(crate) fn run(flags: SensorFlags) -> ExitCode {
     let plan = match Plan::new(flags) {
         Ok(p) => Arc::new(p),
         Err(e) => {

@@ -19,11 +19,11 @@ use tokio::net::TcpListener;
 
 /// The stack each thread of the server's runtime should have: statements are planned and
 /// evaluated on them, up to the parser's depth limit (`streamcell_sql::limits`).
-pub const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
+pub(crate) const RUNTIME_THREAD_STACK_BYTES: usize = streamcell_sql::limits::THREAD_STACK_BYTES;
 
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
-pub enum ServerError {
+pub(crate) enum ServerError {
     /// The store could not be opened (locked, corrupt, I/O).
     #[error("cannot open the data directory: {0}")]
     Store(#[from] StoreError),
@@ -55,14 +55,14 @@ impl From<streamcell_admission::ConfigError> for ServerError {
 }
 
 /// The largest `max-record-size`: a stored batch frame holds at most 256 MiB.
-pub const MAX_RECORD_SIZE_LIMIT: usize = 128 << 20;
+pub(crate) const MAX_RECORD_SIZE_LIMIT: usize = 128 << 20;
 
 /// How long a stopping server waits for calls in progress before closing connections.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything the server needs to start. Defaults match `streamcell server` with no flags.
 #[derive(Debug, Clone)]
-pub struct ServerConfig {
+pub(crate) struct ServerConfig {
     /// Where the data lives.
     pub data_dir: PathBuf,
     /// Address the listeners bind to.
@@ -142,7 +142,7 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     /// Checks values that flags and files cannot constrain by type.
-    pub fn validate(&self) -> Result<(), ServerError> {
+    pub(crate) fn validate(&self) -> Result<(), ServerError> {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ServerError::Config("data-dir is empty".into()));
         }
@@ -277,7 +277,7 @@ async fn bind(addr: SocketAddr, flag: &'static str) -> Result<TcpListener, Serve
 }
 
 /// Runs the server until `shutdown` completes.
-pub async fn run(
+pub(crate) async fn run(
     cfg: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {

@@ -42,7 +42,7 @@ the input typed so far. Up/Down browse the history (~/.streamcell_history).";
 
 /// Flags of `streamcell sql`.
 #[derive(Debug, clap::Args)]
-pub struct SqlFlags {
+pub(crate) struct SqlFlags {
     /// Server host name or address
     #[arg(long, value_name = "HOST", default_value = "127.0.0.1")]
     pub host: String,
@@ -100,7 +100,7 @@ pub struct SqlFlags {
 }
 
 /// Runs the shell and returns its exit code.
-pub fn run(flags: SqlFlags) -> ExitCode {
+pub(crate) fn run(flags: SqlFlags) -> ExitCode {
     let target = Target {
         host: flags.host,
         port: flags.port,

@@ -3,6 +3,12 @@
 //! delivering to several places, failing queries, and every adapter mode. Sensors and
 //! actuators are sockets in the test (and the real `streamcell sensor` where noted); every
 //! port is picked by binding port 0.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

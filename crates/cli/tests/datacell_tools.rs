@@ -3,6 +3,12 @@
 //! and server modes, its flags and failures; the actuator's UDP and TCP servers, its client
 //! mode, its reports and Ctrl-C; and the two talking to each other. Every child process is
 //! killed when its handle is dropped. The timeouts are safety nets, never assertions on speed.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};

@@ -1,6 +1,12 @@
 //! The PostgreSQL wire protocol with a real Rust driver, tokio-postgres: prepared
 //! statements with typed parameters (binary), typed binary results, simple queries, errors
 //! with SQLSTATEs, and a push query streamed row by row and cancelled.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

@@ -3,6 +3,12 @@
 //! acknowledged record must be there, at the record id it was acknowledged with, with the
 //! same bytes; a batch that was sent but not acknowledged may be there or not, but must be
 //! intact; nothing else may appear.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

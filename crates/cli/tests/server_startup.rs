@@ -1,5 +1,11 @@
 //! Starting the real binary: a second server on a held data directory or a taken port is
 //! refused with a message that says why; SIGTERM stops the server cleanly.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

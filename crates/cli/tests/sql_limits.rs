@@ -1,6 +1,12 @@
 //! Statements too deep to run safely, against the real server: refused with a clear error
 //! before planning, and a saved query that can no longer start (saved by a server without the
 //! limit) is marked FAILED at start instead of crashing the server at every restart.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! End-to-end SQL against the real server: the seed's CLI session verbatim, push queries that
 //! follow live appends, persistent queries, views, `FLUSH`, and clear errors.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

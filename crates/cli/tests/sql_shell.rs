@@ -2,6 +2,12 @@
 //! this test process (statements split and sent one per call, rows and `Done.` printed as
 //! received, errors and exit codes, `-e`, `-f` and stdin, Ctrl-C during a push query). The
 //! real server's SQL is tested in sql_session.rs.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::io::{BufRead, BufReader, Write};
 use std::pin::Pin;

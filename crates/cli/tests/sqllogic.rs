@@ -12,6 +12,12 @@
 //! `zz_known_failures.slt` keeps the correct expectations of cases the engine gets wrong
 //! today; it runs only with `STREAMCELL_SLT_ALL=1`. `STREAMCELL_SLT=<substring>` runs only the
 //! files whose name contains it.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

@@ -2,6 +2,12 @@
 //! not delivered again, records not acknowledged are all delivered, even when the acks were
 //! scattered inside batches. Also: ack-timeout redelivery sends only the unacknowledged
 //! records of a batch, with their original record ids.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 mod common;
 

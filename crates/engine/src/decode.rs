@@ -41,7 +41,7 @@ enum Cell<'a> {
 }
 
 /// Builds the Arrow columns of one schema from records.
-pub struct BatchDecoder {
+pub(crate) struct BatchDecoder {
     schema: SchemaRef,
     columns: Vec<Column>,
     /// Column of each field name read (names of skipped columns are not here).
@@ -81,14 +81,14 @@ impl Column {
 
 impl BatchDecoder {
     /// A decoder for batches of `schema`.
-    pub fn new(schema: &SchemaRef) -> Self {
+    pub(crate) fn new(schema: &SchemaRef) -> Self {
         Self::with_columns(schema, |_| true)
     }
 
     /// A decoder for batches of `schema` that reads only the columns `read` accepts (by
     /// name); the others are NULL in every row. The fields of a record that are not read are
     /// still checked to be well-formed protobuf, but their content is not looked at.
-    pub fn with_columns(schema: &SchemaRef, read: impl Fn(&str) -> bool) -> Self {
+    pub(crate) fn with_columns(schema: &SchemaRef, read: impl Fn(&str) -> bool) -> Self {
         let columns = schema
             .fields()
             .iter()
@@ -119,18 +119,18 @@ impl BatchDecoder {
     }
 
     /// Records decoded since the last [`finish`](Self::finish).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.times.len()
     }
 
     /// True when no record is waiting.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.times.is_empty()
     }
 
     /// Adds a JSON record (a serialized `Struct`) published at `time_ms`. Returns false, and
     /// adds nothing, when the bytes are not a valid `Struct`.
-    pub fn push_struct(&mut self, bytes: &[u8], time_ms: i64) -> bool {
+    pub(crate) fn push_struct(&mut self, bytes: &[u8], time_ms: i64) -> bool {
         // Borrow the cell storage with this record's lifetime (an in-place collect: the
         // element types have the same layout, so no allocation).
         let mut cells: Vec<Cell<'_>> = std::mem::take(&mut self.cells)
@@ -148,7 +148,7 @@ impl BatchDecoder {
     }
 
     /// Adds a record held as a JSON object.
-    pub fn push_row(&mut self, row: &JsonRow, time_ms: i64) {
+    pub(crate) fn push_row(&mut self, row: &JsonRow, time_ms: i64) {
         for (i, field) in self.schema.fields().iter().enumerate() {
             let v = row.get(field.name());
             match &mut self.columns[i] {
@@ -174,7 +174,7 @@ impl BatchDecoder {
 
     /// The batch of everything added since the last call, and each row's publish time. The
     /// decoder is empty afterwards and can be reused.
-    pub fn finish(&mut self) -> Result<(RecordBatch, Vec<i64>)> {
+    pub(crate) fn finish(&mut self) -> Result<(RecordBatch, Vec<i64>)> {
         let rows = self.times.len();
         let mut arrays: Vec<ArrayRef> = Vec::with_capacity(self.columns.len());
         let mut text_bytes = 0;
@@ -344,7 +344,7 @@ fn whole(f: f64) -> Option<i64> {
 
 /// Builds a record batch of `schema` from JSON rows. Missing fields and values that do not
 /// fit their column are NULL (see [`BatchDecoder`]).
-pub fn rows_to_batch(schema: &SchemaRef, rows: &[&JsonRow]) -> Result<RecordBatch> {
+pub(crate) fn rows_to_batch(schema: &SchemaRef, rows: &[&JsonRow]) -> Result<RecordBatch> {
     let mut d = BatchDecoder::new(schema);
     for row in rows {
         d.push_row(row, 0);

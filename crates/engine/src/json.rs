@@ -15,7 +15,7 @@ use serde_json::Value;
 use sqlparser::ast::{self as sql, BinaryOperator, Expr, Ident, ObjectName};
 
 /// The four JSON functions.
-pub fn udfs() -> Vec<ScalarUDF> {
+pub(crate) fn udfs() -> Vec<ScalarUDF> {
     let make = |name: &str, path: bool, text: bool| {
         create_udf(
             name,
@@ -91,7 +91,7 @@ fn lookup(arrays: &[ArrayRef], path: bool, text: bool) -> ArrayRef {
 }
 
 /// Rewrites the JSON operators of a query into the JSON functions.
-pub fn rewrite_operators(query: &mut sql::Query) {
+pub(crate) fn rewrite_operators(query: &mut sql::Query) {
     let _ = sqlparser::ast::visit_expressions_mut(query, |e| {
         if let Expr::BinaryOp { left, op, right } = e {
             let name = match op {

@@ -4,22 +4,22 @@
 //! queries run on DataFusion over views and stream history. See `docs/sql.md` for the dialect
 //! as implemented and `docs/architecture.md` for how queries run.
 
-pub mod continuous;
+mod continuous;
 pub mod datacell;
 mod ddl;
-pub mod decode;
-pub mod engine;
-pub mod error;
+mod decode;
+mod engine;
+mod error;
 mod insert;
-pub mod json;
-pub mod output;
+mod json;
+mod output;
 mod pull;
 mod push;
-pub mod queries;
-pub mod query;
-pub mod source;
-pub mod value;
-pub mod writer;
+mod queries;
+mod query;
+mod source;
+mod value;
+mod writer;
 
 pub use engine::Engine;
 pub use error::{EngineError, Result};
@@ -27,3 +27,4 @@ pub use output::{Described, Output, Relation};
 pub use push::PushGuard;
 pub use queries::{QueryInfo, QueryStats};
 pub use query::{QueryKind, QueryStatus};
+pub use value::{cell_value, render_rows, to_proto_struct};

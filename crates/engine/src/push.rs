@@ -47,7 +47,6 @@ impl Engine {
         let run = QueryRun {
             shared: shared.clone(),
             prepared,
-            per_row: true,
             sink: Sink::Push(tx),
             catalog: self.catalog.clone(),
             log: self.log.clone(),

@@ -455,7 +455,6 @@ impl Engine {
         query::spawn(QueryRun {
             shared: shared.clone(),
             prepared,
-            per_row: shared.kind == QueryKind::Stream,
             sink,
             catalog: self.catalog.clone(),
             log: self.log.clone(),

@@ -37,9 +37,9 @@ const IDLE_WAIT: Duration = Duration::from_millis(250);
 /// Views checkpoint at most this often (a restart replays what came after).
 const VIEW_CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// How far behind the newest record time a window stays open for late records.
-pub const ALLOWED_LATENESS_MS: i64 = 1000;
+pub(crate) const ALLOWED_LATENESS_MS: i64 = 1000;
 /// Why a view must aggregate.
-pub const VIEW_NEEDS_AGGREGATE: &str = "a view must aggregate (GROUP BY or an aggregate \
+pub(crate) const VIEW_NEEDS_AGGREGATE: &str = "a view must aggregate (GROUP BY or an aggregate \
      function); to keep every row, create a stream: CREATE STREAM s AS SELECT …";
 /// Records sampled to infer a stream's schema.
 const SAMPLE: usize = 1000;
@@ -96,7 +96,7 @@ impl QueryStatus {
 
 /// What the controller asks of a running query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
+pub(crate) enum Control {
     /// Process.
     Run,
     /// Hold (keep state, read nothing).
@@ -106,7 +106,7 @@ pub enum Control {
 }
 
 /// The state shared between a query's thread and the engine.
-pub struct QueryShared {
+pub(crate) struct QueryShared {
     /// Query name (a view's or target stream's query is named after it).
     pub name: String,
     /// The SQL text.
@@ -134,7 +134,7 @@ pub struct QueryShared {
 
 impl QueryShared {
     /// A query definition with nothing running yet.
-    pub fn new(
+    pub(crate) fn new(
         name: String,
         sql: String,
         kind: QueryKind,
@@ -160,7 +160,7 @@ impl QueryShared {
     }
 
     /// Its status.
-    pub fn status(&self) -> QueryStatus {
+    pub(crate) fn status(&self) -> QueryStatus {
         lock(&self.status).clone()
     }
 
@@ -170,17 +170,17 @@ impl QueryShared {
     }
 
     /// Asks the query to pause, resume or stop.
-    pub fn control(&self, c: Control) {
+    pub(crate) fn control(&self, c: Control) {
         self.control.send_replace(c);
     }
 
     /// The control currently asked.
-    pub fn wanted(&self) -> Control {
+    pub(crate) fn wanted(&self) -> Control {
         *self.control.borrow()
     }
 
     /// Every stream it reads (just its source until it runs).
-    pub fn sources(&self) -> Vec<String> {
+    pub(crate) fn sources(&self) -> Vec<String> {
         let s = lock(&self.sources).clone();
         if s.is_empty() {
             vec![self.source.clone()]
@@ -190,18 +190,18 @@ impl QueryShared {
     }
 
     /// The positions processed so far `(shard, next sequence number)`.
-    pub fn progress(&self) -> Vec<(u64, u64)> {
+    pub(crate) fn progress(&self) -> Vec<(u64, u64)> {
         lock(&self.progress).clone()
     }
 
     /// Records in and rows out so far.
-    pub fn counters(&self) -> (u64, u64) {
+    pub(crate) fn counters(&self) -> (u64, u64) {
         *lock(&self.counters)
     }
 
     /// Waits until the query thread has acted on a pause or resume (its status is `want`), has
     /// stopped, or is still waiting to bind. Returns false on timeout.
-    pub async fn wait_status(&self, want: &QueryStatus, timeout: Duration) -> bool {
+    pub(crate) async fn wait_status(&self, want: &QueryStatus, timeout: Duration) -> bool {
         let mut tick = self.progress_tick.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -227,7 +227,7 @@ impl QueryShared {
 
     /// Waits until the query has processed every shard up to the given next-sequence
     /// positions, or has stopped. Returns false on timeout.
-    pub async fn wait_progress(&self, targets: &[(u64, u64)], timeout: Duration) -> bool {
+    pub(crate) async fn wait_progress(&self, targets: &[(u64, u64)], timeout: Duration) -> bool {
         let mut tick = self.progress_tick.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -257,26 +257,26 @@ impl QueryShared {
     }
 
     /// Installs a pipeline bound by the creating statement (before the thread starts).
-    pub fn set_pipeline(&self, p: Option<Pipeline>) {
+    pub(crate) fn set_pipeline(&self, p: Option<Pipeline>) {
         *lock(&self.pipeline) = p;
     }
 
     /// The output schema once bound.
-    pub fn output_schema(&self) -> Option<SchemaRef> {
+    pub(crate) fn output_schema(&self) -> Option<SchemaRef> {
         lock(&self.pipeline)
             .as_ref()
             .map(|p| p.output_schema.clone())
     }
 
     /// The output columns once bound (empty before).
-    pub fn output_columns(&self) -> Vec<String> {
+    pub(crate) fn output_columns(&self) -> Vec<String> {
         self.output_schema()
             .map(|s| s.fields().iter().map(|f| f.name().clone()).collect())
             .unwrap_or_default()
     }
 
     /// For a view: its current rows (`None` while it waits for its first records).
-    pub fn view_rows(&self) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
+    pub(crate) fn view_rows(&self) -> Result<Option<(SchemaRef, Vec<RecordBatch>)>> {
         let mut guard = lock(&self.pipeline);
         let Some(p) = guard.as_mut() else {
             return Ok(None);
@@ -352,7 +352,7 @@ fn decode_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, &[u8])> {
 }
 
 /// Where a query's rows go.
-pub enum Sink {
+pub(crate) enum Sink {
     /// To a client: row batches; a send error means the client left.
     Push(mpsc::Sender<Result<RecordBatch>>),
     /// Appended to a stream.
@@ -362,13 +362,11 @@ pub enum Sink {
 }
 
 /// Everything a query thread needs.
-pub struct QueryRun {
+pub(crate) struct QueryRun {
     /// Shared state.
     pub shared: Arc<QueryShared>,
     /// The query, prepared.
     pub prepared: Prepared,
-    /// `EMIT CHANGES` semantics (one row per input row from an aggregate).
-    pub per_row: bool,
     /// Sink.
     pub sink: Sink,
     /// Catalog.
@@ -388,7 +386,7 @@ pub struct QueryRun {
 }
 
 /// Starts a query thread.
-pub fn spawn(run: QueryRun) -> Result<std::thread::JoinHandle<()>> {
+pub(crate) fn spawn(run: QueryRun) -> Result<std::thread::JoinHandle<()>> {
     let name = format!("query-{}", run.shared.name);
     std::thread::Builder::new()
         .name(name.chars().take(15).collect())
@@ -430,7 +428,7 @@ pub fn spawn(run: QueryRun) -> Result<std::thread::JoinHandle<()>> {
 }
 
 /// The streams a query reads: its source, then a join's right side.
-pub fn streams_of(p: &Prepared) -> Vec<String> {
+pub(crate) fn streams_of(p: &Prepared) -> Vec<String> {
     let mut v = vec![p.source.stream.clone()];
     if let Some(j) = &p.source.join {
         v.push(j.stream.clone());
@@ -440,7 +438,7 @@ pub fn streams_of(p: &Prepared) -> Vec<String> {
 
 /// The schema of a stream for planning: declared, or inferred from a sample of its records
 /// (`None` while it has none).
-pub fn stream_schema(
+pub(crate) fn stream_schema(
     catalog: &dyn Catalog,
     log: Arc<dyn ShardLog>,
     stream: &str,
@@ -460,7 +458,7 @@ pub fn stream_schema(
 
 /// Plans and compiles a prepared query over the schemas of its streams (in
 /// [`streams_of`] order).
-pub async fn build(
+pub(crate) async fn build(
     prepared: &Prepared,
     schemas: &[arrow::datatypes::Schema],
     kind: QueryKind,
@@ -1003,9 +1001,9 @@ fn deliver(
 }
 
 /// Header attribute naming the persistent query that wrote a record.
-pub const QUERY_ATTR: &str = "streamcell.query";
+pub(crate) const QUERY_ATTR: &str = "streamcell.query";
 /// Header attribute: the rows the query had written once this record's batch was.
-pub const ROWS_ATTR: &str = "streamcell.rows";
+pub(crate) const ROWS_ATTR: &str = "streamcell.rows";
 
 /// Each shard of a query's output stream and its next sequence number.
 fn sink_positions(run: &QueryRun, target: &str) -> Result<Vec<(u64, u64)>> {

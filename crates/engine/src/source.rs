@@ -16,27 +16,23 @@ use crate::value::{decode_struct, JsonRow};
 
 /// One record read from a stream.
 #[derive(Debug, Clone)]
-pub struct SourceRecord {
-    /// Publish time of its batch, milliseconds since the epoch.
-    pub time_ms: i64,
+pub(crate) struct SourceRecord {
     /// The record as a JSON object.
     pub row: JsonRow,
 }
 
 /// Where a new cursor starts.
 #[derive(Debug, Clone)]
-pub enum Start {
+pub(crate) enum Start {
     /// At the first readable record of every shard.
     Earliest,
-    /// After the last record of every shard.
-    Latest,
     /// At saved positions `(shard, next sequence number)`; shards not listed start at their
     /// earliest record.
     At(Vec<(u64, u64)>),
 }
 
 /// A cursor over every shard of one stream.
-pub struct StreamCursor {
+pub(crate) struct StreamCursor {
     /// The stream read.
     pub stream: String,
     log: Arc<dyn ShardLog>,
@@ -50,7 +46,7 @@ pub struct StreamCursor {
 
 impl StreamCursor {
     /// Opens a cursor on `stream`.
-    pub fn open(
+    pub(crate) fn open(
         catalog: &dyn Catalog,
         log: Arc<dyn ShardLog>,
         stream: &str,
@@ -64,7 +60,6 @@ impl StreamCursor {
             let bounds = log.bounds(shard)?;
             let next = match start {
                 Start::Earliest => bounds.start_seq,
-                Start::Latest => bounds.next_seq,
                 Start::At(saved) => saved
                     .iter()
                     .find(|(s, _)| *s == shard)
@@ -82,19 +77,23 @@ impl StreamCursor {
     }
 
     /// The cursor's positions `(shard, next sequence number)`.
-    pub fn positions(&self) -> &[(u64, u64)] {
+    pub(crate) fn positions(&self) -> &[(u64, u64)] {
         &self.positions
     }
 
     /// Reads whole batches, from each shard in turn, until at least `max_records` records
     /// (or everything available) are in `out`. Returns how many records were added.
     /// Blocking file I/O.
-    pub fn poll(&mut self, max_records: usize, out: &mut Vec<SourceRecord>) -> Result<usize> {
+    pub(crate) fn poll(
+        &mut self,
+        max_records: usize,
+        out: &mut Vec<SourceRecord>,
+    ) -> Result<usize> {
         let batches = self.gather(max_records)?;
-        self.decode(batches, |time_ms, flag, payload| {
+        self.decode(batches, |_, flag, payload| {
             match json_object(flag, payload) {
                 Some(row) => {
-                    out.push(SourceRecord { time_ms, row });
+                    out.push(SourceRecord { row });
                     true
                 }
                 None => false,
@@ -103,7 +102,11 @@ impl StreamCursor {
     }
 
     /// Like [`poll`](Self::poll), decoding the records straight into `decoder`'s columns.
-    pub fn poll_into(&mut self, max_records: usize, decoder: &mut BatchDecoder) -> Result<usize> {
+    pub(crate) fn poll_into(
+        &mut self,
+        max_records: usize,
+        decoder: &mut BatchDecoder,
+    ) -> Result<usize> {
         let batches = self.gather(max_records)?;
         self.decode(batches, |t, f, p| push_into(decoder, t, f, p))
     }
@@ -115,7 +118,11 @@ impl StreamCursor {
     /// replayed; the cursor ends at `end` in any case.
     ///
     /// [`poll_into`]: Self::poll_into
-    pub fn poll_until(&mut self, end: &[(u64, u64)], decoder: &mut BatchDecoder) -> Result<usize> {
+    pub(crate) fn poll_until(
+        &mut self,
+        end: &[(u64, u64)],
+        decoder: &mut BatchDecoder,
+    ) -> Result<usize> {
         let mut batches = Vec::new();
         for (i, &(shard, from)) in self.positions.iter().enumerate() {
             let Some(&(_, stop)) = end.iter().find(|(s, _)| *s == shard) else {
@@ -218,18 +225,8 @@ impl StreamCursor {
         Ok(added)
     }
 
-    /// True when every shard has been read up to its current tail.
-    pub fn caught_up(&self) -> Result<bool> {
-        for &(shard, next) in &self.positions {
-            if self.log.bounds(shard)?.next_seq > next {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
     /// Watches on each shard's tail, to wait for new records.
-    pub fn watchers(&self) -> Result<Vec<watch::Receiver<u64>>> {
+    pub(crate) fn watchers(&self) -> Result<Vec<watch::Receiver<u64>>> {
         self.positions
             .iter()
             .map(|&(shard, _)| Ok(self.log.watch_tail(shard)?))
@@ -264,7 +261,7 @@ fn json_object(flag: Flag, payload: &[u8]) -> Option<JsonRow> {
 }
 
 /// Waits until any of `watchers` changes or `timeout` passes.
-pub async fn wait_any(watchers: &mut [watch::Receiver<u64>], timeout: Duration) {
+pub(crate) async fn wait_any(watchers: &mut [watch::Receiver<u64>], timeout: Duration) {
     if watchers.is_empty() {
         tokio::time::sleep(timeout).await;
         return;
@@ -290,7 +287,7 @@ async fn futures_select_all<F: std::future::Future + Unpin>(futs: impl Iterator<
 
 /// Reads a sample of a stream (up to `max` records from the start of every shard) for schema
 /// inference.
-pub fn sample(
+pub(crate) fn sample(
     catalog: &dyn Catalog,
     log: Arc<dyn ShardLog>,
     stream: &str,

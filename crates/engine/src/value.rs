@@ -24,7 +24,7 @@ use serde_json::{Map, Number, Value};
 use crate::error::{EngineError, Result};
 
 /// One record as a JSON object (keys in the order they came).
-pub type JsonRow = Map<String, Value>;
+pub(crate) type JsonRow = Map<String, Value>;
 
 /// The JSON type a field was seen with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ enum Seen {
 
 /// Infers a schema from sample records: fields in order of first appearance, typed as the
 /// module documentation says. Every field is nullable.
-pub fn infer_schema<'a>(rows: impl IntoIterator<Item = &'a JsonRow>) -> Schema {
+pub(crate) fn infer_schema<'a>(rows: impl IntoIterator<Item = &'a JsonRow>) -> Schema {
     let mut order: Vec<String> = Vec::new();
     let mut seen: HashMap<String, Option<Seen>> = HashMap::new();
     for row in rows {
@@ -79,7 +79,7 @@ pub fn infer_schema<'a>(rows: impl IntoIterator<Item = &'a JsonRow>) -> Schema {
 
 /// The same schema with every field nullable (batches built by the engine may hold NULLs
 /// anywhere: a missing field, a failed conversion).
-pub fn nullable(schema: &Schema) -> SchemaRef {
+pub(crate) fn nullable(schema: &Schema) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(
         schema
             .fields()
@@ -152,7 +152,7 @@ pub fn cell_value(array: &dyn Array, row: usize) -> Result<Value> {
 }
 
 /// One row of a batch as a JSON object, keys in column order.
-pub fn row_object(batch: &RecordBatch, row: usize) -> Result<JsonRow> {
+pub(crate) fn row_object(batch: &RecordBatch, row: usize) -> Result<JsonRow> {
     let mut m = Map::with_capacity(batch.num_columns());
     for (i, field) in batch.schema().fields().iter().enumerate() {
         m.insert(
@@ -165,7 +165,7 @@ pub fn row_object(batch: &RecordBatch, row: usize) -> Result<JsonRow> {
 
 /// Renders a JSON value as the HStreamDB CLI prints rows: `{"product": "Apple", "max_len":
 /// 20.0}` (a space after `:` and `,`).
-pub fn render(v: &Value, out: &mut String) {
+pub(crate) fn render(v: &Value, out: &mut String) {
     match v {
         Value::Object(m) => {
             out.push('{');
@@ -210,7 +210,7 @@ pub fn render_rows(batch: &RecordBatch) -> Result<Vec<String>> {
 /// A `google.protobuf.Struct` read as what it is on the wire: a repeated entry message
 /// (protobuf maps are encoded so), which keeps the fields in the order they were written.
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct OrderedStruct {
+pub(crate) struct OrderedStruct {
     /// The entries, in wire order.
     #[prost(message, repeated, tag = "1")]
     pub fields: Vec<StructEntry>,
@@ -218,7 +218,7 @@ pub struct OrderedStruct {
 
 /// One field of an [`OrderedStruct`].
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct StructEntry {
+pub(crate) struct StructEntry {
     /// Field name.
     #[prost(string, tag = "1")]
     pub key: String,
@@ -229,7 +229,7 @@ pub struct StructEntry {
 
 /// Decodes a serialized `Struct` into a JSON object, fields in wire order (a repeated key
 /// keeps its first position and its last value, as protobuf's map semantics say).
-pub fn decode_struct(bytes: &[u8]) -> Option<JsonRow> {
+pub(crate) fn decode_struct(bytes: &[u8]) -> Option<JsonRow> {
     use prost::Message;
     let s = OrderedStruct::decode(bytes).ok()?;
     let mut m = JsonRow::with_capacity(s.fields.len());
@@ -241,7 +241,7 @@ pub fn decode_struct(bytes: &[u8]) -> Option<JsonRow> {
 }
 
 /// Encodes a JSON object as a serialized `Struct`, fields in the object's order.
-pub fn encode_struct(m: &JsonRow) -> Vec<u8> {
+pub(crate) fn encode_struct(m: &JsonRow) -> Vec<u8> {
     use prost::Message;
     OrderedStruct {
         fields: m
@@ -256,7 +256,7 @@ pub fn encode_struct(m: &JsonRow) -> Vec<u8> {
 }
 
 /// A JSON value from a protobuf `Struct` value (numbers are doubles).
-pub fn from_proto_value(v: &prost_types::Value) -> Value {
+pub(crate) fn from_proto_value(v: &prost_types::Value) -> Value {
     use prost_types::value::Kind;
     match &v.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
@@ -269,7 +269,7 @@ pub fn from_proto_value(v: &prost_types::Value) -> Value {
 }
 
 /// A JSON object from a protobuf `Struct` (keys sorted: a `Struct` is a map).
-pub fn from_proto_struct(s: &prost_types::Struct) -> JsonRow {
+pub(crate) fn from_proto_struct(s: &prost_types::Struct) -> JsonRow {
     s.fields
         .iter()
         .map(|(k, v)| (k.clone(), from_proto_value(v)))
@@ -277,7 +277,7 @@ pub fn from_proto_struct(s: &prost_types::Struct) -> JsonRow {
 }
 
 /// A protobuf `Struct` value from a JSON value.
-pub fn to_proto_value(v: &Value) -> prost_types::Value {
+pub(crate) fn to_proto_value(v: &Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match v {
         Value::Null => Kind::NullValue(0),
@@ -303,7 +303,7 @@ pub fn to_proto_struct(m: &JsonRow) -> prost_types::Struct {
 }
 
 /// The Arrow type of a declared column type (`CREATE STREAM s (col TYPE, …)`).
-pub fn declared_type(t: &sqlparser::ast::DataType) -> Result<DataType> {
+pub(crate) fn declared_type(t: &sqlparser::ast::DataType) -> Result<DataType> {
     use sqlparser::ast::DataType as S;
     Ok(match t {
         S::Int(_) | S::Integer(_) | S::BigInt(_) | S::SmallInt(_) | S::TinyInt(_) | S::Int64 => {

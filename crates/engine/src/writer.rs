@@ -52,7 +52,7 @@ fn chunks(
 
 /// Appends `rows` to `stream` as JSON records in as few batches as the service's size limit
 /// allows, in order, each durably before the next; see [`chunks`] for `attributes`.
-pub async fn append_rows(
+pub(crate) async fn append_rows(
     service: &Service,
     stream: &str,
     rows: &[JsonRow],

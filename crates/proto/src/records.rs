@@ -83,6 +83,10 @@ pub fn raw_record(key: &str, payload: impl Into<Bytes>) -> HStreamRecord {
 ///
 /// # Panics
 /// If `records.len()` does not fit in a `u32` (`batchSize` is a uint32 on the wire).
+#[allow(
+    clippy::expect_used,
+    reason = "callers build batches far under u32::MAX records (a batch is at most 128 MiB)"
+)]
 pub fn encode_batch(records: &[HStreamRecord]) -> BatchedRecord {
     let batch_size = u32::try_from(records.len()).expect("batch of more than u32::MAX records");
     let mut buf =

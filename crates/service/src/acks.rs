@@ -13,11 +13,11 @@
 use std::collections::BTreeMap;
 
 /// A record position: (batch sequence number, index within the batch).
-pub type Pos = (u64, u32);
+pub(crate) type Pos = (u64, u32);
 
 /// Which records of a shard are acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AckState {
+pub(crate) struct AckState {
     frontier: Pos,
     ranges: BTreeMap<Pos, Pos>,
 }
@@ -27,7 +27,7 @@ const VERSION: u8 = 1;
 
 impl AckState {
     /// Nothing acknowledged; delivery starts at batch `start_seq`.
-    pub fn starting_at(start_seq: u64) -> Self {
+    pub(crate) fn starting_at(start_seq: u64) -> Self {
         AckState {
             frontier: (start_seq, 0),
             ranges: BTreeMap::new(),
@@ -35,12 +35,12 @@ impl AckState {
     }
 
     /// The first record that is not known to be acknowledged.
-    pub fn frontier(&self) -> Pos {
+    pub(crate) fn frontier(&self) -> Pos {
         self.frontier
     }
 
     /// Whether the record at `pos` is acknowledged.
-    pub fn is_acked(&self, pos: Pos) -> bool {
+    pub(crate) fn is_acked(&self, pos: Pos) -> bool {
         if pos < self.frontier {
             return true;
         }
@@ -52,7 +52,7 @@ impl AckState {
 
     /// Acknowledges record `index` of batch `seq`, which holds `batch_len` records. Returns
     /// false if it was already acknowledged.
-    pub fn ack(&mut self, seq: u64, index: u32, batch_len: u32) -> bool {
+    pub(crate) fn ack(&mut self, seq: u64, index: u32, batch_len: u32) -> bool {
         let pos = (seq, index);
         if self.is_acked(pos) {
             return false;
@@ -68,7 +68,7 @@ impl AckState {
 
     /// Acknowledges every record of batches `from..to` (batches skipped by an operator, or
     /// trimmed before they were delivered), leaving the state of other batches as it is.
-    pub fn ack_batches(&mut self, from: u64, to: u64) {
+    pub(crate) fn ack_batches(&mut self, from: u64, to: u64) {
         if from < to {
             self.insert((from, 0), (to, 0));
         }
@@ -108,12 +108,12 @@ impl AckState {
 
     /// Number of acknowledged ranges beyond the frontier.
     #[cfg(test)]
-    pub fn gaps(&self) -> usize {
+    pub(crate) fn gaps(&self) -> usize {
         self.ranges.len()
     }
 
     /// Encodes the state for a checkpoint.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(1 + 12 + 4 + self.ranges.len() * 24 + 4);
         out.push(VERSION);
         put_pos(&mut out, self.frontier);
@@ -128,7 +128,7 @@ impl AckState {
     }
 
     /// Decodes a checkpoint written by [`AckState::encode`].
-    pub fn decode(b: &[u8]) -> Result<Self, String> {
+    pub(crate) fn decode(b: &[u8]) -> Result<Self, String> {
         if b.len() < 1 + 12 + 4 + 4 {
             return Err("checkpoint too short".into());
         }

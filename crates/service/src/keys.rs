@@ -6,14 +6,14 @@
 use md5::{Digest, Md5};
 
 /// The hash of a partition key.
-pub fn key_hash(key: &str) -> u128 {
+pub(crate) fn key_hash(key: &str) -> u128 {
     let digest: [u8; 16] = Md5::digest(key.as_bytes()).into();
     u128::from_be_bytes(digest)
 }
 
 /// Splits the key space over `n` shards (n > 0): shard `i` gets
 /// `[i * c, i * c + c - 1]` with `c = (2^128 - 1) / n`, and the last shard ends at `2^128 - 1`.
-pub fn divide_key_space(n: u32) -> Vec<(u128, u128)> {
+pub(crate) fn divide_key_space(n: u32) -> Vec<(u128, u128)> {
     let n = u128::from(n.max(1));
     let c = u128::MAX / n;
     (0..n)
@@ -26,7 +26,7 @@ pub fn divide_key_space(n: u32) -> Vec<(u128, u128)> {
 }
 
 /// True if `hash` falls in the decimal range `[start, end]`.
-pub fn in_range(hash: u128, start: &str, end: &str) -> bool {
+pub(crate) fn in_range(hash: u128, start: &str, end: &str) -> bool {
     match (start.parse::<u128>(), end.parse::<u128>()) {
         (Ok(s), Ok(e)) => s <= hash && hash <= e,
         _ => false,

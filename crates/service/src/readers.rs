@@ -11,7 +11,7 @@ use tokio::sync::Notify;
 /// One reader's state: the next sequence number it reads, behind an async lock so that
 /// concurrent `ReadShard` calls of one reader are served one after the other, and a signal
 /// that wakes a read waiting for appends when the reader is deleted.
-pub struct ReaderState {
+pub(crate) struct ReaderState {
     /// The next sequence number to read.
     pub next: tokio::sync::Mutex<u64>,
     /// Notified when the reader is deleted.
@@ -20,13 +20,13 @@ pub struct ReaderState {
 
 /// The positions of all readers that have been read since the server started.
 #[derive(Default)]
-pub struct ReaderPositions {
+pub(crate) struct ReaderPositions {
     inner: Mutex<HashMap<String, Arc<ReaderState>>>,
 }
 
 impl ReaderPositions {
     /// The state of `reader`, starting at its start offset the first time.
-    pub fn get(&self, reader: &ReaderMeta) -> Arc<ReaderState> {
+    pub(crate) fn get(&self, reader: &ReaderMeta) -> Arc<ReaderState> {
         self.inner
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -41,7 +41,7 @@ impl ReaderPositions {
     }
 
     /// Forgets a reader, waking any read waiting on it.
-    pub fn remove(&self, id: &str) {
+    pub(crate) fn remove(&self, id: &str) {
         let gone = self
             .inner
             .lock()

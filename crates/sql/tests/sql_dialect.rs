@@ -1,5 +1,11 @@
 //! The HStream SQL dialect as the seed and the HStreamDB reference write it, plus the DataCell
 //! calls, and errors that point at the line and column of the problem.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use sqlparser::ast::{self as sql, Expr, SetExpr, TableFactor};
 use streamcell_sql::{parse, ObjectKind, SqlError, Statement};

@@ -2,6 +2,12 @@
 //! reported as data loss (reads fail at the gap, sequence numbers are never reused), while a
 //! torn tail of bytes that were never acknowledged is still cut off silently. Also: a damaged
 //! marker file, and data directories written before the marker existed.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,12 @@
 //! catalog is older than the logs, and the start is refused with every directory left as it
 //! is. A listed shard whose directory is missing is never recreated empty. A catalog that redb
 //! finds damaged is refused with an error instead of a panic.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

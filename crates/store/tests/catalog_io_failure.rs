@@ -3,6 +3,12 @@
 //! made to fail writes and syncs with ENOSPC, and check that once it stops failing every
 //! operation works again on the same `RedbCatalog`, with what was committed before intact and
 //! nothing of the failed change left behind.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -1,4 +1,10 @@
 //! The catalog: streams, shard ids, readers, and their persistence across reopen.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use streamcell_store::{
     ConsumerCatalog, NewStream, ReaderMeta, RedbCatalog, StoreError, StreamCatalog,

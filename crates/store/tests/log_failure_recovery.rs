@@ -7,6 +7,12 @@
 //! descriptors (EMFILE), so the committer cannot open the next segment when it rolls. That is
 //! process-wide, which is why this file holds a single test (each file in `tests/` is its own
 //! process; the tests of one file run as threads of it).
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::fs::File;
 use std::time::Duration;

@@ -1,5 +1,11 @@
 //! Shard logs end to end: appends and reads across segments, restarts, torn tails, corrupted
 //! bytes, lost index files, trimming, retention, locking and concurrent group commit.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

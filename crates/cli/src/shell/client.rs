@@ -20,7 +20,7 @@ const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// What can go wrong in the shell.
 #[derive(Debug, thiserror::Error)]
-pub enum ShellError {
+pub(super) enum ShellError {
     /// Flags that do not fit together or files that cannot be used (exit code 2).
     #[error("{0}")]
     Usage(String),
@@ -46,7 +46,7 @@ pub enum ShellError {
 
 /// The connection settings of `streamcell sql`.
 #[derive(Clone)]
-pub struct Target {
+pub(super) struct Target {
     pub host: String,
     pub port: u16,
     /// CA certificate (PEM) to verify the server with; TLS is used when it is given.
@@ -76,7 +76,7 @@ impl std::fmt::Debug for Target {
 }
 
 /// A connection to the server, made when first needed.
-pub struct Connection {
+pub(super) struct Connection {
     endpoint: Endpoint,
     addr: String,
     authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
@@ -85,7 +85,7 @@ pub struct Connection {
 
 impl Connection {
     /// Checks the settings and reads the TLS files; does not connect yet.
-    pub fn new(target: &Target) -> Result<Connection, ShellError> {
+    pub(super) fn new(target: &Target) -> Result<Connection, ShellError> {
         // An IPv6 address needs brackets in a URI and reads better with them in messages.
         let host = if target.host.parse::<Ipv6Addr>().is_ok() {
             format!("[{}]", target.host)
@@ -140,12 +140,14 @@ impl Connection {
     }
 
     /// `host:port` of the server, for messages.
-    pub fn addr(&self) -> &str {
+    pub(super) fn addr(&self) -> &str {
         &self.addr
     }
 
     /// Connects unless already connected. A connection once made reconnects by itself.
-    pub async fn connect(&mut self) -> Result<&mut StreamCellSqlClient<Channel>, ShellError> {
+    pub(super) async fn connect(
+        &mut self,
+    ) -> Result<&mut StreamCellSqlClient<Channel>, ShellError> {
         let client = match self.client.take() {
             Some(c) => c,
             None => {
@@ -165,7 +167,11 @@ impl Connection {
 
     /// Runs `sql` as one `Execute` call, writing each row (one JSON object per line, flushed
     /// per `rows` item) and each non-empty `done` message to `out` as they arrive.
-    pub async fn execute(&mut self, sql: &str, out: &mut dyn Write) -> Result<(), ShellError> {
+    pub(super) async fn execute(
+        &mut self,
+        sql: &str,
+        out: &mut dyn Write,
+    ) -> Result<(), ShellError> {
         let addr = self.addr.clone();
         let status = |status: Status| ShellError::Status {
             status,
@@ -257,7 +263,7 @@ fn connect_detail(e: &tonic::transport::Error) -> String {
 }
 
 /// The protocol's name of a gRPC status code, e.g. `NOT_FOUND`.
-pub fn code_name(code: Code) -> &'static str {
+pub(super) fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -22,7 +22,7 @@ enum State {
 
 /// `text` cut into statements.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Split {
+pub(super) struct Split {
     /// The complete statements, in order: each one's text up to and including its `;`,
     /// without surrounding whitespace. Empty statements (only `;`, whitespace or comments) are
     /// left out.
@@ -35,7 +35,7 @@ pub struct Split {
 }
 
 /// Cuts `text` into complete statements and what follows the last one.
-pub fn split(text: &str) -> Split {
+pub(super) fn split(text: &str) -> Split {
     let mut out = Split::default();
     let mut state = State::Code;
     // Byte offset where the current statement starts, and whether it has any content yet.

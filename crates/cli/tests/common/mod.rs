@@ -1,6 +1,11 @@
 //! Test harness: runs the real `streamcell` binary on a port it picks itself, in a temporary
 //! data directory, and gives tests a gRPC client. Every process is killed when dropped.
-
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // test helpers: a failed expectation fails the test
 #![allow(dead_code)]
 
 use std::net::TcpListener;

@@ -160,7 +160,7 @@ impl StreamCellSql for SqlService {
                             tokio::select! {
                                 next = rx.recv() => match next {
                                     Some(Ok(batch)) => {
-                                        let rows = match streamcell_engine::value::render_rows(&batch) {
+                                        let rows = match streamcell_engine::render_rows(&batch) {
                                             Ok(r) => r,
                                             Err(e) => {
                                                 let _ = tx.send(Err(status(&e))).await;
@@ -215,7 +215,7 @@ pub async fn execute_query(
                 let v: serde_json::Value = serde_json::from_str(&r)
                     .map_err(|e| EngineError::Internal(format!("row is not JSON: {e}")))?;
                 if let serde_json::Value::Object(m) = v {
-                    result_set.push(streamcell_engine::value::to_proto_struct(&m));
+                    result_set.push(streamcell_engine::to_proto_struct(&m));
                 }
             }
         }

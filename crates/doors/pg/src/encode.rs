@@ -245,7 +245,7 @@ fn encode_cell(enc: &mut DataRowEncoder, kind: Kind, col: &dyn Array, row: usize
             let v = if null {
                 None
             } else {
-                Some(streamcell_engine::value::cell_value(col, row)?)
+                Some(streamcell_engine::cell_value(col, row)?)
             };
             enc.encode_field(&v)?
         }

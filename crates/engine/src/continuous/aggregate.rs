@@ -37,7 +37,7 @@ struct AggCall {
 }
 
 /// `GROUP BY` state and its update rules.
-pub struct AggregateStage {
+pub(crate) struct AggregateStage {
     group_exprs: Vec<Arc<dyn PhysicalExpr>>,
     calls: Vec<AggCall>,
     converter: RowConverter,
@@ -76,7 +76,7 @@ struct SessionWindows {
 
 impl AggregateStage {
     /// Builds the stage for a logical `Aggregate`.
-    pub fn new(
+    pub(crate) fn new(
         state: &datafusion::execution::SessionState,
         agg: &Aggregate,
         per_row: bool,
@@ -139,7 +139,7 @@ impl AggregateStage {
 
     /// Makes this an aggregate over session windows of `gap_ms`: its input's `window_start`
     /// and `window_end` hold each record's event time, and both must be group columns.
-    pub fn use_sessions(&mut self, gap_ms: i64, lateness_ms: i64) -> Result<()> {
+    pub(crate) fn use_sessions(&mut self, gap_ms: i64, lateness_ms: i64) -> Result<()> {
         let (Some(start_col), Some(end_col)) = (
             self.key_index(crate::continuous::window::WINDOW_START),
             self.key_index(crate::continuous::window::WINDOW_END),
@@ -170,7 +170,7 @@ impl AggregateStage {
     }
 
     /// The watermark before the next batch (session windows drop records that are too late).
-    pub fn set_watermark(&mut self, watermark: Option<i64>) {
+    pub(crate) fn set_watermark(&mut self, watermark: Option<i64>) {
         if let (Some(s), Some(wm)) = (self.session.as_mut(), watermark) {
             s.watermark = wm;
         }
@@ -343,7 +343,7 @@ impl AggregateStage {
 
     /// Drops the groups of windows closed at `watermark` (end + `lateness_ms` at or before
     /// it), returning how many.
-    pub fn evict_windows(&mut self, watermark: i64, lateness_ms: i64) -> Result<usize> {
+    pub(crate) fn evict_windows(&mut self, watermark: i64, lateness_ms: i64) -> Result<usize> {
         if let Some(sw) = self.session.as_mut() {
             let start_col = sw.start_col;
             let closed = sw.sessions.forget_closed(watermark);
@@ -436,7 +436,7 @@ impl AggregateStage {
     }
 
     /// Feeds a batch; returns the updated rows.
-    pub fn apply(&mut self, batch: &RecordBatch) -> Result<Chunk> {
+    pub(crate) fn apply(&mut self, batch: &RecordBatch) -> Result<Chunk> {
         let chunk = self.apply_rows(batch);
         // Groups of sessions merged into others go, whatever happened to the batch.
         if !self.merged_groups.is_empty() {
@@ -568,7 +568,7 @@ impl AggregateStage {
     }
 
     /// The current rows of the given groups.
-    pub fn rows_for(&mut self, ids: &[u32]) -> Result<Chunk> {
+    pub(crate) fn rows_for(&mut self, ids: &[u32]) -> Result<Chunk> {
         let mut columns: Vec<ArrayRef> = if self.group_exprs.is_empty() {
             Vec::new()
         } else {
@@ -596,7 +596,7 @@ impl AggregateStage {
     }
 
     /// Every group's current row.
-    pub fn all_rows(&mut self) -> Result<Chunk> {
+    pub(crate) fn all_rows(&mut self) -> Result<Chunk> {
         let ids: Vec<u32> = (0..self.accumulators.len() as u32).collect();
         self.rows_for(&ids)
     }
@@ -616,7 +616,7 @@ impl AggregateStage {
 
     /// The state of every group as an Arrow IPC stream: the key columns, then each call's
     /// state fields.
-    pub fn snapshot(&mut self) -> Result<Vec<u8>> {
+    pub(crate) fn snapshot(&mut self) -> Result<Vec<u8>> {
         let ngroups = self.accumulators.len();
         let mut fields: Vec<Field> = self.schema.fields()[..self.group_exprs.len()]
             .iter()
@@ -682,7 +682,7 @@ impl AggregateStage {
     }
 
     /// Restores groups from a [`snapshot`](Self::snapshot) (into an empty stage).
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+    pub(crate) fn restore(&mut self, bytes: &[u8]) -> Result<()> {
         let reader = StreamReader::try_new(bytes, None)?;
         let nkeys = self.group_exprs.len();
         for batch in reader {
@@ -758,7 +758,7 @@ impl AggregateStage {
 
     /// Drops the groups for which `expired` is true of their key row, returning how many.
     /// Group ids are renumbered, so call this between batches only.
-    pub fn evict(&mut self, expired: impl Fn(&[ArrayRef], usize) -> bool) -> Result<usize> {
+    pub(crate) fn evict(&mut self, expired: impl Fn(&[ArrayRef], usize) -> bool) -> Result<usize> {
         let ngroups = self.accumulators.len();
         if ngroups == 0 || self.group_exprs.is_empty() {
             return Ok(0);
@@ -785,7 +785,7 @@ impl AggregateStage {
     }
 
     /// Whether the key column `name` exists, and its index.
-    pub fn key_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn key_index(&self, name: &str) -> Option<usize> {
         self.schema.fields()[..self.group_exprs.len()]
             .iter()
             .position(|f| f.name() == name)

@@ -5,7 +5,7 @@ use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array};
 
 /// Rows moving through a pipeline.
 #[derive(Debug, Clone)]
-pub struct Chunk {
+pub(crate) struct Chunk {
     /// The rows.
     pub batch: RecordBatch,
     /// After an aggregate: the group id of each row.
@@ -17,7 +17,7 @@ pub struct Chunk {
 
 impl Chunk {
     /// Rows straight from a source.
-    pub fn new(batch: RecordBatch) -> Self {
+    pub(crate) fn new(batch: RecordBatch) -> Self {
         Chunk {
             batch,
             groups: None,
@@ -27,7 +27,7 @@ impl Chunk {
 }
 
 /// A filter mask with NULL read as false.
-pub fn null_as_false(mask: &BooleanArray) -> BooleanArray {
+pub(crate) fn null_as_false(mask: &BooleanArray) -> BooleanArray {
     if mask.null_count() == 0 {
         mask.clone()
     } else {

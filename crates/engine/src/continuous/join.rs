@@ -42,7 +42,7 @@ struct Side {
 }
 
 /// The join operator.
-pub struct JoinStage {
+pub(crate) struct JoinStage {
     keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
     filter: Option<Arc<dyn PhysicalExpr>>,
     join_type: JoinType,
@@ -56,7 +56,7 @@ pub struct JoinStage {
 
 impl JoinStage {
     /// Builds the operator for a logical join whose inputs have the given schemas.
-    pub fn new(
+    pub(crate) fn new(
         state: &datafusion::execution::SessionState,
         j: &Join,
         within_ms: i64,
@@ -114,18 +114,18 @@ impl JoinStage {
     }
 
     /// Schema of a side's input.
-    pub fn side_schema(&self, side: usize) -> SchemaRef {
+    pub(crate) fn side_schema(&self, side: usize) -> SchemaRef {
         self.schemas[side].clone()
     }
 
     /// The current watermark.
-    pub fn watermark(&self) -> Option<i64> {
+    pub(crate) fn watermark(&self) -> Option<i64> {
         (self.watermark != i64::MIN).then_some(self.watermark)
     }
 
     /// Feeds rows of one side (with their times); returns the joined rows they produce,
     /// then the outer rows of rows that expired.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         side: usize,
         batch: RecordBatch,
@@ -348,7 +348,7 @@ impl JoinStage {
 
     /// The buffered rows of both sides, with their times and whether they matched, as two
     /// length-prefixed Arrow IPC streams (for a checkpoint).
-    pub fn snapshot(&self) -> Result<Vec<u8>> {
+    pub(crate) fn snapshot(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         for side in 0..2 {
             let s = &self.sides[side];
@@ -413,7 +413,7 @@ impl JoinStage {
     }
 
     /// Restores buffers saved by [`snapshot`](Self::snapshot) into an empty operator.
-    pub fn restore(&mut self, mut bytes: &[u8]) -> Result<()> {
+    pub(crate) fn restore(&mut self, mut bytes: &[u8]) -> Result<()> {
         for side in 0..2 {
             if bytes.len() < 8 {
                 return Err(EngineError::internal("join checkpoint is truncated"));

@@ -5,11 +5,11 @@
 //! bound). Rows move as [`chunk::Chunk`]s; [`window`] defines the time windows; [`topk`] is
 //! the `TOPK` aggregate function.
 
-pub mod aggregate;
-pub mod chunk;
-pub mod join;
-pub mod plan;
-pub mod session;
-pub mod stage;
-pub mod topk;
-pub mod window;
+pub(crate) mod aggregate;
+pub(crate) mod chunk;
+pub(crate) mod join;
+pub(crate) mod plan;
+pub(crate) mod session;
+pub(crate) mod stage;
+pub(crate) mod topk;
+pub(crate) mod window;

@@ -25,7 +25,7 @@ use crate::value::nullable;
 
 /// What the `FROM` of a continuous query reads.
 #[derive(Debug, Clone)]
-pub struct SourceRef {
+pub(crate) struct SourceRef {
     /// The stream (the left side of a join).
     pub stream: String,
     /// Its window, if any.
@@ -36,7 +36,7 @@ pub struct SourceRef {
 
 /// The right side of a stream-stream join.
 #[derive(Debug, Clone)]
-pub struct JoinRef {
+pub(crate) struct JoinRef {
     /// The right stream.
     pub stream: String,
     /// `WITHIN (INTERVAL …)`, ms.
@@ -46,7 +46,7 @@ pub struct JoinRef {
 /// A `SELECT` with its source and window taken out, ready to plan once the source's schema
 /// is known.
 #[derive(Debug, Clone)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The query with `FROM` rewritten to the plain stream name (and the window columns added
     /// to `GROUP BY`).
     pub query: sql::Query,
@@ -55,7 +55,7 @@ pub struct Prepared {
 }
 
 /// A compiled continuous query.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// Schema of the rows the source feeds in (the stream's columns, then the window columns).
     pub input_schema: SchemaRef,
     /// A stream-stream join the sources feed first (side 0: `input_schema`'s stream).
@@ -73,11 +73,11 @@ pub struct Pipeline {
 
 /// Most memory the operators of one query (hash tables, sorts, joins) may hold; past it the
 /// query fails with "Resources exhausted" instead of taking the machine's memory.
-pub const MAX_QUERY_MEMORY_BYTES: usize = 1 << 30;
+pub(crate) const MAX_QUERY_MEMORY_BYTES: usize = 1 << 30;
 
 /// A session configured for StreamCell SQL: identifiers are case-sensitive, as in HStream;
 /// its operators share a memory pool of [`MAX_QUERY_MEMORY_BYTES`].
-pub fn session() -> SessionContext {
+pub(crate) fn session() -> SessionContext {
     let config = SessionConfig::new()
         .set_bool("datafusion.sql_parser.enable_ident_normalization", false)
         .set_bool("datafusion.execution.coalesce_batches", false)
@@ -104,7 +104,7 @@ pub fn session() -> SessionContext {
 
 /// Finds the source of a continuous query and rewrites its `FROM`. `within` holds the
 /// `WITHIN (…)` bound of each join, in order.
-pub fn prepare(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
+pub(crate) fn prepare(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
     let mut query = query.clone();
     hstream_functions(&mut query)?;
     if query.with.is_some() {
@@ -234,7 +234,7 @@ pub fn prepare(query: &sql::Query, within: &[Expr]) -> Result<Prepared> {
 
 /// A rough test for aggregate calls in a SELECT list (the planner decides for real; this only
 /// decides whether the window columns join the grouping key).
-pub fn select_has_aggregate(select: &sql::Select) -> bool {
+pub(crate) fn select_has_aggregate(select: &sql::Select) -> bool {
     const AGGS: [&str; 7] = ["count", "sum", "avg", "min", "max", "topk", "topkdistinct"];
     let text = select
         .projection
@@ -264,7 +264,7 @@ fn other_join_name(op: &sql::JoinOperator) -> &'static str {
 }
 
 /// The one-part name of a stream, view or query.
-pub fn object_name(name: &ObjectName) -> Result<String> {
+pub(crate) fn object_name(name: &ObjectName) -> Result<String> {
     match name.0.as_slice() {
         [part] => part
             .as_ident()
@@ -365,7 +365,7 @@ fn window_of(func: &str, args: &[FunctionArg]) -> Result<(String, WindowSpec)> {
 }
 
 /// Milliseconds in an `INTERVAL n UNIT` (or `INTERVAL 'n' UNIT`, `INTERVAL 'n UNIT'`).
-pub fn interval_ms(e: &Expr) -> Result<i64> {
+pub(crate) fn interval_ms(e: &Expr) -> Result<i64> {
     let bad = || {
         EngineError::invalid(format!(
             "expected an interval such as INTERVAL 10 SECOND, found {e}"
@@ -412,7 +412,10 @@ pub fn interval_ms(e: &Expr) -> Result<i64> {
 
 /// The schema the source feeds into the pipeline: the stream's columns, plus the window
 /// columns for a windowed query.
-pub fn input_schema(stream_schema: &Schema, window: Option<&WindowSpec>) -> Result<SchemaRef> {
+pub(crate) fn input_schema(
+    stream_schema: &Schema,
+    window: Option<&WindowSpec>,
+) -> Result<SchemaRef> {
     let mut fields: Vec<Field> = stream_schema
         .fields()
         .iter()
@@ -437,7 +440,7 @@ pub fn input_schema(stream_schema: &Schema, window: Option<&WindowSpec>) -> Resu
 
 /// Plans `query` (already [`prepare`]d) with DataFusion over empty tables of the source
 /// schemas (a join has two), and returns the analyzed logical plan.
-pub async fn logical_plan(
+pub(crate) async fn logical_plan(
     ctx: &SessionContext,
     tables: &[(String, SchemaRef)],
     query: &sql::Query,
@@ -472,7 +475,7 @@ pub async fn logical_plan(
 /// Compiles an analyzed logical plan into continuous stages. `per_row`: an aggregate emits
 /// one updated row per input row (`EMIT CHANGES`) rather than one per changed group;
 /// `within_ms`: the bound of the stream-stream join in `FROM`, if any.
-pub fn compile(
+pub(crate) fn compile(
     ctx: &SessionContext,
     plan: &LogicalPlan,
     input_schema: SchemaRef,
@@ -677,7 +680,7 @@ const RENAMED_FUNCTIONS: [(&str, &str); 13] = [
 /// Rewrites HStream SQL's functions into DataFusion's: renamed functions (`TO_UPPER` →
 /// `upper`, `STRLEN` → `character_length`, `LOG` → `ln` (natural, as in HStream), …) and
 /// `TO_STR(x)` → `CAST(x AS VARCHAR)`.
-pub fn hstream_functions(query: &mut sql::Query) -> Result<()> {
+pub(crate) fn hstream_functions(query: &mut sql::Query) -> Result<()> {
     use std::ops::ControlFlow;
     crate::json::rewrite_operators(query);
     let mut unsupported: Option<String> = None;

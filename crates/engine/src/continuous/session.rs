@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 /// A session: `[start, end)` in epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bounds {
+pub(crate) struct Bounds {
     /// The first record's time.
     pub start: i64,
     /// The last record's time plus the gap.
@@ -21,7 +21,7 @@ pub struct Bounds {
 
 /// Where a record went.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assigned {
+pub(crate) enum Assigned {
     /// Into session `id` (new or extended), which absorbed the sessions `merged`.
     Session {
         /// The session.
@@ -37,7 +37,7 @@ pub enum Assigned {
 
 /// The sessions of every key.
 #[derive(Debug, Default)]
-pub struct Sessions {
+pub(crate) struct Sessions {
     gap_ms: i64,
     lateness_ms: i64,
     by_key: HashMap<Box<[u8]>, Vec<i64>>,
@@ -47,7 +47,7 @@ pub struct Sessions {
 
 impl Sessions {
     /// No sessions yet.
-    pub fn new(gap_ms: i64, lateness_ms: i64) -> Self {
+    pub(crate) fn new(gap_ms: i64, lateness_ms: i64) -> Self {
         Sessions {
             gap_ms,
             lateness_ms,
@@ -61,7 +61,7 @@ impl Sessions {
     }
 
     /// Puts a record of `key` at time `t` into its session.
-    pub fn assign(&mut self, key: &[u8], t: i64, watermark: i64) -> Assigned {
+    pub(crate) fn assign(&mut self, key: &[u8], t: i64, watermark: i64) -> Assigned {
         let mine = Bounds {
             start: t,
             end: t.saturating_add(self.gap_ms),
@@ -109,7 +109,7 @@ impl Sessions {
     }
 
     /// Registers a session with known bounds (restoring a checkpoint); returns its new id.
-    pub fn restore(&mut self, key: &[u8], bounds: Bounds) -> i64 {
+    pub(crate) fn restore(&mut self, key: &[u8], bounds: Bounds) -> i64 {
         let id = self.next_id;
         self.next_id += 1;
         self.insert(key, id, bounds);
@@ -127,17 +127,18 @@ impl Sessions {
     }
 
     /// The bounds of a live session.
-    pub fn bounds(&self, id: i64) -> Option<Bounds> {
+    pub(crate) fn bounds(&self, id: i64) -> Option<Bounds> {
         self.bounds.get(&id).copied()
     }
 
     /// Whether session `id` is closed at `watermark` (or gone).
-    pub fn closed(&self, id: i64, watermark: i64) -> bool {
+    #[cfg(test)]
+    pub(crate) fn closed(&self, id: i64, watermark: i64) -> bool {
         self.bounds(id).is_none_or(|b| !self.open(b, watermark))
     }
 
     /// Forgets the sessions closed at `watermark`; returns their ids.
-    pub fn forget_closed(&mut self, watermark: i64) -> std::collections::HashSet<i64> {
+    pub(crate) fn forget_closed(&mut self, watermark: i64) -> std::collections::HashSet<i64> {
         let lateness = self.lateness_ms;
         let mut gone = std::collections::HashSet::new();
         self.bounds.retain(|id, b| {

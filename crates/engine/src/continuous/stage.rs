@@ -16,7 +16,7 @@ use crate::continuous::chunk::{null_as_false, Chunk};
 use crate::error::{EngineError, Result};
 
 /// One stage of a continuous pipeline.
-pub enum Stage {
+pub(crate) enum Stage {
     /// Keeps the rows for which the predicate is true (`WHERE`, `HAVING`).
     Filter(Arc<dyn PhysicalExpr>),
     /// Computes the output columns.
@@ -32,7 +32,7 @@ pub enum Stage {
 
 impl Stage {
     /// Runs the stage on a chunk.
-    pub fn apply(&mut self, chunk: Chunk) -> Result<Chunk> {
+    pub(crate) fn apply(&mut self, chunk: Chunk) -> Result<Chunk> {
         match self {
             Stage::Filter(pred) => {
                 let n = chunk.batch.num_rows();
@@ -101,7 +101,7 @@ impl Stage {
 }
 
 /// Runs every stage on a batch.
-pub fn run_stages(stages: &mut [Stage], batch: RecordBatch) -> Result<Chunk> {
+pub(crate) fn run_stages(stages: &mut [Stage], batch: RecordBatch) -> Result<Chunk> {
     let mut chunk = Chunk::new(batch);
     for stage in stages.iter_mut() {
         if chunk.batch.num_rows() == 0 && chunk.rejected.is_empty() {

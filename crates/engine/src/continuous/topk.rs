@@ -20,7 +20,7 @@ fn list_type() -> DataType {
 }
 
 /// `topk` and `topkdistinct`.
-pub fn udafs() -> Vec<AggregateUDF> {
+pub(crate) fn udafs() -> Vec<AggregateUDF> {
     let make = |name: &'static str, distinct: bool| {
         create_udaf(
             name,

@@ -1,13 +1,13 @@
 //! Time windows over a source: their definition and the columns a windowed source adds.
 
 /// Name of the window start column a windowed source adds.
-pub const WINDOW_START: &str = "window_start";
+pub(crate) const WINDOW_START: &str = "window_start";
 /// Name of the window end column a windowed source adds.
-pub const WINDOW_END: &str = "window_end";
+pub(crate) const WINDOW_END: &str = "window_end";
 
 /// A time window over a source (`FROM TUMBLE(s, size)` / `HOP(s, size, hop)`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct WindowSpec {
+pub(crate) struct WindowSpec {
     /// Window length, ms.
     pub size_ms: i64,
     /// Distance between window starts, ms (`size_ms` for a tumbling window).

@@ -15,12 +15,12 @@ use arrow::datatypes::{DataType, SchemaRef, TimestampMicrosecondType};
 use crate::error::{EngineError, Result};
 
 /// At most this many parse errors are kept per basket (the oldest go first).
-pub const MAX_ERRORS: usize = 10_000;
+pub(super) const MAX_ERRORS: usize = 10_000;
 
 /// At most this many rows are held per basket: past it, rows are refused (a receptor counts
 /// them as rejected, an `INSERT` or a query's delivery fails) rather than taking the server's
 /// memory while nothing consumes the basket.
-pub const MAX_ROWS: usize = 5_000_000;
+pub(super) const MAX_ROWS: usize = 5_000_000;
 
 /// How a basket's consumer takes rows.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

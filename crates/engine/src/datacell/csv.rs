@@ -22,7 +22,7 @@ use crate::error::{EngineError, Result};
 
 /// A line that did not parse, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadLine {
+pub(super) struct BadLine {
     /// The reason.
     pub reason: String,
     /// The line as received (cut at 1 KiB).
@@ -30,7 +30,7 @@ pub struct BadLine {
 }
 
 /// Builds a basket's columns from CSV lines.
-pub struct LineParser {
+pub(super) struct LineParser {
     schema: SchemaRef,
     columns: Vec<Box<dyn ArrayBuilder>>,
     rows: usize,
@@ -40,7 +40,7 @@ pub struct LineParser {
 
 impl LineParser {
     /// A parser for rows of `schema` (types as [`column_type`] gives them).
-    pub fn new(schema: &SchemaRef) -> Self {
+    pub(super) fn new(schema: &SchemaRef) -> Self {
         LineParser {
             schema: schema.clone(),
             columns: schema
@@ -55,13 +55,13 @@ impl LineParser {
     }
 
     /// Rows parsed since the last [`finish`](Self::finish).
-    pub fn rows(&self) -> usize {
+    pub(super) fn rows(&self) -> usize {
         self.rows
     }
 
     /// Parses one line (without its `\n`; a trailing `\r` is ignored). A line that does not
     /// parse adds nothing and comes back as a [`BadLine`].
-    pub fn push_line(&mut self, line: &str) -> std::result::Result<(), BadLine> {
+    pub(super) fn push_line(&mut self, line: &str) -> std::result::Result<(), BadLine> {
         let line = line.strip_suffix('\r').unwrap_or(line);
         let bad = |reason: String| BadLine {
             reason,
@@ -104,7 +104,7 @@ impl LineParser {
     }
 
     /// The rows parsed so far as a batch; the parser starts over.
-    pub fn finish(&mut self) -> Result<RecordBatch> {
+    pub(super) fn finish(&mut self) -> Result<RecordBatch> {
         let columns: Vec<ArrayRef> = self.columns.iter_mut().map(|b| b.finish()).collect();
         let rows = std::mem::take(&mut self.rows);
         Ok(RecordBatch::try_new_with_options(
@@ -214,7 +214,7 @@ fn chrono_utc() -> arrow::array::timezone::Tz {
 }
 
 /// Epoch microseconds from an integer, or from ISO-8601 text (UTC unless it says otherwise).
-pub fn parse_timestamp(text: &str) -> Option<i64> {
+pub(super) fn parse_timestamp(text: &str) -> Option<i64> {
     if let Ok(us) = text.parse::<i64>() {
         return Some(us);
     }
@@ -272,7 +272,7 @@ fn cut(line: &str) -> String {
 }
 
 /// The SQL name of a basket column type.
-pub fn type_name(t: &DataType) -> &'static str {
+pub(super) fn type_name(t: &DataType) -> &'static str {
     match t {
         DataType::Int64 => "INTEGER",
         DataType::Float64 => "DOUBLE",
@@ -284,7 +284,7 @@ pub fn type_name(t: &DataType) -> &'static str {
 }
 
 /// The Arrow type a basket column of SQL type `t` has.
-pub fn column_type(t: &sqlparser::ast::DataType) -> Result<DataType> {
+pub(super) fn column_type(t: &sqlparser::ast::DataType) -> Result<DataType> {
     use sqlparser::ast::DataType as S;
     Ok(match t {
         S::Int(_)
@@ -314,7 +314,7 @@ pub fn column_type(t: &sqlparser::ast::DataType) -> Result<DataType> {
 
 /// Writes every row of `batch` as a CSV line (NULL as an empty field; text with `,`, `"` or a
 /// line break quoted).
-pub fn write_rows(batch: &RecordBatch, out: &mut String) -> Result<()> {
+pub(super) fn write_rows(batch: &RecordBatch, out: &mut String) -> Result<()> {
     let columns: Vec<&ArrayRef> = batch.columns().iter().collect();
     for row in 0..batch.num_rows() {
         for (i, c) in columns.iter().enumerate() {
@@ -376,7 +376,7 @@ fn quote_into(s: &str, out: &mut String) {
 }
 
 /// A batch cast, column by column (by position), to a basket's schema.
-pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(super) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.num_columns() != schema.fields().len() {
         return Err(EngineError::invalid(format!(
             "the query gives {} columns, the basket has {}",
@@ -410,7 +410,7 @@ pub fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 }
 
 /// An all-columns-nullable schema for a basket.
-pub fn schema_of(columns: &[(String, DataType)]) -> SchemaRef {
+pub(super) fn schema_of(columns: &[(String, DataType)]) -> SchemaRef {
     Arc::new(arrow::datatypes::Schema::new(
         columns
             .iter()

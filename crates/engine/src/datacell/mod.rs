@@ -15,10 +15,10 @@
 //! stream or a table (`insert into <stream> select … from datacell.<basket>`).
 
 pub mod adapter;
-pub mod basket;
-pub mod csv;
+mod basket;
+mod csv;
 pub mod network;
-pub mod run;
+pub(crate) mod run;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;

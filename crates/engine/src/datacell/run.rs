@@ -33,7 +33,7 @@ use streamcell_service::StreamSpec;
 const IDLE_TICK: Duration = Duration::from_millis(5);
 
 /// Registers a `datacell.<table>` for one query.
-pub fn register_basket_table(
+pub(crate) fn register_basket_table(
     ctx: &datafusion::prelude::SessionContext,
     t: &datafusion::common::TableReference,
     schema: SchemaRef,
@@ -60,7 +60,7 @@ pub fn register_basket_table(
 }
 
 /// Fires ready continuous queries until the engine goes away.
-pub async fn scheduler(engine: Weak<Engine>) {
+pub(crate) async fn scheduler(engine: Weak<Engine>) {
     loop {
         let Some(e) = engine.upgrade() else {
             return;

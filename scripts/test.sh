@@ -6,7 +6,11 @@
 #      prometheus-client (its parser checks /metrics) and psycopg 3 (PostgreSQL driver); the
 #      openssl CLI for the TLS tests' certificates, psql (postgresql-client) for the
 #      PostgreSQL-protocol tests and curl for the HTTPS tests (apt-get, as root, when missing);
-#   2. cargo build --workspace --all-targets, and the benchmark binary `peers` (feature `peers`);
+#   2. the house rules: cargo fmt --check, the layering check (scripts/check_layers.py: no
+#      crate but the binary depends on a door, no module import circles), cargo build
+#      --workspace --all-targets and the benchmark binary `peers` (feature `peers`), clippy
+#      with -D warnings (the lints of [workspace.lints]) and cargo-machete (unused
+#      dependencies; installed, pinned, under target/tools when missing);
 #   3. cargo test --workspace;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
 #      pytest's summary is the last line printed).
@@ -88,6 +92,11 @@ fi
 "$VENV/bin/python" -c 'import importlib.metadata as m; print("hstreamdb", m.version("hstreamdb"), "| hstreamdb-api", m.version("hstreamdb-api"), "| grpcio", m.version("grpcio"), "| psycopg", m.version("psycopg"), "| pytest", m.version("pytest"))'
 
 # ---------------------------------------------------------------------------------------------
+stage "house rules: cargo fmt --check, layering"
+cargo fmt --all --check
+"$VENV/bin/python" scripts/check_layers.py
+
+# ---------------------------------------------------------------------------------------------
 stage "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 # The side-by-side benchmark (bench/run.sh) needs the Redis and NATS clients, which only the
@@ -99,6 +108,16 @@ case "$TARGET_DIR" in
     /*) ;;
     *) TARGET_DIR="$ROOT/$TARGET_DIR" ;;
 esac
+
+# ---------------------------------------------------------------------------------------------
+stage "house rules: clippy -D warnings, unused dependencies"
+cargo clippy --workspace --all-targets -- -D warnings
+MACHETE_VERSION=0.9.2
+MACHETE="$TARGET_DIR/tools/bin/cargo-machete"
+if ! "$MACHETE" --version 2>/dev/null | grep -q "$MACHETE_VERSION"; then
+    cargo install --quiet --locked cargo-machete --version "$MACHETE_VERSION" --root "$TARGET_DIR/tools"
+fi
+"$MACHETE" --with-metadata "$ROOT"
 export STREAMCELL_BIN="${STREAMCELL_BIN:-$TARGET_DIR/debug/streamcell}"
 if [ ! -x "$STREAMCELL_BIN" ]; then
     echo "error: server binary $STREAMCELL_BIN not found after cargo build" >&2

@@ -265,4 +265,96 @@ mod tests {
         assert!(AckState::decode(&bytes).is_err());
         assert!(AckState::decode(b"short").is_err());
     }
+
+    /// A model of a shard: batches `START..START + lens.len()` with `lens[i]` records, and
+    /// the set of acknowledged records. Every operation on an `AckState` must agree with it.
+    mod model {
+        use std::collections::BTreeSet;
+
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        const START: u64 = 10;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Ack { batch: usize, index: u32 },
+            AckBatches { from: usize, to: usize },
+            Checkpoint,
+        }
+
+        fn op(batches: usize) -> impl Strategy<Value = Op> {
+            prop_oneof![
+                6 => (0..batches, 0u32..6).prop_map(|(batch, index)| Op::Ack { batch, index }),
+                1 => (0..=batches, 0..=batches).prop_map(|(a, b)| Op::AckBatches {
+                    from: a.min(b),
+                    to: a.max(b),
+                }),
+                1 => Just(Op::Checkpoint),
+            ]
+        }
+
+        fn case() -> impl Strategy<Value = (Vec<u32>, Vec<Op>)> {
+            prop::collection::vec(1u32..6, 1..8).prop_flat_map(|lens| {
+                let n = lens.len();
+                (Just(lens), prop::collection::vec(op(n), 0..60))
+            })
+        }
+
+        /// The first record not acknowledged, or the batch after the last when all are.
+        fn frontier(lens: &[u32], acked: &BTreeSet<Pos>) -> Pos {
+            for (i, &len) in lens.iter().enumerate() {
+                for index in 0..len {
+                    let pos = (START + i as u64, index);
+                    if !acked.contains(&pos) {
+                        return pos;
+                    }
+                }
+            }
+            (START + lens.len() as u64, 0)
+        }
+
+        proptest! {
+            #[test]
+            fn ack_state_agrees_with_a_set_of_acknowledged_records((lens, ops) in case()) {
+                let mut state = AckState::starting_at(START);
+                let mut acked: BTreeSet<Pos> = BTreeSet::new();
+                for op in ops {
+                    match op {
+                        Op::Ack { batch, index } => {
+                            let len = lens[batch];
+                            let index = index % len;
+                            let pos = (START + batch as u64, index);
+                            let fresh = acked.insert(pos);
+                            prop_assert_eq!(state.ack(pos.0, index, len), fresh, "ack {:?}", pos);
+                        }
+                        Op::AckBatches { from, to } => {
+                            state.ack_batches(START + from as u64, START + to as u64);
+                            for (i, &len) in lens.iter().enumerate().take(to).skip(from) {
+                                for index in 0..len {
+                                    acked.insert((START + i as u64, index));
+                                }
+                            }
+                        }
+                        Op::Checkpoint => {
+                            state = AckState::decode(&state.encode())
+                                .map_err(TestCaseError::fail)?;
+                        }
+                    }
+                    for (i, &len) in lens.iter().enumerate() {
+                        for index in 0..len {
+                            let pos = (START + i as u64, index);
+                            prop_assert_eq!(state.is_acked(pos), acked.contains(&pos), "{:?}", pos);
+                        }
+                    }
+                    prop_assert_eq!(state.frontier(), frontier(&lens, &acked));
+                    // Ranges beyond the frontier are disjoint, so there are never more of
+                    // them than records not acknowledged.
+                    let records: u32 = lens.iter().sum();
+                    prop_assert!(state.gaps() <= (records as usize).saturating_sub(acked.len()) + 1);
+                }
+            }
+        }
+    }
 }

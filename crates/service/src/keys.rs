@@ -64,4 +64,20 @@ mod tests {
             "170141183460469231731687303715884105727"
         );
     }
+
+    proptest::proptest! {
+        /// Every key falls in exactly one shard's range, as the decimal strings the catalog
+        /// keeps them in, for any shard count a stream may have.
+        #[test]
+        fn every_key_has_exactly_one_shard(n in 1u32..=4096, key in ".{0,40}", hash in proptest::num::u128::ANY) {
+            let ranges: Vec<(String, String)> = divide_key_space(n)
+                .into_iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            for h in [key_hash(&key), hash, 0, u128::MAX] {
+                let owners = ranges.iter().filter(|(a, b)| in_range(h, a, b)).count();
+                proptest::prop_assert_eq!(owners, 1, "hash {} with {} shards", h, n);
+            }
+        }
+    }
 }

@@ -333,22 +333,53 @@ struct CheckpointHeader {
     pending_end: Vec<Vec<(u64, u64)>>,
 }
 
-/// Encodes a checkpoint: a JSON header line, then the aggregate snapshot.
+/// Version byte of a query checkpoint (docs/storage-format.md §7). Checkpoints written before
+/// it existed start with the JSON header's `{` and carry no checksum.
+const CHECKPOINT_VERSION: u8 = 2;
+
+/// Encodes a checkpoint: the version byte, a CRC-32C (little-endian) of everything after it,
+/// then a JSON header line and the aggregate (and join) snapshot.
 fn encode_checkpoint(h: &CheckpointHeader, state: &[u8]) -> Result<Vec<u8>> {
-    let mut out = serde_json::to_vec(h).map_err(|e| EngineError::internal(e.to_string()))?;
-    out.push(b'\n');
-    out.extend_from_slice(state);
+    let header = serde_json::to_vec(h).map_err(|e| EngineError::internal(e.to_string()))?;
+    let mut body = Vec::with_capacity(header.len() + 1 + state.len());
+    body.extend_from_slice(&header);
+    body.push(b'\n');
+    body.extend_from_slice(state);
+    let mut out = Vec::with_capacity(5 + body.len());
+    out.push(CHECKPOINT_VERSION);
+    out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    out.extend_from_slice(&body);
     Ok(out)
 }
 
+/// Decodes a checkpoint of either version; a damaged one (checksum, version, header) is an
+/// error, never read as an empty state.
 fn decode_checkpoint(bytes: &[u8]) -> Result<(CheckpointHeader, &[u8])> {
-    let nl = bytes
+    let body = match bytes.first() {
+        Some(b'{') => bytes,
+        Some(&CHECKPOINT_VERSION) if bytes.len() >= 5 => {
+            let (crc, body) = bytes[1..].split_at(4);
+            if crc32c::crc32c(body).to_le_bytes() != crc {
+                return Err(EngineError::internal(
+                    "query checkpoint is damaged (checksum mismatch)",
+                ));
+            }
+            body
+        }
+        Some(v) => {
+            return Err(EngineError::internal(format!(
+                "query checkpoint has unknown version {v} (or is damaged)"
+            )))
+        }
+        None => return Err(EngineError::internal("query checkpoint is empty")),
+    };
+    let nl = body
         .iter()
         .position(|&b| b == b'\n')
         .ok_or_else(|| EngineError::internal("query checkpoint has no header"))?;
-    let h = serde_json::from_slice(&bytes[..nl])
+    let h = serde_json::from_slice(&body[..nl])
         .map_err(|e| EngineError::internal(format!("query checkpoint header: {e}")))?;
-    Ok((h, &bytes[nl + 1..]))
+    Ok((h, &body[nl + 1..]))
 }
 
 /// Where a query's rows go.
@@ -1165,4 +1196,54 @@ fn with_windows(
         columns,
         &RecordBatchOptions::new().with_row_count(Some(idx.len())),
     )?)
+}
+
+#[cfg(test)]
+mod checkpoint_tests {
+    use super::*;
+
+    fn header() -> CheckpointHeader {
+        CheckpointHeader {
+            positions: vec![(3, 17)],
+            rows_out: 42,
+            has_state: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn checkpoints_round_trip_and_legacy_ones_still_read() {
+        let bytes = encode_checkpoint(&header(), b"state").expect("encode");
+        assert_eq!(bytes[0], CHECKPOINT_VERSION);
+        let (h, state) = decode_checkpoint(&bytes).expect("decode");
+        assert_eq!(
+            (h.positions, h.rows_out, state),
+            (vec![(3, 17)], 42, &b"state"[..])
+        );
+        let mut legacy = serde_json::to_vec(&header()).expect("json");
+        legacy.push(b'\n');
+        legacy.extend_from_slice(b"old");
+        let (h, state) = decode_checkpoint(&legacy).expect("legacy");
+        assert_eq!((h.rows_out, state), (42, &b"old"[..]));
+    }
+
+    #[test]
+    fn every_damaged_byte_is_detected() {
+        let bytes = encode_checkpoint(&header(), b"some aggregate state").expect("encode");
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = bytes.clone();
+                bad[i] ^= bit;
+                assert!(
+                    decode_checkpoint(&bad).is_err(),
+                    "flip of bit {bit:#x} in byte {i} passed"
+                );
+            }
+        }
+        assert!(
+            decode_checkpoint(&bytes[..bytes.len() - 1]).is_err(),
+            "truncated"
+        );
+        assert!(decode_checkpoint(&[]).is_err());
+    }
 }

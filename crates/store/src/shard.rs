@@ -359,7 +359,11 @@ impl Shard {
                 }
                 if seq > seg.last_seq {
                     // Past this segment: either the tail, or damage at the end of a sealed one.
-                    if let Some((&next_base, _)) = st.segments.range(seq + 1..).next() {
+                    // (No segment starts after u64::MAX: a client may ask to read from there.)
+                    let after = seq
+                        .checked_add(1)
+                        .and_then(|n| st.segments.range(n..).next());
+                    if let Some((&next_base, _)) = after {
                         if seg.sealed && seq < next_base && out.is_empty() {
                             return Err(StoreError::Corrupt {
                                 path: seg.path.clone(),

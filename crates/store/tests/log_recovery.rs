@@ -771,3 +771,21 @@ async fn a_sealed_segment_whose_header_names_another_shard_is_not_served_but_the
     assert!(after.iter().all(|b| b.payload == payload(b.seq - 1)));
     assert_eq!(append_n(&store, shard, 100, 1).await, vec![101]);
 }
+
+/// A read may start anywhere a client names, u64::MAX included (a record id's batch id comes
+/// from the client): past the tail it is empty, never an overflow (fuzz regression K1).
+#[tokio::test]
+async fn a_read_from_the_largest_sequence_number_is_empty() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), opts(4096)).expect("open");
+    let shard = new_stream(&store, "s", 1, 0)[0];
+    append_n(&store, shard, 0, 100).await;
+    for from in [u64::MAX, u64::MAX - 1, 101] {
+        let got = store
+            .log
+            .read(shard, from, ReadLimits::batches(3))
+            .expect("read past the tail");
+        assert!(got.is_empty(), "read from {from}");
+    }
+    store.shutdown().await;
+}

@@ -108,3 +108,29 @@ def test_malformed_extended_messages_get_errors_and_harm_no_one(server):
     got = answer(s)
     s.close()
     assert b"C54000" in got and b"at most 65535 parameters" in got, got
+
+
+def test_malformed_sasl_messages_before_login_get_errors_not_panics(start_server):
+    """A client that sends a short or overlong SASLInitialResponse (the first `p` message of
+    SCRAM) before logging in: pgwire's decoder panicked on both (fuzz regression K2)."""
+    server = start_server("--user", "robot:pw", "--allow-partial-security")
+    bad = {
+        "no data length": msg(b"p", cstr("SCRAM-SHA-256") + b"\x00\x01"),
+        "a length past the end": msg(b"p", cstr("SCRAM-SHA-256") + struct.pack("!i", 100) + b"x"),
+        "a negative length": msg(b"p", cstr("SCRAM-SHA-256") + struct.pack("!i", -5)),
+    }
+    for name, message in bad.items():
+        s = socket.create_connection(("127.0.0.1", server.pg_port), timeout=10)
+        body = struct.pack("!I", 196608) + b"user\0robot\0database\0streamcell\0\0"
+        s.sendall(struct.pack("!I", len(body) + 4) + body)
+        got = s.recv(65536)
+        assert got[:1] == b"R", f"{name}: expected an authentication request, got {got!r}"
+        s.sendall(message)
+        answer(s)  # an ErrorResponse, or the connection closed
+        s.close()
+        assert server.running, f"{name}: the server died\n{server.log_tail()}"
+    assert "panicked" not in server.log_text(), server.log_tail()
+    with psycopg.connect(
+        f"host=127.0.0.1 port={server.pg_port} user=robot password=pw dbname=streamcell"
+    ) as ok:
+        assert ok.execute("SELECT 1").fetchone() == (1,)

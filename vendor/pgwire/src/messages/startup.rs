@@ -730,11 +730,16 @@ impl Message for SASLInitialResponse {
         _ctx: &DecodeContext,
     ) -> PgWireResult<Self> {
         let auth_method = codec::get_cstring(buf).unwrap_or_else(|| "".to_owned());
+        // StreamCell: the length and the data it announces must be in the message.
+        codec::ensure_bytes(4, buf)?;
         let data_len = buf.get_i32();
         let data = if data_len == -1 {
             None
         } else {
-            Some(buf.split_to(data_len as usize).freeze())
+            let n = usize::try_from(data_len)
+                .map_err(|_| PgWireError::InvalidElementCount(1, 0, buf.remaining()))?;
+            codec::ensure_bytes(n, buf)?;
+            Some(buf.split_to(n).freeze())
         };
 
         Ok(SASLInitialResponse { auth_method, data })

@@ -19,6 +19,11 @@ use bytes::Bytes;
 pub const FRAME_HEADER_LEN: usize = 32;
 /// Bytes of the body that precede the payload.
 const BODY_FIXED_LEN: usize = FRAME_HEADER_LEN - 8;
+/// Sequence numbers at or above this are implausible (a shard appending a million batches a
+/// second would take 146,000 years to reach it): recovery and the `ACKED` marker refuse them,
+/// so arithmetic on sequence numbers never overflows.
+pub const MAX_SEQ: u64 = 1 << 62;
+
 /// The largest frame body the store accepts (guards recovery against absurd lengths).
 pub const MAX_BODY_LEN: usize = 256 * 1024 * 1024;
 

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
+use crate::frame;
 use crate::segment;
 
 /// Name of the marker file in a shard directory.
@@ -86,9 +87,14 @@ fn decode_slot(b: &[u8]) -> std::result::Result<Slot, String> {
     if pos.base_seq == 0
         || pos.end < segment::SEGMENT_HEADER_LEN
         || pos.last_seq.checked_add(1).is_none_or(|n| n < pos.base_seq)
-        || pos.last_seq >= 1 << 62
+        || pos.last_seq >= frame::MAX_SEQ
     {
         return Err(format!("implausible position {pos:?}"));
+    }
+    if u64_at(16) >= frame::MAX_SEQ {
+        // No marker is recorded 2^62 times; a larger generation is damage (and its next
+        // record would overflow).
+        return Err(format!("implausible generation {}", u64_at(16)));
     }
     Ok(Slot {
         shard: u64_at(8),
@@ -320,5 +326,36 @@ mod tests {
             }
         }
         assert!(decode_slot(&[0u8; 512]).is_err());
+    }
+
+    /// A slot whose generation could never have been written is refused, so recording after
+    /// it never overflows (fuzz regression K6).
+    #[test]
+    fn an_implausible_generation_is_refused() {
+        for generation in [u64::MAX, frame::MAX_SEQ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut m = AckMarker::create(dir.path(), 7, pos(0)).expect("create");
+            m.record(pos(1)).expect("record");
+            m.sync(None).expect("sync");
+            // Over the newest slot: a well-formed slot with an impossible generation.
+            let f = OpenOptions::new()
+                .write(true)
+                .open(dir.path().join(MARKER_FILE))
+                .expect("open");
+            f.write_all_at(
+                &encode_slot(7, generation, pos(2)),
+                (m.generation % 2) * SLOT_STRIDE,
+            )
+            .expect("write");
+            let mut loaded = AckMarker::load(dir.path(), 7)
+                .expect("load")
+                .expect("present");
+            assert_eq!(
+                loaded.acked(),
+                pos(0),
+                "generation {generation}: the other slot wins"
+            );
+            loaded.record(pos(3)).expect("record after it");
+        }
     }
 }

@@ -172,7 +172,7 @@ pub fn scan(data: &Bytes, base_seq: u64) -> ScanReport {
     let mut last_indexed: Option<u64> = None;
     while pos < data.len() {
         match frame::decode(&data.slice(pos..)) {
-            Ok((h, _, len)) if h.seq >= expected => {
+            Ok((h, _, len)) if h.seq >= expected && h.seq < frame::MAX_SEQ => {
                 if h.seq > expected {
                     rep.damaged.push((expected, h.seq - 1));
                 }
@@ -215,7 +215,7 @@ fn resync(data: &Bytes, from: usize, expected: u64) -> Option<usize> {
     let limit = data.len().saturating_sub(FRAME_HEADER_LEN);
     (from..=limit).find(|&q| {
         frame::peek_seq(&data[q..])
-            .is_some_and(|s| s >= expected && s - expected < MAX_SKIPPED_SEQS)
+            .is_some_and(|s| s >= expected && s - expected < MAX_SKIPPED_SEQS && s < frame::MAX_SEQ)
             && frame::decode(&data.slice(q..)).is_ok()
     })
 }
@@ -492,4 +492,40 @@ pub fn read_frames(
         offset += pos as u64;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameHeader;
+
+    fn segment(seqs: &[u64]) -> Bytes {
+        let mut out = encode_segment_header(1, 1).to_vec();
+        for &seq in seqs {
+            let h = FrameHeader {
+                seq,
+                timestamp_ms: 1,
+                record_count: 1,
+                flags: 0,
+            };
+            frame::encode(&mut out, &h, b"payload");
+        }
+        Bytes::from(out)
+    }
+
+    /// A frame whose sequence number is implausibly large ends the log there, even with a
+    /// good checksum (fuzz regressions K4: the ACKED marker then refused it; K5: u64::MAX
+    /// overflowed the next expected number).
+    #[test]
+    fn implausible_sequence_numbers_are_not_recovered() {
+        for bad in [frame::MAX_SEQ, u64::MAX] {
+            let rep = scan(&segment(&[1, bad]), 1);
+            assert_eq!(rep.last_seq, 1, "frame {bad}");
+            assert!(
+                rep.torn_tail.is_some() && rep.damaged.is_empty(),
+                "frame {bad}"
+            );
+        }
+        assert_eq!(scan(&segment(&[1, 2, 3]), 1).last_seq, 3);
+    }
 }

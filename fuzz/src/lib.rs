@@ -314,7 +314,7 @@ pub fn open_twice(dir: &Path, retention_secs: u32, files: &[&[u8]], strict: bool
     };
     let first = probe_shard(&shard, files, strict);
     if skip_known() && shard.bounds().next_seq >= 1 << 62 {
-        // K4: recovery records an acknowledged end its next start refuses as implausible.
+        // K4, K4b: recovery records an acknowledged end its next start refuses as implausible.
         return;
     }
     drop(shard);

@@ -639,6 +639,15 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
         }
     }
     bases.sort_unstable();
+    if let Some(&base) = bases.iter().find(|&&b| b >= crate::frame::MAX_SEQ) {
+        // No log reaches 2^62 batches: such a name was not written by the store.
+        return Err(StoreError::Corrupt {
+            path: dir.join(segment::segment_file_name(base)),
+            detail: format!(
+                "segment base {base} is implausible (at least 2^62); the shard is not served"
+            ),
+        });
+    }
     if bases.is_empty() {
         tracing::warn!(shard = id, "shard directory has no segment");
     }

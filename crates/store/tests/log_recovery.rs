@@ -789,3 +789,38 @@ async fn a_read_from_the_largest_sequence_number_is_empty() {
     }
     store.shutdown().await;
 }
+
+/// A segment file whose name gives a base of 2^62 or more was not written by the store: the
+/// shard is refused as damaged (before, it was served once and recorded an end the next start
+/// refused; fuzz regression K4b).
+#[tokio::test]
+async fn a_segment_named_with_an_implausible_base_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shard;
+    {
+        let store = Store::open(dir.path(), opts(4096)).expect("open");
+        shard = new_stream(&store, "s", 1, 0)[0];
+        append_n(&store, shard, 0, 3).await;
+        store.shutdown().await;
+    }
+    let base = (1u64 << 62) + 1;
+    let path = dir
+        .path()
+        .join("shards")
+        .join(shard.to_string())
+        .join(format!("{base:020}.log"));
+    std::fs::write(
+        &path,
+        streamcell_store::segment::encode_segment_header(shard, base),
+    )
+    .expect("write");
+    for _ in 0..2 {
+        let store = Store::open(dir.path(), opts(4096)).expect("the other shards still open");
+        let err = store
+            .log
+            .read(shard, 1, ReadLimits::batches(1))
+            .expect_err("the shard is not served");
+        assert!(err.to_string().contains("implausible"), "{err}");
+        store.shutdown().await;
+    }
+}

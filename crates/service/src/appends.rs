@@ -74,7 +74,13 @@ impl Service {
                 "an append needs at least one record",
             ));
         }
-        let shards = self.list_shards(stream).await?;
+        // A read-only catalog lookup runs inline, as on the client append path: a hop to the
+        // blocking pool would cost more than the lookup (bench/ANALYSIS.md).
+        let (_, shards) = self
+            .store
+            .catalog
+            .stream_shards(stream)?
+            .ok_or_else(|| streamcell_store::StoreError::StreamNotFound(stream.to_string()))?;
         let hash = keys::key_hash(key);
         let Some(shard) = shards
             .iter()

@@ -51,11 +51,6 @@ pub struct Consumer {
 }
 
 impl Consumer {
-    /// The subscription's id.
-    pub fn subscription(&self) -> &str {
-        &self.handle.meta.id
-    }
-
     /// A handle for the consumer's acknowledgements, which may live in another task than
     /// its deliveries.
     pub fn acker(&self) -> Acker {

@@ -8,8 +8,6 @@
 //! with an index file.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -22,7 +20,8 @@ use crate::frame::{self, FrameHeader};
 use crate::marker::{AckedPos, MARKER_FILE};
 use crate::segment::{self, IndexEntry, INDEX_INTERVAL_BYTES};
 use crate::shard::{empty_segment, Shard};
-use crate::{now_ms, Appended, NewBatch, SyncPolicy};
+use crate::vfs::VfsFile;
+use crate::{Appended, NewBatch, SyncPolicy};
 
 /// A request to a committer thread.
 pub(crate) enum Request {
@@ -61,12 +60,14 @@ type AppendOne = (NewBatch, oneshot::Sender<Result<Appended>>);
 pub(crate) struct CommitterConfig {
     pub sync: SyncPolicy,
     pub segment_bytes: u64,
+    /// How long after a failure a shard is first recovered in place ([`RECOVER_AFTER`]).
+    pub recover_after: Duration,
 }
 
 /// Write-side state of one shard's active segment.
 struct Writer {
     shard: Arc<Shard>,
-    file: Arc<File>,
+    file: Arc<dyn VfsFile>,
     base_seq: u64,
     offset: u64,
     next_seq: u64,
@@ -271,8 +272,9 @@ impl Committer {
         shutdown
     }
 
-    /// Why appends to `shard` are refused, if they are: the shard failed. Once
-    /// [`RECOVER_AFTER`] has passed since the failure, its log is first recovered in place
+    /// Why appends to `shard` are refused, if they are: the shard failed. Once the back-off
+    /// (`recover_after`, [`RECOVER_AFTER`] by default) has passed since the failure, its log is
+    /// first recovered in place
     /// (see [`Shard::recover_in_place`]); if that succeeds, nothing is refused and the shard's
     /// writer is rebuilt from the recovered state; if not, the new reason is recorded and the
     /// next attempt waits again.
@@ -281,7 +283,7 @@ impl Committer {
             let st = shard.state();
             (st.failed.clone()?, st.failed_at)
         };
-        if since.is_some_and(|t| t.elapsed() < RECOVER_AFTER) {
+        if since.is_some_and(|t| t.elapsed() < self.cfg.recover_after) {
             return Some(reason);
         }
         match shard.recover_in_place() {
@@ -334,7 +336,7 @@ impl Committer {
         }
         let buf = &mut self.buf;
         buf.clear();
-        let now = now_ms();
+        let now = w.shard.env.now_ms();
         let mut p = Pending {
             shard: id,
             replies: Vec::with_capacity(group.len()),
@@ -439,7 +441,6 @@ impl Committer {
                 self.sync_all();
             }
         }
-        let now = now_ms();
         for w in self.writers.values_mut() {
             if let Err(e) = w.shard.sync_acked(Some(MARKER_SYNC_EVERY)) {
                 fail_shard(&w.shard, &format!("fdatasync of {MARKER_FILE} failed: {e}"));
@@ -449,6 +450,7 @@ impl Committer {
                 continue;
             }
             let roll_age = (ret / 4).max(1000) as i64;
+            let now = w.shard.env.now_ms();
             if w.first_ts.is_some_and(|f| now - f >= roll_age) {
                 if let Err(e) = roll(w) {
                     fail_shard(&w.shard, &e.to_string());
@@ -488,8 +490,9 @@ fn roll(w: &mut Writer) -> Result<()> {
         seg.sealed = true;
         seg.sealed_index()
     };
-    sealed.write(&w.shard.dir, w.base_seq)?;
-    let (path, file) = segment::create_segment(&w.shard.dir, w.shard.id, w.next_seq)?;
+    let fs = &*w.shard.env.fs;
+    sealed.write(fs, &w.shard.dir, w.base_seq)?;
+    let (path, file) = segment::create_segment(fs, &w.shard.dir, w.shard.id, w.next_seq)?;
     let seg = empty_segment(w.next_seq, path, file);
     let file = seg.file.clone();
     w.shard.state_mut().segments.insert(w.next_seq, seg);

@@ -22,6 +22,7 @@ pub mod log;
 pub mod marker;
 pub mod segment;
 pub mod shard;
+pub mod vfs;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ pub use catalog::{
     StreamCatalog, StreamMeta, SubscriptionMeta,
 };
 pub use error::{Result, StoreError};
-pub use log::{BoxFuture, CatalogShards, LocalLog, ShardLog};
+pub use log::{BoxFuture, CatalogShards, LocalLog, LogClock, LogEnv, ShardLog};
 
 /// When an append is made durable before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,12 +15,58 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use crate::committer::{Committer, CommitterConfig, Request};
+use crate::committer::{Committer, CommitterConfig, Request, RECOVER_AFTER};
 use crate::error::{Result, StoreError};
 use crate::shard::Shard;
+use crate::vfs::{StdFs, Vfs};
 use crate::{
     now_ms, Appended, LogOptions, NewBatch, ReadLimits, ShardBounds, ShardDamage, StoredBatch,
 };
+
+/// The clock of the shard logs: milliseconds since the Unix epoch.
+pub type LogClock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// What the shard logs run on: their file system, their clock, and how soon a failed shard is
+/// recovered in place. [`LogEnv::default`] is the real file system ([`StdFs`]) and the system
+/// clock ([`now_ms`]), which is what [`LocalLog::open`] and [`crate::Store::open`] use; tests
+/// open a [`LocalLog`] on another one with [`LocalLog::open_in`] (see `crate::vfs`).
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct LogEnv {
+    /// The file system that holds the shard directories.
+    pub fs: Arc<dyn Vfs>,
+    /// The clock: publish times, retention and the age of segments.
+    pub clock: LogClock,
+    /// How long after a shard's log failed the committer first tries to recover it in place
+    /// (and then again after each failed try), on its next append (1 s).
+    pub recover_after: Duration,
+}
+
+impl Default for LogEnv {
+    fn default() -> Self {
+        LogEnv {
+            fs: StdFs::shared(),
+            clock: Arc::new(now_ms),
+            recover_after: RECOVER_AFTER,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogEnv")
+            .field("fs", &self.fs)
+            .field("recover_after", &self.recover_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogEnv {
+    /// Now, by this environment's clock (ms since the Unix epoch).
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+}
 
 /// A boxed, sendable future (keeps `ShardLog` object-safe).
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -69,6 +115,7 @@ struct Lane {
 pub struct LocalLog {
     root: PathBuf,
     opts: LogOptions,
+    env: LogEnv,
     shards: RwLock<HashMap<u64, Arc<Shard>>>,
     /// Shards whose logs could not be opened, with the reason.
     failed: RwLock<HashMap<u64, String>>,
@@ -102,28 +149,42 @@ impl LocalLog {
     /// interrupted creation are removed; any other directory that holds data means the catalog
     /// is older than the logs, and the open is refused before anything is deleted. A listed
     /// shard whose directory is missing is not served (never recreated empty).
+    ///
+    /// On the real file system with the system clock; [`LocalLog::open_in`] takes another
+    /// environment.
     pub fn open(root: PathBuf, opts: LogOptions, catalog: &CatalogShards) -> Result<Arc<LocalLog>> {
-        std::fs::create_dir_all(&root)
+        Self::open_in(root, opts, catalog, LogEnv::default())
+    }
+
+    /// [`LocalLog::open`] in the environment `env`: its file system, clock and back-off.
+    pub fn open_in(
+        root: PathBuf,
+        opts: LogOptions,
+        catalog: &CatalogShards,
+        env: LogEnv,
+    ) -> Result<Arc<LocalLog>> {
+        let fs = &*env.fs;
+        fs.create_dir_all(&root)
             .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
         let next_shard_id = catalog.next_shard_id;
         let known: HashSet<u64> = catalog.listed.iter().map(|&(id, _)| id).collect();
         let deleted: HashSet<u64> = catalog.deleted.iter().copied().collect();
-        let entries = std::fs::read_dir(&root)
+        let names = fs
+            .read_dir(&root)
             .map_err(|e| StoreError::io(format!("listing {}", root.display()), e))?;
         // Sorted out first, acted on only once none of them makes the start refused.
         let mut removing = Vec::new();
         let mut finish_deletion = Vec::new();
         let mut interrupted = Vec::new();
         let mut unexplained = Vec::new();
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| StoreError::io(format!("listing {}", root.display()), e))?;
-            let name = entry.file_name().to_string_lossy().to_string();
+        for os_name in names {
+            let name = os_name.to_string_lossy().to_string();
+            let path = root.join(&os_name);
             if let Some(id) = name
                 .strip_suffix(REMOVING_SUFFIX)
                 .and_then(|id| id.parse::<u64>().ok())
             {
-                removing.push((id, entry.path()));
+                removing.push((id, path));
                 continue;
             }
             let Ok(id) = name.parse::<u64>() else {
@@ -135,7 +196,7 @@ impl LocalLog {
             if id >= next_shard_id {
                 // The catalog never allocated this id: it is not the one these logs belong to.
                 return Err(StoreError::Corrupt {
-                    path: entry.path(),
+                    path,
                     detail: format!(
                         "this shard log is unknown to the catalog, which never allocated id {id} \
                          (its next id is {next_shard_id}); is catalog.redb missing or from another \
@@ -144,14 +205,14 @@ impl LocalLog {
                 });
             }
             if deleted.contains(&id) {
-                finish_deletion.push((id, entry.path()));
+                finish_deletion.push((id, path));
                 continue;
             }
             // Never delete data on the catalog's word: only a directory that provably holds
             // nothing (a stream creation interrupted before its catalog commit) is removed.
-            match crate::shard::interrupted_creation(&entry.path(), id) {
-                Ok(()) => interrupted.push((id, entry.path())),
-                Err(holds) => unexplained.push((id, entry.path(), holds)),
+            match crate::shard::interrupted_creation(fs, &path, id) {
+                Ok(()) => interrupted.push((id, path)),
+                Err(holds) => unexplained.push((id, path, holds)),
             }
         }
         if !unexplained.is_empty() {
@@ -166,7 +227,7 @@ impl LocalLog {
         for (id, path) in removing {
             // A deletion the catalog committed, interrupted by a crash part-way.
             tracing::info!(path = %path.display(), "finishing the removal of a deleted shard log");
-            if let Err(e) = std::fs::remove_dir_all(&path) {
+            if let Err(e) = fs.remove_dir_all(&path) {
                 tracing::warn!(path = %path.display(), "removing a deleted shard log: {e}");
             }
             was_removing.insert(id);
@@ -174,7 +235,7 @@ impl LocalLog {
         for (id, path) in finish_deletion {
             // The catalog committed the deletion; a crash came before the directory was renamed.
             tracing::info!(shard = id, path = %path.display(), "finishing the removal of a deleted shard log");
-            if let Err(e) = remove_shard_dir(&path) {
+            if let Err(e) = remove_shard_dir(fs, &path) {
                 tracing::warn!(shard = id, path = %path.display(), "removing a deleted shard log: {e}");
             }
         }
@@ -184,7 +245,7 @@ impl LocalLog {
                 path = %path.display(),
                 "removing the empty log of a shard whose creation was interrupted"
             );
-            if let Err(e) = std::fs::remove_dir_all(&path) {
+            if let Err(e) = fs.remove_dir_all(&path) {
                 tracing::warn!(shard = id, path = %path.display(), "removing an empty shard log: {e}");
             }
         }
@@ -192,14 +253,14 @@ impl LocalLog {
         let mut failed = HashMap::new();
         for &(id, retention) in &catalog.listed {
             let dir = root.join(id.to_string());
-            if let Ok(false) = dir.try_exists() {
+            if let Ok(false) = fs.try_exists(&dir) {
                 // Recreating it empty would silently drop every record the shard acknowledged.
                 let reason = missing_log(&dir, was_removing.contains(&id));
                 tracing::error!(shard = id, "shard log is not served: {reason}");
                 failed.insert(id, reason);
                 continue;
             }
-            match Shard::open(dir, id, retention) {
+            match Shard::open_in(&env, dir, id, retention) {
                 Ok(shard) => {
                     map.insert(id, shard);
                 }
@@ -221,6 +282,7 @@ impl LocalLog {
             let cfg = CommitterConfig {
                 sync: opts.sync,
                 segment_bytes: opts.segment_bytes,
+                recover_after: env.recover_after,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("committer-{i}"))
@@ -236,6 +298,7 @@ impl LocalLog {
         let log = Arc::new(LocalLog {
             root,
             opts,
+            env,
             shards: RwLock::new(map),
             failed: RwLock::new(failed),
             lanes,
@@ -331,10 +394,11 @@ impl LocalLog {
 
 impl ShardLog for LocalLog {
     fn create_shard(&self, shard: u64, retention_secs: u32) -> Result<()> {
+        let fs = &*self.env.fs;
         let dir = self.root.join(shard.to_string());
-        if dir.exists() {
+        if fs.try_exists(&dir).unwrap_or(false) {
             // Only the remains of an interrupted creation are replaced; a log is never overwritten.
-            if let Err(holds) = crate::shard::interrupted_creation(&dir, shard) {
+            if let Err(holds) = crate::shard::interrupted_creation(fs, &dir, shard) {
                 return Err(StoreError::Catalog(format!(
                     "shard id {shard} was handed out for a new shard, but its log directory {} \
                      exists and holds data ({holds}); refusing to overwrite it (is the catalog \
@@ -342,10 +406,10 @@ impl ShardLog for LocalLog {
                     dir.display()
                 )));
             }
-            std::fs::remove_dir_all(&dir)
+            fs.remove_dir_all(&dir)
                 .map_err(|e| StoreError::io(format!("removing {}", dir.display()), e))?;
         }
-        let s = Shard::create(dir, shard, retention_secs)?;
+        let s = Shard::create_in(&self.env, dir, shard, retention_secs)?;
         self.shards
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -367,10 +431,11 @@ impl ShardLog for LocalLog {
             .remove(&shard)
             .is_some();
         let dir = self.root.join(shard.to_string());
+        let fs = self.env.fs.clone();
         Box::pin(async move {
             let Some(s) = removed else {
                 if was_failed {
-                    return tokio::task::spawn_blocking(move || remove_shard_dir(&dir))
+                    return tokio::task::spawn_blocking(move || remove_shard_dir(&*fs, &dir))
                         .await
                         .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
                         .map_err(|e| StoreError::io(format!("removing shard {shard}"), e));
@@ -387,7 +452,7 @@ impl ShardLog for LocalLog {
                 // Closing the segment files (usually the last reference) frees the inodes:
                 // blocking work, kept off the async executor.
                 drop(s);
-                remove_shard_dir(&dir)
+                remove_shard_dir(&*fs, &dir)
             })
             .await
             .map_err(|e| StoreError::io("removing a shard", std::io::Error::other(e)))?
@@ -464,7 +529,7 @@ impl ShardLog for LocalLog {
             .values()
             .cloned()
             .collect();
-        let now = now_ms();
+        let now = self.env.now_ms();
         for s in shards {
             if s.apply_retention(now)? {
                 let _ = self.lane(s.id).tx.send(Request::Roll { shard: s.clone() });
@@ -479,16 +544,21 @@ pub(crate) const REMOVING_SUFFIX: &str = ".removing";
 
 /// Removes a deleted shard's directory: first renamed aside (so that a crash part-way leaves a
 /// name that start-up recognises as a deletion in progress), then removed.
-fn remove_shard_dir(dir: &std::path::Path) -> std::io::Result<()> {
+fn remove_shard_dir(fs: &dyn Vfs, dir: &std::path::Path) -> std::io::Result<()> {
     let mut aside = dir.as_os_str().to_owned();
     aside.push(REMOVING_SUFFIX);
     let aside = PathBuf::from(aside);
-    match std::fs::rename(dir, &aside) {
+    match fs.rename(dir, &aside) {
         // Already gone (a listed shard whose directory was missing at start).
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !aside.exists() => return Ok(()),
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                && !fs.try_exists(&aside).unwrap_or(false) =>
+        {
+            return Ok(())
+        }
         r => r?,
     }
-    std::fs::remove_dir_all(&aside)
+    fs.remove_dir_all(&aside)
 }
 
 /// Most directories a refusal names in its message (every one is logged).

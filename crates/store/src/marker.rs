@@ -13,15 +13,14 @@
 //! (and when the data is synced under `interval`, and at shutdown), never in the path of an
 //! append round.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
 use crate::frame;
 use crate::segment;
+use crate::vfs::{OpenMode, StdFs, Vfs, VfsFile};
 
 /// Name of the marker file in a shard directory.
 pub const MARKER_FILE: &str = "ACKED";
@@ -106,7 +105,7 @@ fn decode_slot(b: &[u8]) -> std::result::Result<Slot, String> {
 /// The open marker file of one shard.
 #[derive(Debug)]
 pub struct AckMarker {
-    file: File,
+    file: Arc<dyn VfsFile>,
     path: PathBuf,
     shard: u64,
     generation: u64,
@@ -117,27 +116,22 @@ pub struct AckMarker {
 
 impl AckMarker {
     /// Creates the marker file durably (temporary file, fsync, rename, directory fsync), with
-    /// both slots holding `pos`.
+    /// both slots holding `pos`, on the real file system.
     pub fn create(dir: &Path, shard: u64, pos: AckedPos) -> Result<AckMarker> {
+        Self::create_in(&StdFs, dir, shard, pos)
+    }
+
+    /// [`AckMarker::create`] on the file system `fs`.
+    pub fn create_in(fs: &dyn Vfs, dir: &Path, shard: u64, pos: AckedPos) -> Result<AckMarker> {
         let path = dir.join(MARKER_FILE);
-        let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
-        let ctx = |w: &str| format!("{w} {}", path.display());
         let mut bytes = vec![0u8; MARKER_FILE_LEN as usize];
         bytes[..SLOT_LEN].copy_from_slice(&encode_slot(shard, 0, pos));
         let s1 = SLOT_STRIDE as usize;
         bytes[s1..s1 + SLOT_LEN].copy_from_slice(&encode_slot(shard, 1, pos));
-        let mut f = File::create(&tmp).map_err(|e| StoreError::io(ctx("creating"), e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io(ctx("writing"), e))?;
-        drop(f);
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(ctx("renaming"), e))?;
-        segment::sync_dir(dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| StoreError::io(ctx("opening"), e))?;
+        segment::write_atomically(fs, dir, MARKER_FILE, &bytes, "")?;
+        let file = fs
+            .open(&path, OpenMode::ReadWrite)
+            .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
         Ok(AckMarker {
             file,
             path,
@@ -152,10 +146,15 @@ impl AckMarker {
     /// Opens and verifies the marker file of `shard`. `Ok(None)` when there is none (a shard
     /// written before the marker existed). A file of the wrong length, one with no valid slot,
     /// or one naming another shard is an error: the shard is then not served (see
-    /// `docs/storage-format.md` §5.1 for what to do).
+    /// `docs/storage-format.md` §5.1 for what to do). On the real file system.
     pub fn load(dir: &Path, shard: u64) -> Result<Option<AckMarker>> {
+        Self::load_in(&StdFs, dir, shard)
+    }
+
+    /// [`AckMarker::load`] on the file system `fs`.
+    pub fn load_in(fs: &dyn Vfs, dir: &Path, shard: u64) -> Result<Option<AckMarker>> {
         let path = dir.join(MARKER_FILE);
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+        let file = match fs.open(&path, OpenMode::ReadWrite) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StoreError::io(format!("opening {}", path.display()), e)),
@@ -169,9 +168,8 @@ impl AckMarker {
             ),
         };
         let len = file
-            .metadata()
-            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
-            .len();
+            .file_len()
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
         if len != MARKER_FILE_LEN {
             return Err(corrupt(format!(
                 "acknowledged-end marker is {len} bytes, expected {MARKER_FILE_LEN}"
@@ -259,6 +257,8 @@ impl AckMarker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::FileExt;
 
     fn pos(last: u64) -> AckedPos {
         AckedPos {

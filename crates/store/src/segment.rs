@@ -3,9 +3,6 @@
 //! sealed segment carries so that start-up need not re-read it. Byte layouts are in
 //! `docs/storage-format.md`.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -13,6 +10,7 @@ use bytes::Bytes;
 
 use crate::error::{Result, StoreError};
 use crate::frame::{self, FrameError, FRAME_HEADER_LEN};
+use crate::vfs::{OpenMode, Vfs, VfsFile};
 
 /// Magic bytes at the start of every segment file.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"SCLOGv01";
@@ -106,35 +104,57 @@ pub fn decode_segment_header(h: &[u8]) -> std::result::Result<(u64, u64), String
 }
 
 /// Creates a new, empty segment file durably: header written and synced, directory synced.
-pub fn create_segment(dir: &Path, shard: u64, base_seq: u64) -> Result<(PathBuf, File)> {
+pub fn create_segment(
+    fs: &dyn Vfs,
+    dir: &Path,
+    shard: u64,
+    base_seq: u64,
+) -> Result<(PathBuf, Arc<dyn VfsFile>)> {
     let path = dir.join(segment_file_name(base_seq));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(&path)
+    let file = fs
+        .open(&path, OpenMode::CreateNew)
         .map_err(|e| StoreError::io(format!("creating segment {}", path.display()), e))?;
     file.write_all_at(&encode_segment_header(shard, base_seq), 0)
         .and_then(|_| file.sync_all())
         .map_err(|e| StoreError::io(format!("writing header of {}", path.display()), e))?;
-    sync_dir(dir)?;
+    sync_dir(fs, dir)?;
     Ok((path, file))
 }
 
 /// Opens an existing segment for reading and writing.
-pub fn open_segment(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
+pub fn open_segment(fs: &dyn Vfs, path: &Path) -> Result<Arc<dyn VfsFile>> {
+    fs.open(path, OpenMode::ReadWrite)
         .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))
 }
 
 /// fsyncs a directory so that file creations, renames and deletions in it are durable.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
+pub fn sync_dir(fs: &dyn Vfs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| StoreError::io(format!("syncing directory {}", dir.display()), e))
+}
+
+/// Writes `bytes` to `dir/name` atomically: a temporary file `name.tmp`, written and synced,
+/// renamed into place, and the directory synced. `what` names the file in errors.
+pub fn write_atomically(
+    fs: &dyn Vfs,
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    what: &str,
+) -> Result<()> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let ctx = |doing: &str| format!("{doing} {what}{}", path.display());
+    let f = fs
+        .open(&tmp, OpenMode::Truncate)
+        .map_err(|e| StoreError::io(ctx("creating"), e))?;
+    f.write_all_at(bytes, 0)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(ctx("writing"), e))?;
+    drop(f);
+    fs.rename(&tmp, &path)
+        .map_err(|e| StoreError::io(ctx("renaming"), e))?;
+    sync_dir(fs, dir)
 }
 
 /// What a scan of a segment found.
@@ -221,8 +241,14 @@ fn resync(data: &Bytes, from: usize, expected: u64) -> Option<usize> {
 }
 
 /// Reads a whole segment file and checks its header against the expected shard and base.
-pub fn read_segment(path: &Path, shard: u64, base_seq: u64) -> Result<(Bytes, Option<String>)> {
-    let data = std::fs::read(path)
+pub fn read_segment(
+    fs: &dyn Vfs,
+    path: &Path,
+    shard: u64,
+    base_seq: u64,
+) -> Result<(Bytes, Option<String>)> {
+    let data = fs
+        .read(path)
         .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
     let header_problem = match decode_segment_header(&data) {
         Ok((s, b)) if s == shard && b == base_seq => None,
@@ -317,23 +343,21 @@ impl SealedIndex {
     }
 
     /// Writes the index file atomically (temporary file, fsync, rename, directory fsync).
-    pub fn write(&self, dir: &Path, base_seq: u64) -> Result<()> {
-        let path = dir.join(index_file_name(base_seq));
-        let tmp = dir.join(format!("{}.tmp", index_file_name(base_seq)));
-        let ctx = |what: &str| format!("{what} index {}", path.display());
-        let mut f = File::create(&tmp).map_err(|e| StoreError::io(ctx("creating"), e))?;
-        f.write_all(&self.encode())
-            .and_then(|_| f.sync_all())
-            .map_err(|e| StoreError::io(ctx("writing"), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(ctx("renaming"), e))?;
-        sync_dir(dir)
+    pub fn write(&self, fs: &dyn Vfs, dir: &Path, base_seq: u64) -> Result<()> {
+        write_atomically(
+            fs,
+            dir,
+            &index_file_name(base_seq),
+            &self.encode(),
+            "index ",
+        )
     }
 
     /// Loads and verifies an index file. `Ok(None)` if it is missing or fails its checks (the
     /// caller then re-scans the segment).
-    pub fn load(dir: &Path, base_seq: u64) -> Option<Self> {
+    pub fn load(fs: &dyn Vfs, dir: &Path, base_seq: u64) -> Option<Self> {
         let path = dir.join(index_file_name(base_seq));
-        let bytes = std::fs::read(&path).ok()?;
+        let bytes = fs.read(&path).ok()?;
         match Self::decode(&bytes) {
             Ok(ix) => Some(ix),
             Err(e) => {
@@ -352,7 +376,7 @@ pub struct Segment {
     /// Path of the segment file.
     pub path: PathBuf,
     /// The open file (read handle for readers; the committer writes through the same file).
-    pub file: Arc<File>,
+    pub file: Arc<dyn VfsFile>,
     /// Sparse index.
     pub index: Vec<IndexEntry>,
     /// Last sequence number visible to readers (`base_seq - 1` when empty).
@@ -423,7 +447,7 @@ impl Segment {
 /// verified (they are not served, and damage in them must not stop a read of later batches).
 /// Returns an error naming the offset if a frame to be served fails its checks.
 pub fn read_frames(
-    file: &File,
+    file: &dyn VfsFile,
     path: &Path,
     mut offset: u64,
     end: u64,

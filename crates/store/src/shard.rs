@@ -3,8 +3,6 @@
 //! the only writer of a shard's active segment.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -13,8 +11,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::error::{Result, StoreError};
+use crate::log::LogEnv;
 use crate::marker::{AckMarker, AckedPos};
 use crate::segment::{self, IndexEntry, SealedIndex, Segment, SEGMENT_HEADER_LEN};
+use crate::vfs::{Vfs, VfsFile};
 use crate::{ReadLimits, ShardDamage, StoredBatch};
 
 /// Bytes read per `pread` when scanning frames.
@@ -54,17 +54,31 @@ pub struct Shard {
     pub(crate) closed: AtomicBool,
     /// The acknowledged-end marker (written by the committer only).
     marker: Mutex<AckMarker>,
+    /// The file system and clock the shard runs on.
+    pub(crate) env: LogEnv,
 }
 
 impl Shard {
-    /// Creates the directory and first segment of a new shard.
+    /// Creates the directory and first segment of a new shard (on the real file system).
     pub fn create(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
-        std::fs::create_dir_all(&dir)
+        Self::create_in(&LogEnv::default(), dir, id, retention_secs)
+    }
+
+    /// [`Shard::create`] in the environment `env`.
+    pub fn create_in(
+        env: &LogEnv,
+        dir: PathBuf,
+        id: u64,
+        retention_secs: u32,
+    ) -> Result<Arc<Shard>> {
+        let fs = &*env.fs;
+        fs.create_dir_all(&dir)
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         if let Some(parent) = dir.parent() {
-            segment::sync_dir(parent)?;
+            segment::sync_dir(fs, parent)?;
         }
-        let marker = AckMarker::create(
+        let marker = AckMarker::create_in(
+            fs,
             &dir,
             id,
             AckedPos {
@@ -73,11 +87,11 @@ impl Shard {
                 last_seq: 0,
             },
         )?;
-        let (path, file) = segment::create_segment(&dir, id, 1)?;
+        let (path, file) = segment::create_segment(fs, &dir, id, 1)?;
         let seg = Segment {
             base_seq: 1,
             path,
-            file: Arc::new(file),
+            file,
             index: Vec::new(),
             last_seq: 0,
             first_ts: 0,
@@ -87,6 +101,7 @@ impl Shard {
             sealed: false,
         };
         Ok(Self::assemble(
+            env,
             id,
             dir,
             BTreeMap::from([(1, seg)]),
@@ -97,7 +112,9 @@ impl Shard {
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
+        env: &LogEnv,
         id: u64,
         dir: PathBuf,
         segments: BTreeMap<u64, Segment>,
@@ -121,6 +138,7 @@ impl Shard {
             retention_ms: AtomicU64::new(u64::from(retention_secs) * 1000),
             closed: AtomicBool::new(false),
             marker: Mutex::new(marker),
+            env: env.clone(),
         })
     }
 
@@ -131,9 +149,17 @@ impl Shard {
     /// reported as lost, recorded as a damaged range that reads refuse, and new appends continue
     /// after them: their sequence numbers are never handed out again. Batches missing before
     /// the first segment (below the recorded start) are reported and recorded the same way.
+    ///
+    /// On the real file system; [`Shard::open_in`] takes another environment.
     pub fn open(dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
-        let r = recover(&dir, id, retention_secs, true)?;
+        Self::open_in(&LogEnv::default(), dir, id, retention_secs)
+    }
+
+    /// [`Shard::open`] in the environment `env`.
+    pub fn open_in(env: &LogEnv, dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
+        let r = recover(env, &dir, id, retention_secs, true)?;
         Ok(Self::assemble(
+            env,
             id,
             dir,
             r.segments,
@@ -186,9 +212,8 @@ impl Shard {
             };
             let len = active
                 .file
-                .metadata()
-                .map_err(|e| StoreError::io(ctx("stat"), e))?
-                .len();
+                .file_len()
+                .map_err(|e| StoreError::io(ctx("stat"), e))?;
             if let Some(keep) = keep.filter(|&k| len > k) {
                 tracing::warn!(shard = self.id, path = %active.path.display(), offset = keep,
                     bytes = len - keep, "cutting off appends that were never acknowledged");
@@ -200,7 +225,7 @@ impl Shard {
             }
         }
         let retention_secs = u32::try_from(self.retention_ms() / 1000).unwrap_or(u32::MAX);
-        let r = recover(&self.dir, self.id, retention_secs, false)?;
+        let r = recover(&self.env, &self.dir, self.id, retention_secs, false)?;
         let tail = r.segments.values().next_back().map_or(0, |s| s.last_seq);
         st.segments = r.segments;
         // Retention does not record how far it deleted: keep the start it reached.
@@ -390,7 +415,7 @@ impl Shard {
             let mut expected = target;
             let mut mismatch = None;
             let scanned = segment::read_frames(
-                &file,
+                &*file,
                 &path,
                 offset,
                 end,
@@ -493,7 +518,7 @@ impl Shard {
             )
         };
         let mut found = None;
-        segment::read_frames(&file, &path, offset, end, READ_CHUNK, 0, |h, _| {
+        segment::read_frames(&*file, &path, offset, end, READ_CHUNK, 0, |h, _| {
             if h.timestamp_ms >= ts_ms {
                 found = Some(h.seq);
                 false
@@ -517,7 +542,7 @@ impl Shard {
                 return Ok(());
             }
         }
-        write_trim(&self.dir, new_start)?;
+        write_trim(&*self.env.fs, &self.dir, new_start)?;
         self.state_mut().start_seq = new_start;
         self.drop_segments_before(new_start)
     }
@@ -576,30 +601,32 @@ impl Shard {
             // they would be taken for batches missing at the front (see `missing_front`).
             self.remove_orphan_indexes_below(start);
         }
+        let fs = &*self.env.fs;
         for (base, path) in &doomed {
-            let _ = std::fs::remove_file(self.dir.join(segment::index_file_name(*base)));
-            std::fs::remove_file(path)
+            let _ = fs.remove_file(&self.dir.join(segment::index_file_name(*base)));
+            fs.remove_file(path)
                 .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
             tracing::debug!(shard = self.id, path = %path.display(), "removed expired segment");
         }
         if !doomed.is_empty() {
-            segment::sync_dir(&self.dir)?;
+            segment::sync_dir(fs, &self.dir)?;
         }
         Ok(())
     }
 
     /// Removes the index files below `start` that have no segment file (best effort).
     fn remove_orphan_indexes_below(&self, start: u64) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let fs = &*self.env.fs;
+        let Ok(names) = fs.read_dir(&self.dir) else {
             return;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
+        for name in names {
             let Some(base) = segment::parse_index_file_name(&name.to_string_lossy()) else {
                 continue;
             };
-            if base < start && !self.dir.join(segment::segment_file_name(base)).exists() {
-                let _ = std::fs::remove_file(entry.path());
+            let segment_file = self.dir.join(segment::segment_file_name(base));
+            if base < start && !fs.try_exists(&segment_file).unwrap_or(false) {
+                let _ = fs.remove_file(&self.dir.join(&name));
             }
         }
     }
@@ -616,26 +643,32 @@ struct Recovered {
 
 /// Recovers the shard directory `dir` (see [`Shard::open`]). `remove_tmp` removes leftover
 /// temporary files (`*.tmp`); only at start, when nothing else can be writing one.
-fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result<Recovered> {
+fn recover(
+    env: &LogEnv,
+    dir: &Path,
+    id: u64,
+    retention_secs: u32,
+    remove_tmp: bool,
+) -> Result<Recovered> {
+    let fs = &*env.fs;
     // How far the log was acknowledged. Shards written before the marker existed have none:
     // they recover as they always did, and get a marker below.
-    let marker = AckMarker::load(dir, id)?;
+    let marker = AckMarker::load_in(fs, dir, id)?;
     let acked = marker.as_ref().map(AckMarker::acked);
     let mut bases = Vec::new();
     // Index files, by base: one whose segment is missing names batches that were lost.
     let mut index_bases = Vec::new();
-    let entries = std::fs::read_dir(dir)
+    let names = fs
+        .read_dir(dir)
         .map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| StoreError::io(format!("listing {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
+    for os_name in names {
+        let name = os_name.to_string_lossy();
         if let Some(base) = segment::parse_segment_file_name(&name) {
             bases.push(base);
         } else if let Some(base) = segment::parse_index_file_name(&name) {
             index_bases.push(base);
         } else if remove_tmp && name.ends_with(".tmp") {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = fs.remove_file(&dir.join(&os_name));
         }
     }
     bases.sort_unstable();
@@ -659,25 +692,25 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
     for (i, &base) in bases.iter().enumerate() {
         let path = dir.join(segment::segment_file_name(base));
         let is_last = base == last_base;
-        let file = segment::open_segment(&path)?;
+        let file = segment::open_segment(fs, &path)?;
         let file_len = file
-            .metadata()
-            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?
-            .len();
+            .file_len()
+            .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
         found_len.insert(base, file_len);
-        if !is_last && header_matches(&file, id, base) {
-            if let Some(ix) = SealedIndex::load(dir, base).filter(|ix| ix.data_len == file_len) {
+        if !is_last && header_matches(&*file, id, base) {
+            if let Some(ix) = SealedIndex::load(fs, dir, base).filter(|ix| ix.data_len == file_len)
+            {
                 segments.insert(base, sealed_from_index(base, path, file, ix));
                 continue;
             }
         }
-        let (data, header_problem) = segment::read_segment(&path, id, base)?;
+        let (data, header_problem) = segment::read_segment(fs, &path, id, base)?;
         if let Some(problem) = header_problem {
             if is_last && file_len <= SEGMENT_HEADER_LEN {
                 // A crash while a new segment was being created: nothing was ever acked in
                 // it. (If the marker says otherwise, the loss is reported below.)
                 tracing::warn!(path = %path.display(), "removing half-created segment: {problem}");
-                std::fs::remove_file(&path)
+                fs.remove_file(&path)
                     .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
                 continue;
             }
@@ -696,7 +729,7 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
                 let prev_ts = segments.values().next_back().map(|s: &Segment| s.last_ts);
                 segments.insert(
                     base,
-                    unreadable_segment(dir, base, path, file, range, prev_ts),
+                    unreadable_segment(env, dir, base, path, file, range, prev_ts),
                 );
                 continue;
             } else {
@@ -713,7 +746,7 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
         let mut seg = Segment {
             base_seq: base,
             path: path.clone(),
-            file: Arc::new(file),
+            file,
             index: rep.index,
             last_seq: rep.last_seq,
             first_ts: rep.first_ts,
@@ -741,11 +774,11 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
             }
         }
         if seg.sealed {
-            seg.sealed_index().write(dir, base)?;
+            seg.sealed_index().write(fs, dir, base)?;
         } else if !seg.damaged.is_empty() || damaged_header {
             // Never append after damage: seal this segment and continue in a fresh one.
             seg.sealed = true;
-            seg.sealed_index().write(dir, base)?;
+            seg.sealed_index().write(fs, dir, base)?;
         }
         segments.insert(base, seg);
     }
@@ -771,7 +804,7 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
         }
         prev = Some(seg);
     }
-    let trim_start = read_trim(dir)?.max(1);
+    let trim_start = read_trim(fs, dir)?.max(1);
     if let Some(range) = missing_front(&segments, &index_bases, trim_start, retention_secs) {
         let first_base = range.1 + 1;
         tracing::error!(
@@ -790,15 +823,15 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
             .values()
             .next()
             .filter(|s| !s.is_empty())
-            .map_or_else(crate::now_ms, |s| s.first_ts);
-        let (path, file) = segment::create_segment(dir, id, range.0)?;
+            .map_or_else(|| env.now_ms(), |s| s.first_ts);
+        let (path, file) = segment::create_segment(fs, dir, id, range.0)?;
         let mut seg = empty_segment(range.0, path, file);
         seg.sealed = true;
         seg.damaged.push(range);
         seg.last_seq = range.1;
         seg.first_ts = ts;
         seg.last_ts = ts;
-        seg.sealed_index().write(dir, range.0)?;
+        seg.sealed_index().write(fs, dir, range.0)?;
         segments.insert(range.0, seg);
     }
     if let Some(acked) = acked {
@@ -825,16 +858,16 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
             lost.push(range);
             match segments.values_mut().next_back() {
                 Some(seg) => {
-                    mark_lost(seg, range);
-                    seg.sealed_index().write(dir, seg.base_seq)?;
+                    mark_lost(seg, range, env.now_ms());
+                    seg.sealed_index().write(fs, dir, seg.base_seq)?;
                 }
                 None => {
                     // Every segment is gone: an empty sealed segment stands for the lost
                     // batches, so that reads of them fail instead of skipping them.
-                    let (path, file) = segment::create_segment(dir, id, first_missing)?;
+                    let (path, file) = segment::create_segment(fs, dir, id, first_missing)?;
                     let mut seg = empty_segment(first_missing, path, file);
-                    mark_lost(&mut seg, range);
-                    seg.sealed_index().write(dir, first_missing)?;
+                    mark_lost(&mut seg, range, env.now_ms());
+                    seg.sealed_index().write(fs, dir, first_missing)?;
                     segments.insert(first_missing, seg);
                 }
             }
@@ -848,7 +881,7 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
             .values()
             .next_back()
             .map_or(trim_start, |s| s.last_seq + 1);
-        let (path, file) = segment::create_segment(dir, id, next)?;
+        let (path, file) = segment::create_segment(fs, dir, id, next)?;
         segments.insert(next, empty_segment(next, path, file));
     }
     let first_base = segments.keys().next().copied().unwrap_or(1);
@@ -880,7 +913,7 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
                 shard = id,
                 "shard has no acknowledged-end marker (written by an older version); creating one"
             );
-            AckMarker::create(dir, id, pos)?
+            AckMarker::create_in(fs, dir, id, pos)?
         }
     };
     Ok(Recovered {
@@ -895,24 +928,28 @@ fn recover(dir: &Path, id: u64, retention_secs: u32, remove_tmp: bool) -> Result
 /// at most an `ACKED` that records nothing acknowledged (or its temporary file) and a first
 /// segment no longer than its header. `Err` says what else it holds (then it may hold data and
 /// must be kept).
-pub(crate) fn interrupted_creation(dir: &Path, id: u64) -> std::result::Result<(), String> {
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("cannot list it: {e}"))?;
+pub(crate) fn interrupted_creation(
+    fs: &dyn Vfs,
+    dir: &Path,
+    id: u64,
+) -> std::result::Result<(), String> {
+    let names = fs
+        .read_dir(dir)
+        .map_err(|e| format!("cannot list it: {e}"))?;
     let first = segment::segment_file_name(1);
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("cannot list it: {e}"))?;
-        let name = entry.file_name().to_string_lossy().to_string();
-        let meta = entry
-            .path()
-            .symlink_metadata()
+    for os_name in names {
+        let name = os_name.to_string_lossy().to_string();
+        let meta = fs
+            .metadata(&dir.join(&os_name))
             .map_err(|e| format!("cannot stat {name}: {e}"))?;
-        if !meta.is_file() {
+        if !meta.is_file {
             return Err(format!("it holds {name}, which is not a file"));
         }
         if name == format!("{}.tmp", crate::marker::MARKER_FILE) {
             continue;
         }
         if name == crate::marker::MARKER_FILE {
-            match AckMarker::load(dir, id) {
+            match AckMarker::load_in(fs, dir, id) {
                 Ok(Some(m)) if m.acked().last_seq == 0 => continue,
                 Ok(Some(m)) => {
                     return Err(format!(
@@ -924,10 +961,10 @@ pub(crate) fn interrupted_creation(dir: &Path, id: u64) -> std::result::Result<(
                 Err(e) => return Err(format!("its ACKED cannot be read: {e}")),
             }
         }
-        if name == first && meta.len() <= SEGMENT_HEADER_LEN {
+        if name == first && meta.len <= SEGMENT_HEADER_LEN {
             continue;
         }
-        return Err(format!("it holds {name} ({} bytes)", meta.len()));
+        return Err(format!("it holds {name} ({} bytes)", meta.len));
     }
     Ok(())
 }
@@ -935,8 +972,7 @@ pub(crate) fn interrupted_creation(dir: &Path, id: u64) -> std::result::Result<(
 /// Whether the segment file starts with a valid header naming this shard and base. (The scan
 /// path checks the same and reports the problem; this only decides whether the index file can
 /// be trusted for this segment.)
-fn header_matches(file: &File, shard: u64, base: u64) -> bool {
-    use std::os::unix::fs::FileExt;
+fn header_matches(file: &dyn VfsFile, shard: u64, base: u64) -> bool {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     file.read_exact_at(&mut h, 0).is_ok() && segment::decode_segment_header(&h) == Ok((shard, base))
 }
@@ -969,16 +1005,17 @@ fn missing_front(
 /// it belongs to this shard. Publish times come from its index file if that is readable, else
 /// from the segment before it (`prev_ts`), else now.
 fn unreadable_segment(
+    env: &LogEnv,
     dir: &Path,
     base: u64,
     path: PathBuf,
-    file: File,
+    file: Arc<dyn VfsFile>,
     range: (u64, u64),
     prev_ts: Option<i64>,
 ) -> Segment {
-    let (first_ts, last_ts) = SealedIndex::load(dir, base).map_or_else(
+    let (first_ts, last_ts) = SealedIndex::load(&*env.fs, dir, base).map_or_else(
         || {
-            let ts = prev_ts.unwrap_or_else(crate::now_ms);
+            let ts = prev_ts.unwrap_or_else(|| env.now_ms());
             (ts, ts)
         },
         |ix| (ix.first_ts, ix.last_ts),
@@ -986,7 +1023,7 @@ fn unreadable_segment(
     Segment {
         base_seq: base,
         path,
-        file: Arc::new(file),
+        file,
         index: Vec::new(),
         last_seq: range.1,
         first_ts,
@@ -998,24 +1035,24 @@ fn unreadable_segment(
 }
 
 /// Seals `seg` and records the acknowledged batches `a..=b` after its last one as lost: reads of
-/// them fail, and the next segment starts after `b`.
-fn mark_lost(seg: &mut Segment, (a, b): (u64, u64)) {
+/// them fail, and the next segment starts after `b`. `now_ms` is the time of detection.
+fn mark_lost(seg: &mut Segment, (a, b): (u64, u64), now_ms: i64) {
     let was_empty = seg.is_empty();
     seg.sealed = true;
     seg.damaged.push((a, b));
     seg.last_seq = b;
     // The lost batches were published before now; retention counts from here.
-    seg.last_ts = seg.last_ts.max(crate::now_ms());
+    seg.last_ts = seg.last_ts.max(now_ms);
     if was_empty {
         seg.first_ts = seg.last_ts;
     }
 }
 
-fn sealed_from_index(base: u64, path: PathBuf, file: File, ix: SealedIndex) -> Segment {
+fn sealed_from_index(base: u64, path: PathBuf, file: Arc<dyn VfsFile>, ix: SealedIndex) -> Segment {
     Segment {
         base_seq: base,
         path,
-        file: Arc::new(file),
+        file,
         index: ix.entries,
         last_seq: ix.last_seq,
         first_ts: ix.first_ts,
@@ -1027,11 +1064,11 @@ fn sealed_from_index(base: u64, path: PathBuf, file: File, ix: SealedIndex) -> S
 }
 
 /// An empty, writable segment.
-pub fn empty_segment(base: u64, path: PathBuf, file: File) -> Segment {
+pub fn empty_segment(base: u64, path: PathBuf, file: Arc<dyn VfsFile>) -> Segment {
     Segment {
         base_seq: base,
         path,
-        file: Arc::new(file),
+        file,
         index: Vec::<IndexEntry>::new(),
         last_seq: base - 1,
         first_ts: 0,
@@ -1042,9 +1079,9 @@ pub fn empty_segment(base: u64, path: PathBuf, file: File) -> Segment {
     }
 }
 
-fn read_trim(dir: &Path) -> Result<u64> {
+fn read_trim(fs: &dyn Vfs, dir: &Path) -> Result<u64> {
     let path = dir.join(TRIM_FILE);
-    match std::fs::read(&path) {
+    match fs.read(&path) {
         Ok(b) if b.len() == 12 => {
             let v = u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
             let crc = u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4]));
@@ -1066,16 +1103,8 @@ fn read_trim(dir: &Path) -> Result<u64> {
     }
 }
 
-fn write_trim(dir: &Path, start: u64) -> Result<()> {
-    let path = dir.join(TRIM_FILE);
-    let tmp = dir.join("TRIM.tmp");
+fn write_trim(fs: &dyn Vfs, dir: &Path, start: u64) -> Result<()> {
     let mut b = start.to_le_bytes().to_vec();
     b.extend_from_slice(&crc32c::crc32c(&start.to_le_bytes()).to_le_bytes());
-    let ctx = |w: &str| format!("{w} {}", path.display());
-    let mut f = File::create(&tmp).map_err(|e| StoreError::io(ctx("creating"), e))?;
-    f.write_all(&b)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StoreError::io(ctx("writing"), e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| StoreError::io(ctx("renaming"), e))?;
-    segment::sync_dir(dir)
+    segment::write_atomically(fs, dir, TRIM_FILE, &b, "")
 }

@@ -166,6 +166,12 @@ impl LocalLog {
         let fs = &*env.fs;
         fs.create_dir_all(&root)
             .map_err(|e| StoreError::io(format!("creating {}", root.display()), e))?;
+        // The shard directories are synced into `root` when they are created; `root`'s own name
+        // must be durable in its parent too (the first start creates it), or a power loss could
+        // take every shard with it. One directory fsync per start.
+        if let Some(parent) = root.parent() {
+            crate::segment::sync_dir(fs, parent)?;
+        }
         let next_shard_id = catalog.next_shard_id;
         let known: HashSet<u64> = catalog.listed.iter().map(|&(id, _)| id).collect();
         let deleted: HashSet<u64> = catalog.deleted.iter().copied().collect();

@@ -10,11 +10,18 @@
 
 mod fault_fs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::Bytes;
 use fault_fs::{Effect, Fault, FaultFs, FsOp, Keep, Target};
 use streamcell_store::vfs::{OpenMode, VfsFile};
+use streamcell_store::{
+    CatalogShards, LocalLog, LogEnv, LogOptions, NewBatch, ReadLimits, ShardLog, SyncPolicy,
+};
+
+const SHARD: u64 = 1;
 
 // ---- the fault model -------------------------------------------------------------------
 
@@ -128,4 +135,97 @@ fn fault_fs_short_writes_and_skips() {
     assert!(cache.len() >= 10 && cache.len() < 20, "{}", cache.len());
     f.write_all_at(b"ok", 20).expect("disarmed");
     assert_eq!(fs.fired().len(), 1);
+}
+
+// ---- the shard log on it ------------------------------------------------------------------
+
+fn root() -> PathBuf {
+    PathBuf::from("/data/shards")
+}
+
+fn opts(sync: SyncPolicy, segment_bytes: u64) -> LogOptions {
+    LogOptions {
+        sync,
+        segment_bytes,
+        committer_threads: 1,
+        max_inflight_bytes: 8 << 20,
+        retention_check_interval: Duration::from_secs(3600),
+    }
+}
+
+/// A data directory that exists durably, as an operator's would.
+fn disk(seed: u64) -> FaultFs {
+    let fs = FaultFs::new(seed);
+    fs.mkdir_durable(Path::new("/data"));
+    fs
+}
+
+fn env(fs: &FaultFs) -> LogEnv {
+    let mut env = LogEnv::default();
+    env.fs = fs.view();
+    env.recover_after = Duration::ZERO;
+    env
+}
+
+fn catalog(listed: bool) -> CatalogShards {
+    CatalogShards {
+        listed: if listed { vec![(SHARD, 0)] } else { Vec::new() },
+        next_shard_id: SHARD + 1,
+        deleted: Vec::new(),
+        deletions_recorded_from: 1,
+    }
+}
+
+/// A log with shard 1 created.
+fn create(fs: &FaultFs, opts: LogOptions) -> Arc<LocalLog> {
+    let log = LocalLog::open_in(root(), opts, &catalog(false), env(fs)).expect("first start");
+    log.create_shard(SHARD, 0).expect("create shard");
+    log
+}
+
+/// Starts the log again on what the file system holds now.
+fn start(fs: &FaultFs, opts: LogOptions) -> Arc<LocalLog> {
+    LocalLog::open_in(root(), opts, &catalog(true), env(fs)).expect("start")
+}
+
+fn payload(n: u64) -> Bytes {
+    Bytes::from(format!("batch {n:06} {}", "x".repeat((n % 50) as usize)))
+}
+
+async fn append(log: &LocalLog, n: u64) -> Result<u64, streamcell_store::StoreError> {
+    log.append(
+        SHARD,
+        NewBatch {
+            payload: payload(n),
+            record_count: 1,
+            flags: 0,
+        },
+    )
+    .await
+    .map(|a| a.seq)
+}
+
+fn read_all(log: &LocalLog) -> Vec<(u64, Bytes)> {
+    log.read(SHARD, 1, ReadLimits::batches(10_000))
+        .expect("read")
+        .into_iter()
+        .map(|b| (b.seq, b.payload))
+        .collect()
+}
+
+// ---- bugs the model found ---------------------------------------------------------------
+
+/// The first start creates `<data-dir>/shards`; the shard directories in it are synced into it,
+/// but its own name must be synced into the data directory too, or a power loss takes every
+/// shard with it.
+#[tokio::test]
+async fn a_power_loss_after_the_first_start_keeps_the_shards_directory() {
+    let fs = disk(1);
+    let log = create(&fs, opts(SyncPolicy::Always, 1 << 20));
+    assert_eq!(append(&log, 1).await.expect("append"), 1);
+    fs.crash(Keep::Nothing);
+    drop(log);
+    let log = start(&fs, opts(SyncPolicy::Always, 1 << 20));
+    assert_eq!(read_all(&log), vec![(1, payload(1))]);
+    log.shutdown().await;
 }

@@ -104,6 +104,11 @@ pub fn decode_segment_header(h: &[u8]) -> std::result::Result<(u64, u64), String
 }
 
 /// Creates a new, empty segment file durably: header written and synced, directory synced.
+///
+/// If that fails, the file is removed again (and the removal synced, best effort): a segment
+/// whose header or name may not be on disk must not be left for a recovery to take as the
+/// active segment, since batches acknowledged into it could vanish with a power loss (after a
+/// failed `fsync` the page cache shows what the disk may never get).
 pub fn create_segment(
     fs: &dyn Vfs,
     dir: &Path,
@@ -114,10 +119,20 @@ pub fn create_segment(
     let file = fs
         .open(&path, OpenMode::CreateNew)
         .map_err(|e| StoreError::io(format!("creating segment {}", path.display()), e))?;
-    file.write_all_at(&encode_segment_header(shard, base_seq), 0)
+    let durable = file
+        .write_all_at(&encode_segment_header(shard, base_seq), 0)
         .and_then(|_| file.sync_all())
-        .map_err(|e| StoreError::io(format!("writing header of {}", path.display()), e))?;
-    sync_dir(fs, dir)?;
+        .map_err(|e| StoreError::io(format!("writing header of {}", path.display()), e))
+        .and_then(|_| sync_dir(fs, dir));
+    if let Err(e) = durable {
+        drop(file);
+        match fs.remove_file(&path).and_then(|_| fs.sync_dir(dir)) {
+            Ok(()) => {}
+            Err(rm) => tracing::warn!(path = %path.display(),
+                "removing a segment that could not be created durably: {rm}"),
+        }
+        return Err(e);
+    }
     Ok((path, file))
 }
 

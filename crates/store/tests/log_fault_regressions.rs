@@ -229,3 +229,35 @@ async fn a_power_loss_after_the_first_start_keeps_the_shards_directory() {
     assert_eq!(read_all(&log), vec![(1, payload(1))]);
     log.shutdown().await;
 }
+
+/// A roll whose new segment cannot be made durable (its header's `fsync` fails) must not leave
+/// that segment behind: the in-place recovery took it as the active segment (it looks whole in
+/// the page cache), although neither its header nor its name in the directory were on disk, and
+/// the batches acknowledged into it under `always` were gone after a power loss.
+#[tokio::test]
+async fn a_segment_whose_creation_failed_is_not_appended_to() {
+    let fs = disk(2);
+    // Every segment holds one batch: the second append rolls.
+    let o = || opts(SyncPolicy::Always, 64);
+    let log = create(&fs, o());
+    assert_eq!(append(&log, 1).await.expect("append"), 1);
+    // The roll syncs the old segment, then creates the new one: its header's fsync fails.
+    fs.inject(Fault {
+        op: FsOp::Sync,
+        target: Target::Segment,
+        skip: 1,
+        times: 1,
+        effect: Effect::Io,
+    });
+    append(&log, 2).await.expect_err("the roll fails");
+    assert_eq!(fs.fired().len(), 1, "{:?}", fs.fired());
+    // Recovered in place, the shard acknowledges the next batch durably.
+    assert_eq!(append(&log, 3).await.expect("append after recovery"), 2);
+    log.shutdown().await;
+    drop(log);
+    fs.crash(Keep::Nothing);
+    let log = start(&fs, o());
+    assert_eq!(read_all(&log), vec![(1, payload(1)), (2, payload(3))]);
+    assert!(log.damage(SHARD).expect("damage").lost.is_empty());
+    log.shutdown().await;
+}

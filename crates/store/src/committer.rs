@@ -41,6 +41,8 @@ pub(crate) enum Request {
     },
     /// Make everything durable, reply, and stop.
     Shutdown { reply: oneshot::Sender<()> },
+    /// Reply once everything sent before is handled, and the periodic work after it is done.
+    Quiesce { reply: oneshot::Sender<()> },
 }
 
 /// How often, at most, a shard's acknowledged-end marker is `fdatasync`ed while the shard
@@ -62,6 +64,9 @@ pub(crate) struct CommitterConfig {
     pub segment_bytes: u64,
     /// How long after a failure a shard is first recovered in place ([`RECOVER_AFTER`]).
     pub recover_after: Duration,
+    /// How often, at most, a shard's `ACKED` is synced while it receives appends
+    /// ([`MARKER_SYNC_EVERY`]).
+    pub marker_sync_every: Duration,
 }
 
 /// Write-side state of one shard's active segment.
@@ -138,6 +143,8 @@ pub(crate) struct Committer {
     writers: HashMap<u64, Writer>,
     buf: Vec<u8>,
     last_sync: Instant,
+    /// `Quiesce` requests of this round, answered after its housekeeping.
+    quiesced: Vec<oneshot::Sender<()>>,
 }
 
 impl Committer {
@@ -148,6 +155,7 @@ impl Committer {
             writers: HashMap::new(),
             buf: Vec::with_capacity(1 << 20),
             last_sync: Instant::now(),
+            quiesced: Vec::new(),
         }
     }
 
@@ -186,6 +194,9 @@ impl Committer {
                 return;
             }
             self.housekeeping();
+            for reply in self.quiesced.drain(..) {
+                let _ = reply.send(());
+            }
         }
     }
 
@@ -266,6 +277,7 @@ impl Committer {
                     let _ = reply.send(());
                     shutdown = true;
                 }
+                Request::Quiesce { reply } => self.quiesced.push(reply),
                 Request::Append { .. } => {}
             }
         }
@@ -434,7 +446,9 @@ impl Committer {
         }
     }
 
-    /// Periodic work: interval syncs and age-based rolls.
+    /// Periodic work: interval syncs, `ACKED` syncs and age-based rolls. A failed shard gets
+    /// none of the last two (as it is not rolled on request either): its writer may not match
+    /// the log any more, and its recovery in place syncs `ACKED` first.
     fn housekeeping(&mut self) {
         if let SyncPolicy::Interval(d) = self.cfg.sync {
             if self.last_sync.elapsed() >= d {
@@ -442,7 +456,10 @@ impl Committer {
             }
         }
         for w in self.writers.values_mut() {
-            if let Err(e) = w.shard.sync_acked(Some(MARKER_SYNC_EVERY)) {
+            if w.shard.state().failed.is_some() {
+                continue;
+            }
+            if let Err(e) = w.shard.sync_acked(Some(self.cfg.marker_sync_every)) {
                 fail_shard(&w.shard, &format!("fdatasync of {MARKER_FILE} failed: {e}"));
             }
             let ret = w.shard.retention_ms();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch, Semaphore};
 
-use crate::committer::{Committer, CommitterConfig, Request, RECOVER_AFTER};
+use crate::committer::{Committer, CommitterConfig, Request, MARKER_SYNC_EVERY, RECOVER_AFTER};
 use crate::error::{Result, StoreError};
 use crate::shard::Shard;
 use crate::vfs::{StdFs, Vfs};
@@ -40,6 +40,10 @@ pub struct LogEnv {
     /// How long after a shard's log failed the committer first tries to recover it in place
     /// (and then again after each failed try), on its next append (1 s).
     pub recover_after: Duration,
+    /// How often, at most, a shard's `ACKED` is synced while it receives appends (1 s; see
+    /// `docs/storage-format.md` §5.1). `Duration::ZERO` syncs it after every round, and
+    /// `Duration::MAX` only at the other occasions (interval syncs, shutdown, recovery).
+    pub marker_sync_every: Duration,
 }
 
 impl Default for LogEnv {
@@ -48,6 +52,7 @@ impl Default for LogEnv {
             fs: StdFs::shared(),
             clock: Arc::new(now_ms),
             recover_after: RECOVER_AFTER,
+            marker_sync_every: MARKER_SYNC_EVERY,
         }
     }
 }
@@ -57,6 +62,7 @@ impl std::fmt::Debug for LogEnv {
         f.debug_struct("LogEnv")
             .field("fs", &self.fs)
             .field("recover_after", &self.recover_after)
+            .field("marker_sync_every", &self.marker_sync_every)
             .finish_non_exhaustive()
     }
 }
@@ -289,6 +295,7 @@ impl LocalLog {
                 sync: opts.sync,
                 segment_bytes: opts.segment_bytes,
                 recover_after: env.recover_after,
+                marker_sync_every: env.marker_sync_every,
             };
             let handle = std::thread::Builder::new()
                 .name(format!("committer-{i}"))
@@ -389,6 +396,19 @@ impl LocalLog {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         for t in threads {
             let _ = t.join();
+        }
+    }
+
+    /// Waits until every committer has handled what was sent to it before this call (appends,
+    /// rolls asked for by [`ShardLog::roll`] or retention) and the periodic work that follows
+    /// (age-based rolls, the `ACKED` sync). Afterwards no file is written in the background
+    /// until more is sent or time passes. For tests that need to know when the log is still.
+    pub async fn quiesce(&self) {
+        for lane in &self.lanes {
+            let (tx, rx) = oneshot::channel();
+            if lane.tx.send(Request::Quiesce { reply: tx }).is_ok() {
+                let _ = rx.await;
+            }
         }
     }
 

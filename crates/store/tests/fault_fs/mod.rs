@@ -24,15 +24,21 @@
 //!   matching operations, fails a number of times: EIO, ENOSPC, EMFILE, or a short write (a
 //!   random proper prefix of the bytes lands in the cache, then ENOSPC).
 //!
+//! - **A gate** ([`FaultFs::close_gate`]): the next file operation, from whatever thread, waits
+//!   until the test opens the gate again. A test uses it to hold a committer in a round while
+//!   it queues what the next round is to hold, so that group commit forms the same rounds every
+//!   run.
+//!
 //! Not modelled: bit rot and misdirected writes (the fuzz targets cover damaged bytes), writes
 //! of one file reaching the disk out of order (a crash keeps a prefix), and hard links.
 #![allow(dead_code)] // each test binary uses part of it
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use streamcell_store::vfs::{OpenMode, Vfs, VfsFile, VfsMetadata};
 
@@ -233,7 +239,8 @@ impl Rng {
 struct State {
     /// The running "process": views and handles of an older one fail.
     epoch: u64,
-    nodes: HashMap<Ino, Node>,
+    /// Ordered, so that a crash draws its random choices in the same order every run.
+    nodes: BTreeMap<Ino, Node>,
     next_ino: Ino,
     rng: Rng,
     faults: Vec<Fault>,
@@ -440,16 +447,53 @@ impl State {
     }
 }
 
+/// Where the gate is (see the module docs).
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    #[default]
+    Open,
+    /// The next operation stops here.
+    Closed,
+    /// An operation is waiting at it.
+    Reached,
+}
+
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Called first by every operation.
+    fn pass(&self) {
+        let mut g = self.lock();
+        if *g != GateState::Closed {
+            return;
+        }
+        *g = GateState::Reached;
+        self.changed.notify_all();
+        while *g == GateState::Reached {
+            g = self.changed.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
 /// The file system: one shared state, seen by one "process" at a time through [`FaultFs::view`].
 #[derive(Debug, Clone)]
 pub struct FaultFs {
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
 }
 
 impl FaultFs {
     /// An empty file system (just `/`); `seed` drives every random choice it makes.
     pub fn new(seed: u64) -> FaultFs {
-        let mut nodes = HashMap::new();
+        let mut nodes = BTreeMap::new();
         nodes.insert(ROOT, Node::Dir(DirNode::default()));
         FaultFs {
             state: Arc::new(Mutex::new(State {
@@ -462,7 +506,30 @@ impl FaultFs {
                 fired: Vec::new(),
                 trace: std::env::var_os("FAULT_FS_TRACE").is_some(),
             })),
+            gate: Arc::default(),
         }
+    }
+
+    /// Closes the gate: the next file operation waits at it.
+    pub fn close_gate(&self) {
+        *self.gate.lock() = GateState::Closed;
+    }
+
+    /// Waits (up to `timeout`) until an operation waits at the closed gate; false if none came.
+    pub fn gate_reached(&self, timeout: Duration) -> bool {
+        let g = self.gate.lock();
+        let (g, _) = self
+            .gate
+            .changed
+            .wait_timeout_while(g, timeout, |g| *g == GateState::Closed)
+            .unwrap_or_else(|p| p.into_inner());
+        *g == GateState::Reached
+    }
+
+    /// Opens the gate, letting a waiting operation go on.
+    pub fn open_gate(&self) {
+        *self.gate.lock() = GateState::Open;
+        self.gate.changed.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -473,6 +540,7 @@ impl FaultFs {
     pub fn view(&self) -> Arc<dyn Vfs> {
         Arc::new(View {
             state: self.state.clone(),
+            gate: self.gate.clone(),
             epoch: self.lock().epoch,
         })
     }
@@ -481,6 +549,7 @@ impl FaultFs {
     pub fn mkdir_durable(&self, path: &Path) {
         let view = View {
             state: self.state.clone(),
+            gate: self.gate.clone(),
             epoch: self.lock().epoch,
         };
         view.create_dir_all(path).expect("mkdir");
@@ -566,12 +635,14 @@ impl FaultFs {
 #[derive(Debug)]
 struct View {
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
     epoch: u64,
 }
 
 impl View {
     /// The state, if this view's process is still the running one.
     fn live(&self, what: &str, path: &Path) -> io::Result<MutexGuard<'_, State>> {
+        self.gate.pass();
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.trace {
             eprintln!("fault_fs: {what} {}", path.display());
@@ -616,6 +687,7 @@ impl Vfs for View {
         };
         Ok(Arc::new(Handle {
             state: self.state.clone(),
+            gate: self.gate.clone(),
             epoch: self.epoch,
             ino,
             path: path.to_path_buf(),
@@ -767,6 +839,7 @@ impl Vfs for View {
 #[derive(Debug)]
 struct Handle {
     state: Arc<Mutex<State>>,
+    gate: Arc<Gate>,
     epoch: u64,
     ino: Ino,
     path: PathBuf,
@@ -774,6 +847,7 @@ struct Handle {
 
 impl Handle {
     fn live(&self, what: &str) -> io::Result<MutexGuard<'_, State>> {
+        self.gate.pass();
         let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.trace {
             eprintln!("fault_fs: {what} {}", self.path.display());

@@ -172,6 +172,23 @@ pub fn write_atomically(
     sync_dir(fs, dir)
 }
 
+/// Reads the first `end` bytes of `file` and writes them back where they were, a chunk at a
+/// time, so that a following `fdatasync` writes them whatever became of earlier writes of them
+/// (see `Shard::recover_in_place`).
+pub(crate) fn write_again(file: &dyn VfsFile, end: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let mut buf = Vec::new();
+    let mut at = 0;
+    while at < end {
+        let n = CHUNK.min(end - at);
+        buf.resize(n as usize, 0);
+        file.read_exact_at(&mut buf, at)?;
+        file.write_all_at(&buf, at)?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// What a scan of a segment found.
 #[derive(Debug, Default, Clone)]
 pub struct ScanReport {

@@ -180,14 +180,23 @@ impl Shard {
 
     /// Recovers a failed shard while the process keeps running, as a restart would: called by
     /// the committer (the only writer of the active segment and of `ACKED`) once the cause of
-    /// the failure may be gone. It makes the acknowledged data and `ACKED` durable (an
-    /// `fdatasync` that still fails means the cause is not gone), cuts off what was written
-    /// after the last acknowledged batch (appends whose failure was reported; the committer
-    /// normally cut them already, but that may have failed too: they must not reappear), then
-    /// re-runs the recovery of [`Shard::open`] on the directory and takes its result: segments,
-    /// marker, the next sequence number (after every acknowledged or lost one, never reused).
-    /// On success the failed state is cleared; on error the in-memory state is left as it was
-    /// (the caller records the new reason).
+    /// the failure may be gone. It makes `ACKED` durable, cuts off what was written after the
+    /// last acknowledged batch (appends whose failure was reported; the committer normally cut
+    /// them already, but that may have failed too: they must not reappear), writes the active
+    /// segment's bytes again and makes them durable (an `fdatasync` that still fails means the
+    /// cause is not gone), then re-runs the recovery of [`Shard::open`] on the directory and
+    /// takes its result: segments, marker, the next sequence number (after every acknowledged
+    /// or lost one, never reused). On success the failed state is cleared; on error the
+    /// in-memory state is left as it was (the caller records the new reason).
+    ///
+    /// Why write them again: the failure may have been a failed `fdatasync`, after which Linux
+    /// marks the pages it could not write clean. The page cache still shows them, but no later
+    /// `fdatasync` writes them, and that later `fdatasync` succeeds ("fsyncgate"). Sealed
+    /// segments were synced before they were sealed; the active segment may hold acknowledged
+    /// batches that were never on the disk (under `interval` and `never`, or its header), so
+    /// its bytes are read back and written again, which makes the pages dirty once more. (A
+    /// page the kernel dropped from the cache reads back as what the disk holds: the re-scan
+    /// then finds those batches damaged, and `ACKED` reports them lost, as after a power loss.)
     pub(crate) fn recover_in_place(&self) -> Result<()> {
         let mut marker = self.marker();
         let acked = marker.acked();
@@ -200,10 +209,6 @@ impl Shard {
         let mut st = self.state_mut();
         if let Some(active) = st.segments.values().next_back() {
             let ctx = |what: &str| format!("{what} {}", active.path.display());
-            active
-                .file
-                .sync_data()
-                .map_err(|e| StoreError::io(ctx("syncing"), e))?;
             let keep = match active.base_seq.cmp(&acked.base_seq) {
                 std::cmp::Ordering::Equal => Some(acked.end),
                 // A segment started after the last acknowledged batch holds none.
@@ -214,15 +219,19 @@ impl Shard {
                 .file
                 .file_len()
                 .map_err(|e| StoreError::io(ctx("stat"), e))?;
+            let mut end = len;
             if let Some(keep) = keep.filter(|&k| len > k) {
                 tracing::warn!(shard = self.id, path = %active.path.display(), offset = keep,
                     bytes = len - keep, "cutting off appends that were never acknowledged");
                 active
                     .file
                     .set_len(keep)
-                    .and_then(|_| active.file.sync_all())
                     .map_err(|e| StoreError::io(ctx("truncating"), e))?;
+                end = keep;
             }
+            segment::write_again(&*active.file, end)
+                .and_then(|_| active.file.sync_all())
+                .map_err(|e| StoreError::io(ctx("writing again and syncing"), e))?;
         }
         let retention_secs = u32::try_from(self.retention_ms() / 1000).unwrap_or(u32::MAX);
         let r = recover(&self.env, &self.dir, self.id, retention_secs, false)?;

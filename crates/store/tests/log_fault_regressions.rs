@@ -261,3 +261,36 @@ async fn a_segment_whose_creation_failed_is_not_appended_to() {
     assert!(log.damage(SHARD).expect("damage").lost.is_empty());
     log.shutdown().await;
 }
+
+/// fsyncgate: after a failed `fdatasync`, Linux marks the pages it could not write clean: the
+/// page cache still shows them, no later `fdatasync` writes them, and that later `fdatasync`
+/// succeeds. The recovery in place synced again and went on, so a clean shutdown later claimed
+/// durable a batch that was never on the disk (under `never` here; `interval` alike): it was gone
+/// after a power loss. The recovery must write the unsynced bytes again before it syncs them.
+#[tokio::test]
+async fn after_a_failed_fsync_the_recovery_in_place_writes_the_data_again() {
+    let fs = disk(3);
+    fs.failed_syncs_write_nothing();
+    // Every segment holds one batch: the second append rolls, and the roll syncs.
+    let o = || opts(SyncPolicy::Never, 64);
+    let log = create(&fs, o());
+    assert_eq!(append(&log, 1).await.expect("append"), 1);
+    fs.inject(Fault {
+        op: FsOp::Sync,
+        target: Target::Segment,
+        skip: 0,
+        times: 1,
+        effect: Effect::Io,
+    });
+    append(&log, 2)
+        .await
+        .expect_err("the roll's fdatasync fails");
+    assert_eq!(append(&log, 3).await.expect("append after recovery"), 2);
+    log.shutdown().await;
+    drop(log);
+    fs.crash(Keep::Nothing);
+    let log = start(&fs, o());
+    assert_eq!(read_all(&log), vec![(1, payload(1)), (2, payload(3))]);
+    assert!(log.damage(SHARD).expect("damage").lost.is_empty());
+    log.shutdown().await;
+}

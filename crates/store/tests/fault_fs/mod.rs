@@ -245,6 +245,8 @@ struct State {
     rng: Rng,
     faults: Vec<Fault>,
     suspended: bool,
+    /// A failed sync writes a random prefix of the pending changes (else none).
+    failed_sync_writes_some: bool,
     fired: Vec<String>,
     trace: bool,
 }
@@ -370,7 +372,12 @@ impl State {
 
     /// Syncs a file or directory; with `fail`, the fsyncgate way (see the module docs).
     fn sync(&mut self, ino: Ino, fail: bool) {
-        let keep = |rng: &mut Rng, n: usize| if fail { rng.upto(n) } else { n };
+        let some = self.failed_sync_writes_some;
+        let keep = |rng: &mut Rng, n: usize| match (fail, some) {
+            (false, _) => n,
+            (true, true) => rng.upto(n),
+            (true, false) => 0,
+        };
         match self.nodes.get_mut(&ino) {
             Some(Node::File(f)) => {
                 let k = keep(&mut self.rng, f.pending.len());
@@ -503,6 +510,7 @@ impl FaultFs {
                 rng: Rng(seed),
                 faults: Vec::new(),
                 suspended: false,
+                failed_sync_writes_some: true,
                 fired: Vec::new(),
                 trace: std::env::var_os("FAULT_FS_TRACE").is_some(),
             })),
@@ -579,6 +587,12 @@ impl FaultFs {
         if fault.times > 0 {
             self.lock().faults.push(fault);
         }
+    }
+
+    /// From now on a failed sync writes none of the pending changes (by default a random
+    /// prefix of them).
+    pub fn failed_syncs_write_nothing(&self) {
+        self.lock().failed_sync_writes_some = false;
     }
 
     /// Disarms every fault.

@@ -500,11 +500,10 @@ fn roll(w: &mut Writer) -> Result<()> {
         .map_err(|e| StoreError::io("syncing a segment before sealing it", e))?;
     w.dirty = false;
     let sealed = {
-        let mut st = w.shard.state_mut();
-        let Some(seg) = st.segments.get_mut(&w.base_seq) else {
+        let st = w.shard.state();
+        let Some(seg) = st.segments.get(&w.base_seq) else {
             return Err(StoreError::Invalid("active segment vanished".into()));
         };
-        seg.sealed = true;
         seg.sealed_index()
     };
     let fs = &*w.shard.env.fs;
@@ -512,7 +511,15 @@ fn roll(w: &mut Writer) -> Result<()> {
     let (path, file) = segment::create_segment(fs, &w.shard.dir, w.shard.id, w.next_seq)?;
     let seg = empty_segment(w.next_seq, path, file);
     let file = seg.file.clone();
-    w.shard.state_mut().segments.insert(w.next_seq, seg);
+    {
+        // Sealed only now that the next segment exists: a roll that fails leaves the shard its
+        // active segment (else trimming and retention could delete it as a sealed one).
+        let mut st = w.shard.state_mut();
+        if let Some(old) = st.segments.get_mut(&w.base_seq) {
+            old.sealed = true;
+        }
+        st.segments.insert(w.next_seq, seg);
+    }
     w.file = file;
     w.base_seq = w.next_seq;
     w.offset = segment::SEGMENT_HEADER_LEN;

@@ -11,6 +11,7 @@
 mod fault_fs;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -291,6 +292,44 @@ async fn after_a_failed_fsync_the_recovery_in_place_writes_the_data_again() {
     fs.crash(Keep::Nothing);
     let log = start(&fs, o());
     assert_eq!(read_all(&log), vec![(1, payload(1)), (2, payload(3))]);
+    assert!(log.damage(SHARD).expect("damage").lost.is_empty());
+    log.shutdown().await;
+}
+
+/// A roll that fails after the old segment was flagged sealed (its index file could not be
+/// synced) left the shard's only writable segment flagged sealed: retention then deleted it as
+/// an expired sealed segment, `bounds().next_seq` fell back to 1, and the recovery reported the
+/// expired batches as lost. The old segment may be flagged sealed only once the new one exists.
+#[tokio::test]
+async fn a_failed_roll_leaves_the_active_segment_to_its_shard() {
+    let fs = disk(5);
+    let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let mut e = env(&fs);
+    let c = clock.clone();
+    e.clock = Arc::new(move || c.load(Ordering::SeqCst));
+    let o = opts(SyncPolicy::Always, 1 << 20);
+    let log = LocalLog::open_in(root(), o, &catalog(false), e).expect("start");
+    log.create_shard(SHARD, 10)
+        .expect("create with 10 s of retention");
+    assert_eq!(append(&log, 1).await.expect("append"), 1);
+    // The segment is old enough to be rolled (a quarter of the retention): the housekeeping
+    // rolls it, and the index file's fsync fails.
+    fs.inject(Fault {
+        op: FsOp::Sync,
+        target: Target::Tmp,
+        skip: 0,
+        times: 1,
+        effect: Effect::Io,
+    });
+    clock.fetch_add(3_000, Ordering::SeqCst);
+    log.quiesce().await;
+    assert_eq!(fs.fired().len(), 1, "{:?}", fs.fired());
+    // Batch 1 expires; the active segment stays.
+    clock.fetch_add(20_000, Ordering::SeqCst);
+    log.enforce_retention().expect("retention");
+    log.quiesce().await;
+    assert_eq!(log.bounds(SHARD).expect("bounds").next_seq, 2);
+    assert_eq!(append(&log, 2).await.expect("append after recovery"), 2);
     assert!(log.damage(SHARD).expect("damage").lost.is_empty());
     log.shutdown().await;
 }

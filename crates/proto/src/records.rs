@@ -178,55 +178,281 @@ pub fn decode_payload(
 }
 
 /// Visits the records of a decompressed `BatchHStreamRecords` in order, giving each record's
-/// flag and payload without decoding it into messages (no allocation per record). A record
-/// without a header is RAW; a flag value outside the enum is JSON (protobuf's default, as
-/// prost's accessor gives). Malformed bytes are an error and nothing after them is visited.
+/// flag and payload without decoding it into messages (no allocation per record). It is both
+/// the engine's record walk (push and persistent queries) and the server's append check
+/// (`streamcell-service`, `batch::check`, which counts the records with it), so a batch is
+/// stored only if this walk reads it.
+///
+/// Whatever it accepts, prost's `BatchHStreamRecords::decode` (which [`decode_payload`] and a
+/// subscription's partial redelivery use on the same stored bytes, as the clients' protobuf
+/// runtimes do on what they receive) decodes too, to the same records in the same order,
+/// each with the flag prost's accessor gives and the same payload: it reads the wire as prost
+/// 0.14 does (keys above `u32::MAX`, field number 0, wire types 6 and 7, varints past 64 bits,
+/// lengths past the end, wrong wire types for the fields it knows, and invalid UTF-8 in `key`
+/// and the attributes are errors) and gives the protobuf meaning to what prost accepts:
+/// - a record without a header is RAW; a `flag` outside the enum is JSON (protobuf's default);
+/// - a record with several `header` fields has one header, their merge: the last `flag` written
+///   in any of them counts (JSON if none has one);
+/// - a `flag` varint is an `int32`: a value past 32 bits is cut to its low 32 bits, as prost
+///   and the other protobuf runtimes do (2^32 + 1 is RAW);
+/// - unknown fields, in a record, a header or an attribute entry, are skipped whatever their
+///   (valid) wire type; a later `payload` field replaces an earlier one.
+///
+/// Two things prost accepts are refused here, and so at append ([`RecordsProblem`]): a group
+/// (wire type 3 or 4, deprecated since proto2; no HStream client writes one), which prost
+/// skips as an unknown field, and an `attributes` field that is not length-delimited, which
+/// prost 0.14 does not check (it reads a varint, or the bytes after the key, as the entry's
+/// length). Malformed bytes are an error and nothing after them is visited.
 pub fn visit_records<'a>(
     plain: &'a [u8],
     mut visit: impl FnMut(Flag, &'a [u8]),
-) -> Result<(), crate::wire::WireError> {
-    use crate::wire::Reader;
-    let mut batch = Reader::new(plain);
-    while let Some((field, value)) = batch.next()? {
+) -> Result<(), RecordsError> {
+    let mut batch = Fields::new(plain);
+    let between = |problem| RecordsError {
+        record: None,
+        problem,
+    };
+    let mut index = 0usize;
+    while let Some((field, value)) = batch.next().map_err(between)? {
         if field != 1 {
             continue;
         }
-        let mut record = Reader::new(value.bytes()?);
-        let (mut flag, mut payload) = (Flag::Raw, &[][..]);
-        while let Some((field, value)) = record.next()? {
-            match field {
-                1 => {
-                    flag = Flag::Json;
-                    let mut header = Reader::new(value.bytes()?);
-                    while let Some((field, value)) = header.next()? {
-                        match field {
-                            1 => {
-                                flag = i32::try_from(value.varint()?)
-                                    .ok()
-                                    .and_then(|v| Flag::try_from(v).ok())
-                                    .unwrap_or(Flag::Json)
-                            }
-                            // Attributes and key: checked to be strings of the right shape.
-                            2 => {
-                                let mut entry = Reader::new(value.bytes()?);
-                                while let Some((_, v)) = entry.next()? {
-                                    v.str()?;
-                                }
-                            }
-                            3 => {
-                                value.str()?;
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                2 => payload = value.bytes()?,
-                _ => {}
-            }
-        }
+        let record = value.bytes("records").map_err(between)?;
+        let (flag, payload) = read_record(record).map_err(|problem| RecordsError {
+            record: Some(index),
+            problem,
+        })?;
         visit(flag, payload);
+        index += 1;
     }
     Ok(())
+}
+
+/// The flag and payload of one `HStreamRecord` (see [`visit_records`]).
+fn read_record(bytes: &[u8]) -> Result<(Flag, &[u8]), RecordsProblem> {
+    // None: no header (RAW); Some(v): the merged header's `flag` as prost holds it.
+    let (mut flag, mut payload) = (None, &[][..]);
+    let mut record = Fields::new(bytes);
+    while let Some((field, value)) = record.next()? {
+        match field {
+            1 => read_header(value.bytes("header")?, flag.get_or_insert(0))?,
+            2 => payload = value.bytes("payload")?,
+            _ => {}
+        }
+    }
+    let flag = flag.map_or(Flag::Raw, |v| Flag::try_from(v).unwrap_or(Flag::Json));
+    Ok((flag, payload))
+}
+
+/// Reads one `HStreamRecordHeader` field into `flag` (merged, as prost merges a repeated
+/// embedded message): `flag` as an `int32`, the attributes and the key as strings.
+fn read_header(bytes: &[u8], flag: &mut i32) -> Result<(), RecordsProblem> {
+    let mut header = Fields::new(bytes);
+    while let Some((field, value)) = header.next()? {
+        match field {
+            // int32: the low 32 bits of the varint, as prost's (and C++'s) `as i32` cast.
+            1 => *flag = value.varint("flag")? as i32,
+            2 => {
+                let mut entry = Fields::new(value.bytes("attributes")?);
+                while let Some((field, value)) = entry.next()? {
+                    match field {
+                        1 => {
+                            value.str("attributes key")?;
+                        }
+                        2 => {
+                            value.str("attributes value")?;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            3 => {
+                value.str("key")?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Why [`visit_records`] refused a batch: where and what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordsError {
+    /// The record the problem lies in, counted from 0 in batch order; `None` if it lies
+    /// between records (in the batch message itself).
+    pub record: Option<usize>,
+    /// What is wrong.
+    pub problem: RecordsProblem,
+}
+
+/// What [`visit_records`] found wrong in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordsProblem {
+    /// The bytes end inside a field, or a length goes past the end of its message.
+    Truncated,
+    /// A varint of more than 10 bytes, or whose value does not fit in 64 bits.
+    BadVarint,
+    /// A field key above `u32::MAX`, with field number 0 or wire type 6 or 7.
+    BadKey,
+    /// A group (wire type 3 or 4), which prost skips but no HStream client writes.
+    Group,
+    /// A known field of the wrong wire type (`attributes` included, which prost 0.14 does not
+    /// check).
+    WrongWireType {
+        /// The field, as the `.proto` names it.
+        field: &'static str,
+        /// The wire type found.
+        wire_type: u8,
+    },
+    /// A string field (`key`, an attribute's key or value) that is not UTF-8.
+    NotUtf8(&'static str),
+}
+
+impl std::fmt::Display for RecordsProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Truncated => f.write_str("the bytes end inside a field (a length past the end)"),
+            Self::BadVarint => f.write_str("a varint longer than 10 bytes or larger than 64 bits"),
+            Self::BadKey => {
+                f.write_str("a field key with field number 0, above 2^29-1, or wire type 6 or 7")
+            }
+            Self::Group => {
+                f.write_str("a group field (wire type 3 or 4), which StreamCell does not accept")
+            }
+            Self::WrongWireType { field, wire_type } => write!(
+                f,
+                "field `{field}` has wire type {wire_type}, not the one its type needs"
+            ),
+            Self::NotUtf8(field) => write!(f, "string field `{field}` is not valid UTF-8"),
+        }
+    }
+}
+
+impl std::fmt::Display for RecordsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("protobuf message is malformed: ")?;
+        if let Some(i) = self.record {
+            write!(f, "record {i} (counted from 0): ")?;
+        }
+        write!(f, "{}", self.problem)
+    }
+}
+
+impl std::error::Error for RecordsError {}
+
+/// The fields of one message in order, read exactly as prost 0.14 reads them (`decode_key`,
+/// `decode_varint`, `skip_field`), except that groups are refused instead of skipped. (The
+/// borrowing reader of [`crate::wire`] is laxer: it accepts keys up to 2^35 and a tenth varint
+/// byte above 1, which prost refuses.)
+struct Fields<'a> {
+    buf: &'a [u8],
+}
+
+/// One field's value: wire types 0 and 2 as read, 1 and 5 skipped.
+#[derive(Clone, Copy)]
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed(u8),
+}
+
+impl<'a> Fields<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Fields { buf }
+    }
+
+    fn next(&mut self) -> Result<Option<(u32, Value<'a>)>, RecordsProblem> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let key = u32::try_from(self.varint()?).map_err(|_| RecordsProblem::BadKey)?;
+        let field = key >> 3;
+        if field == 0 {
+            return Err(RecordsProblem::BadKey);
+        }
+        let value = match key & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => {
+                self.take(8)?;
+                Value::Fixed(1)
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| RecordsProblem::Truncated)?;
+                Value::Bytes(self.take(len)?)
+            }
+            3 | 4 => return Err(RecordsProblem::Group),
+            5 => {
+                self.take(4)?;
+                Value::Fixed(5)
+            }
+            _ => return Err(RecordsProblem::BadKey),
+        };
+        Ok(Some((field, value)))
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordsProblem> {
+        if n > self.buf.len() {
+            return Err(RecordsProblem::Truncated);
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(head)
+    }
+
+    /// A varint of at most 10 bytes whose tenth byte, if any, is 0 or 1 (prost's and
+    /// protobuf-go's check that the value fits in 64 bits).
+    fn varint(&mut self) -> Result<u64, RecordsProblem> {
+        let mut value = 0u64;
+        for (i, &b) in self.buf.iter().enumerate().take(10) {
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                if i == 9 && b > 1 {
+                    return Err(RecordsProblem::BadVarint);
+                }
+                self.buf = &self.buf[i + 1..];
+                return Ok(value);
+            }
+        }
+        Err(if self.buf.len() < 10 {
+            RecordsProblem::Truncated
+        } else {
+            RecordsProblem::BadVarint
+        })
+    }
+}
+
+impl<'a> Value<'a> {
+    fn wire_type(self) -> u8 {
+        match self {
+            Value::Varint(_) => 0,
+            Value::Bytes(_) => 2,
+            Value::Fixed(w) => w,
+        }
+    }
+
+    fn varint(self, field: &'static str) -> Result<u64, RecordsProblem> {
+        match self {
+            Value::Varint(v) => Ok(v),
+            other => Err(RecordsProblem::WrongWireType {
+                field,
+                wire_type: other.wire_type(),
+            }),
+        }
+    }
+
+    fn bytes(self, field: &'static str) -> Result<&'a [u8], RecordsProblem> {
+        match self {
+            Value::Bytes(b) => Ok(b),
+            other => Err(RecordsProblem::WrongWireType {
+                field,
+                wire_type: other.wire_type(),
+            }),
+        }
+    }
+
+    fn str(self, field: &'static str) -> Result<&'a str, RecordsProblem> {
+        std::str::from_utf8(self.bytes(field)?).map_err(|_| RecordsProblem::NotUtf8(field))
+    }
 }
 
 #[cfg(test)]
@@ -406,5 +632,290 @@ mod tests {
         let start = batch.payload.as_ptr() as usize;
         let p = decoded[0].payload.as_ptr() as usize;
         assert!(p >= start && p < start + batch.payload.len());
+    }
+
+    /// Each record's flag (prost's accessor: RAW without a header) and payload, as prost's
+    /// `BatchHStreamRecords::decode` reads `plain`.
+    fn prost_view(plain: &[u8]) -> Result<Vec<(Flag, Vec<u8>)>, prost::DecodeError> {
+        Ok(BatchHStreamRecords::decode(plain)?
+            .records
+            .iter()
+            .map(|r| {
+                let flag = r.header.as_ref().map_or(Flag::Raw, |h| h.flag());
+                (flag, r.payload.to_vec())
+            })
+            .collect())
+    }
+
+    /// The same, as `visit_records` reads it; when it reads a batch, asserts that prost reads
+    /// the same records, and when it refuses one prost reads, that the reason is one of the two
+    /// it documents (K3 in docs/fuzzing.md).
+    fn walk_view(plain: &[u8]) -> Result<Vec<(Flag, Vec<u8>)>, RecordsError> {
+        let mut seen = Vec::new();
+        let walked = visit_records(plain, |flag, payload| seen.push((flag, payload.to_vec())));
+        match (&walked, prost_view(plain)) {
+            (Ok(()), Ok(want)) => assert_eq!(seen, want, "visit_records and prost differ"),
+            (Ok(()), Err(e)) => panic!("visit_records reads a batch prost refuses: {e}"),
+            (Err(e), Ok(_)) => assert!(
+                matches!(
+                    e.problem,
+                    RecordsProblem::Group
+                        | RecordsProblem::WrongWireType {
+                            field: "attributes",
+                            ..
+                        }
+                ),
+                "visit_records refuses a batch prost reads: {e}"
+            ),
+            (Err(_), Err(_)) => {}
+        }
+        walked.map(|()| seen)
+    }
+
+    // K3 (docs/fuzzing.md), one test per input kept in fuzz/regressions/proto_records_agree/:
+    // the server's append check used prost, which read these batches, while this walk refused
+    // them or read other flags; the append check now uses this walk.
+
+    macro_rules! k3 {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                "../../../fuzz/regressions/proto_records_agree/",
+                $name
+            ))
+        };
+    }
+
+    #[test]
+    fn k3_a_group_after_a_record_is_refused() {
+        let plain = k3!("record-then-group");
+        assert_eq!(prost_view(plain).expect("prost skips the group").len(), 1);
+        let e = walk_view(plain).expect_err("refused");
+        assert_eq!(
+            e,
+            RecordsError {
+                record: None,
+                problem: RecordsProblem::Group
+            }
+        );
+        assert!(
+            e.to_string().contains("group field (wire type 3 or 4)"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn k3_a_fuzzed_group_field_is_refused() {
+        let plain = k3!("group-field-fuzzed");
+        assert!(prost_view(plain).is_ok());
+        assert_eq!(
+            walk_view(plain).expect_err("refused").problem,
+            RecordsProblem::Group
+        );
+    }
+
+    #[test]
+    fn k3_attributes_as_a_varint_are_refused() {
+        let plain = k3!("attributes-as-varint");
+        assert!(prost_view(plain).is_ok());
+        let e = walk_view(plain).expect_err("refused");
+        assert_eq!(
+            e,
+            RecordsError {
+                record: Some(0),
+                problem: RecordsProblem::WrongWireType {
+                    field: "attributes",
+                    wire_type: 0
+                }
+            }
+        );
+        assert!(
+            e.to_string()
+                .contains("record 0 (counted from 0): field `attributes` has wire type 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn k3_fuzzed_attributes_of_another_wire_type_are_refused() {
+        let plain = k3!("map-wire-type-fuzzed");
+        assert!(prost_view(plain).is_ok());
+        assert!(matches!(
+            walk_view(plain).expect_err("refused").problem,
+            RecordsProblem::WrongWireType {
+                field: "attributes",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn k3_an_unknown_non_string_field_in_an_attribute_entry_is_skipped_as_prost_does() {
+        let plain = k3!("entry-unknown-field-fuzzed");
+        let seen = walk_view(plain).expect("read as prost reads it");
+        assert!(!seen.is_empty());
+        // By hand: entry {key "a", value "b", field 3 = varint 7, field 4 = fixed32}.
+        let entry = [0x0a, 1, b'a', 0x12, 1, b'b', 0x18, 7, 0x25, 1, 2, 3, 4];
+        let mut header = vec![0x08, 0x01, 0x12, entry.len() as u8];
+        header.extend(entry);
+        let mut record = vec![0x0a, header.len() as u8];
+        record.extend(header);
+        record.extend([0x12, 1, b'x']);
+        let mut plain = vec![0x0a, record.len() as u8];
+        plain.extend(record);
+        assert_eq!(
+            walk_view(&plain).expect("read"),
+            [(Flag::Raw, b"x".to_vec())]
+        );
+    }
+
+    #[test]
+    fn k3_two_headers_merge_as_prost_merges_them() {
+        // Header {flag RAW}, then an empty header: one header, flag RAW.
+        let plain = k3!("header-twice");
+        assert_eq!(
+            walk_view(plain).expect("read"),
+            [(Flag::Raw, b"a".to_vec())]
+        );
+        // A later header's flag counts; one without a flag keeps the earlier one.
+        let plain = [
+            0x0a, 0x0b, 0x0a, 0x02, 0x08, 0x01, 0x0a, 0x02, 0x08, 0x00, 0x12, 0x01, b'b',
+        ];
+        assert_eq!(
+            walk_view(&plain).expect("read"),
+            [(Flag::Json, b"b".to_vec())]
+        );
+    }
+
+    #[test]
+    fn k3_fuzzed_two_headers_merge_as_prost_merges_them() {
+        let seen = walk_view(k3!("header-twice-fuzzed")).expect("read");
+        assert!(seen.iter().any(|(flag, _)| *flag == Flag::Raw), "{seen:?}");
+    }
+
+    #[test]
+    fn k3_a_flag_beyond_i32_is_cut_to_32_bits_as_prost_does() {
+        // flag = 2^32 + 1: RAW, as prost's int32 (and every protobuf runtime) reads it.
+        let plain = k3!("flag-beyond-i32");
+        assert_eq!(
+            walk_view(plain).expect("read"),
+            [(Flag::Raw, b"b".to_vec())]
+        );
+        // -1, as int32 writes it (10 bytes, sign-extended): outside the enum, JSON.
+        let mut plain = vec![0x0a, 0x10, 0x0a, 0x0b, 0x08];
+        plain.extend([0xff; 9]);
+        plain.extend([0x01, 0x12, 0x01, b'c']);
+        assert_eq!(
+            walk_view(&plain).expect("read"),
+            [(Flag::Json, b"c".to_vec())]
+        );
+    }
+
+    /// What prost refuses, the walk refuses too (the append check relies on it: a batch it
+    /// stores must decode for subscriptions), including what `wire::Reader` lets through.
+    #[test]
+    fn what_prost_refuses_is_refused() {
+        let refused = |plain: &[u8], problem: RecordsProblem| {
+            assert!(prost_view(plain).is_err(), "prost reads {plain:02x?}");
+            assert_eq!(
+                walk_view(plain).expect_err("refused").problem,
+                problem,
+                "{plain:02x?}"
+            );
+        };
+        // A 10-byte varint whose last byte is above 1 (bits past 64): as a key, as a value.
+        let mut key = vec![0x88];
+        key.extend([0x80; 8]);
+        key.extend([0x02, 0x00]);
+        refused(&key, RecordsProblem::BadVarint);
+        let mut value = vec![0x18];
+        value.extend([0x80; 9]);
+        value.push(0x02);
+        refused(&value, RecordsProblem::BadVarint);
+        refused(&[0x18, 0xff, 0xff], RecordsProblem::Truncated);
+        // Keys above u32::MAX (field 2^29), field 0, wire types 6 and 7, a stray end group.
+        refused(
+            &[0x80, 0x80, 0x80, 0x80, 0x10, 0x00],
+            RecordsProblem::BadKey,
+        );
+        refused(&[0x00, 0x00], RecordsProblem::BadKey);
+        refused(&[0x0e], RecordsProblem::BadKey);
+        refused(&[0x0f], RecordsProblem::BadKey);
+        refused(&[0x0c], RecordsProblem::Group);
+        // Known fields of the wrong wire type.
+        let wrong = |field, wire_type| RecordsProblem::WrongWireType { field, wire_type };
+        refused(&[0x08, 0x01], wrong("records", 0));
+        refused(&[0x0a, 0x02], RecordsProblem::Truncated);
+        refused(&[0x0a, 0x02, 0x08, 0x01], wrong("header", 0));
+        refused(&[0x0a, 0x02, 0x10, 0x01], wrong("payload", 0));
+        refused(&[0x0a, 0x04, 0x0a, 0x02, 0x0a, 0x00], wrong("flag", 2));
+        refused(&[0x0a, 0x04, 0x0a, 0x02, 0x18, 0x00], wrong("key", 0));
+        refused(
+            &[0x0a, 0x06, 0x0a, 0x04, 0x12, 0x02, 0x08, 0x00],
+            wrong("attributes key", 0),
+        );
+        // Invalid UTF-8 in the key and in an attribute.
+        refused(
+            &[0x0a, 0x05, 0x0a, 0x03, 0x1a, 0x01, 0xff],
+            RecordsProblem::NotUtf8("key"),
+        );
+        refused(
+            &[0x0a, 0x07, 0x0a, 0x05, 0x12, 0x03, 0x12, 0x01, 0xff],
+            RecordsProblem::NotUtf8("attributes value"),
+        );
+        // A field running past the end of its record.
+        refused(
+            &[0x0a, 0x02, 0x12, 0x05, b'a', b'b'],
+            RecordsProblem::Truncated,
+        );
+    }
+
+    /// Many small mutations of a batch of every kind of record: whatever the walk reads, prost
+    /// reads alike; whatever prost reads and the walk refuses, it refuses for a group or a
+    /// non-length-delimited `attributes` (asserted by `walk_view`).
+    #[test]
+    fn mutated_batches_are_read_alike_or_refused() {
+        let mut json = raw_record("k", Bytes::from_static(b"{}"));
+        if let Some(h) = json.header.as_mut() {
+            h.flag = Flag::Json as i32;
+            h.attributes.insert("a".into(), "b".into());
+        }
+        let headerless = HStreamRecord {
+            header: None,
+            payload: Bytes::from_static(b"x"),
+        };
+        let seed = encode_batch(&[raw_record("", Bytes::from_static(b"a")), json, headerless])
+            .payload
+            .to_vec();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut read, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut b = seed.clone();
+            for _ in 0..1 + next() % 3 {
+                let at = (next() as usize) % (b.len() + 1);
+                match next() % 4 {
+                    0 if at < b.len() => b[at] = next() as u8,
+                    1 => b.insert(at, next() as u8),
+                    2 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    _ if at < b.len() => b[at] ^= 1 << (next() % 8),
+                    _ => {}
+                }
+            }
+            match walk_view(&b) {
+                Ok(_) => read += 1,
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(
+            read > 1000 && refused > 1000,
+            "{read} read, {refused} refused"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! Incoming batches: the checks an `Append` must pass before anything is stored. A batch is
-//! stored exactly as it came (compressed or not); to refuse garbage early, the server decodes
-//! it once (decompressing gzip/zstd) and checks that it holds `batchSize` records.
+//! stored exactly as it came (compressed or not); to refuse garbage early, the server walks it
+//! once (decompressing gzip/zstd) with the engine's record walk, `records::visit_records`,
+//! and checks that it holds `batchSize` records: what is stored, every reader reads alike.
 
 use bytes::Bytes;
 use prost::Message;
@@ -148,15 +149,21 @@ fn compress(plain: &[u8], compression: CompressionType) -> Result<Vec<u8>> {
     }
 }
 
+/// The number of records in a decompressed batch, counted by the engine's own record walk
+/// ([`records::visit_records`]): a batch is stored only if the queries that read it can walk
+/// it, and whatever that walk accepts prost decodes to the same records (fuzz finding K3 in
+/// `docs/fuzzing.md`: prost alone accepted batches the walk refused or read differently).
+/// The walk allocates nothing per record, where prost's decode built every record, key and
+/// attribute map only to count them.
 fn count_records(plain: &Bytes) -> Result<usize> {
-    BatchHStreamRecords::decode(plain.clone())
-        .map(|b| b.records.len())
-        .map_err(|e| {
-            ServiceError::invalid(
-                ErrorCode::StreamEmptyBatchedRecord,
-                format!("batch payload is not a serialized BatchHStreamRecords: {e}"),
-            )
-        })
+    let mut n = 0usize;
+    records::visit_records(plain, |_, _| n += 1).map_err(|e| {
+        ServiceError::invalid(
+            ErrorCode::StreamEmptyBatchedRecord,
+            format!("batch payload is not a serialized BatchHStreamRecords: {e}"),
+        )
+    })?;
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -296,5 +303,141 @@ mod tests {
             payload: Bytes::from(gz.finish().expect("gzip")),
         };
         assert_eq!(check(Some(b), 1000).expect("valid").record_count, 2);
+    }
+
+    // K3 (docs/fuzzing.md), one test per input kept in fuzz/regressions/proto_records_agree/:
+    // the append check decoded batches with prost alone, and stored some that the engine's
+    // record walk (`records::visit_records`, push and persistent queries) refused or read with
+    // other flags, so every query reading them failed or saw other records. Each batch below
+    // says as many records in `batchSize` as prost decodes, so the old check stored it.
+
+    macro_rules! k3 {
+        ($name:literal) => {
+            include_bytes!(concat!(
+                "../../../fuzz/regressions/proto_records_agree/",
+                $name
+            ))
+        };
+    }
+
+    use streamcell_proto::api::h_stream_record_header::Flag;
+
+    /// Each record's flag and payload as prost reads `plain` (the subscriptions' and readers'
+    /// decoding).
+    fn prost_records(plain: &[u8]) -> Vec<(Flag, Vec<u8>)> {
+        BatchHStreamRecords::decode(plain)
+            .expect("prost decodes every K3 input")
+            .records
+            .iter()
+            .map(|r| {
+                let flag = r.header.as_ref().map_or(Flag::Raw, |h| h.flag());
+                (flag, r.payload.to_vec())
+            })
+            .collect()
+    }
+
+    /// The uncompressed batch of `plain`, `batchSize` as prost counts its records.
+    fn k3_batch(plain: &[u8]) -> BatchedRecord {
+        BatchedRecord {
+            compression_type: CompressionType::None as i32,
+            publish_time: None,
+            batch_size: prost_records(plain).len() as u32,
+            payload: Bytes::copy_from_slice(plain),
+        }
+    }
+
+    /// The append check refuses the batch as INVALID_ARGUMENT naming `reason`.
+    fn refused(plain: &[u8], reason: &str) {
+        match check(Some(k3_batch(plain)), 1 << 20) {
+            Err(ServiceError::Invalid { code, message }) => {
+                assert_eq!(code, ErrorCode::StreamEmptyBatchedRecord);
+                assert!(
+                    message.contains("not a serialized BatchHStreamRecords")
+                        && message.contains(reason),
+                    "{message}"
+                );
+            }
+            other => panic!("stored a batch the engine cannot walk: {other:?}"),
+        }
+    }
+
+    /// The append check stores the batch, and the engine's walk reads from what is stored the
+    /// records prost reads.
+    fn stored_and_read_alike(plain: &'static [u8]) -> Vec<(Flag, Vec<u8>)> {
+        let stored = check(Some(k3_batch(plain)), 1 << 20).expect("stored");
+        let mut walked = Vec::new();
+        records::visit_records(&stored.payload, |flag, payload| {
+            walked.push((flag, payload.to_vec()))
+        })
+        .expect("the engine walks a stored batch");
+        assert_eq!(walked, prost_records(plain));
+        assert_eq!(stored.record_count as usize, walked.len());
+        walked
+    }
+
+    #[test]
+    fn k3_a_batch_with_a_group_is_not_stored() {
+        refused(k3!("record-then-group"), "group field (wire type 3 or 4)");
+        // Compressed, the same.
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(k3!("record-then-group")).expect("gzip");
+        let batch = BatchedRecord {
+            compression_type: CompressionType::Gzip as i32,
+            publish_time: None,
+            batch_size: 1,
+            payload: Bytes::from(gz.finish().expect("gzip")),
+        };
+        assert!(check(Some(batch), 1 << 20).is_err());
+    }
+
+    #[test]
+    fn k3_a_fuzzed_batch_with_a_group_is_not_stored() {
+        // Prost reads no record in it (the old check called it empty): after one record.
+        let mut plain = vec![0x0a, 0x03, 0x12, 0x01, b'x'];
+        plain.extend_from_slice(k3!("group-field-fuzzed"));
+        refused(&plain, "group field");
+    }
+
+    #[test]
+    fn k3_attributes_as_a_varint_are_not_stored() {
+        refused(
+            k3!("attributes-as-varint"),
+            "record 0 (counted from 0): field `attributes` has wire type 0",
+        );
+    }
+
+    #[test]
+    fn k3_fuzzed_attributes_of_another_wire_type_are_not_stored() {
+        refused(
+            k3!("map-wire-type-fuzzed"),
+            "field `attributes` has wire type",
+        );
+    }
+
+    #[test]
+    fn k3_an_unknown_field_in_an_attribute_entry_is_stored_and_read_alike() {
+        stored_and_read_alike(k3!("entry-unknown-field-fuzzed"));
+    }
+
+    #[test]
+    fn k3_two_headers_are_stored_and_read_alike() {
+        assert_eq!(
+            stored_and_read_alike(k3!("header-twice")),
+            [(Flag::Raw, b"a".to_vec())]
+        );
+    }
+
+    #[test]
+    fn k3_fuzzed_two_headers_are_stored_and_read_alike() {
+        stored_and_read_alike(k3!("header-twice-fuzzed"));
+    }
+
+    #[test]
+    fn k3_a_flag_beyond_i32_is_stored_and_read_alike() {
+        assert_eq!(
+            stored_and_read_alike(k3!("flag-beyond-i32")),
+            [(Flag::Raw, b"b".to_vec())]
+        );
     }
 }

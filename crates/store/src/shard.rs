@@ -792,15 +792,17 @@ fn recover(
         segments.insert(base, seg);
     }
     let mut lost = Vec::new();
+    let trim_start = read_trim(fs, dir)?.max(1);
     // A gap between two segments is acknowledged batches lost: everything before a segment's
     // base was written and synced before it was created (a sealed segment cut short, whose
     // remaining bytes are kept for inspection, or a sealed segment deleted). Such a gap is
-    // found again at every start; reads of it fail.
+    // found again at every start; reads of it fail. (Below the trim point nothing is read:
+    // a gap there is no loss, see the numbering below.)
     let mut prev: Option<&Segment> = None;
     for seg in segments.values() {
         if let Some(p) = prev {
-            if p.last_seq + 1 < seg.base_seq {
-                let (a, b) = (p.last_seq + 1, seg.base_seq - 1);
+            if p.last_seq + 1 < seg.base_seq && seg.base_seq > trim_start {
+                let (a, b) = ((p.last_seq + 1).max(trim_start), seg.base_seq - 1);
                 tracing::error!(
                     shard = id,
                     "DATA LOSS: acknowledged batches {a}..={b} of shard {id} are missing \
@@ -813,7 +815,6 @@ fn recover(
         }
         prev = Some(seg);
     }
-    let trim_start = read_trim(fs, dir)?.max(1);
     if let Some(range) = missing_front(&segments, &index_bases, trim_start, retention_secs) {
         let first_base = range.1 + 1;
         tracing::error!(
@@ -844,10 +845,12 @@ fn recover(
         segments.insert(range.0, seg);
     }
     if let Some(acked) = acked {
+        // Trimmed batches are not missed.
         let first_missing = segments
             .values()
             .next_back()
-            .map_or(trim_start, |s| s.last_seq + 1);
+            .map_or(trim_start, |s| s.last_seq + 1)
+            .max(trim_start);
         if first_missing <= acked.last_seq {
             let range = (first_missing, acked.last_seq);
             let found = match found_len.get(&acked.base_seq) {
@@ -882,14 +885,31 @@ fn recover(
             }
         }
     }
-    // The last segment must be writable; if it was sealed (damage, loss) or removed, start
-    // one.
+    // Numbering goes on after every batch acknowledged or lost, and at the trim point at
+    // least: `TRIM` is synced, the batches it trims may not be (under `never` and `interval`),
+    // and after a power loss the log can end below it. A number below the trim point would be
+    // acknowledged and never read, so the last segment is sealed and the next one starts there.
+    if let Some(seg) = segments.values_mut().next_back() {
+        if !seg.sealed && seg.last_seq + 1 < trim_start {
+            tracing::warn!(
+                shard = id,
+                "the log ends at {} below the trim point {trim_start} (trimmed batches that were \
+                 not synced before a power loss); numbering continues at the trim point",
+                seg.last_seq
+            );
+            seg.sealed = true;
+            seg.sealed_index().write(fs, dir, seg.base_seq)?;
+        }
+    }
+    // The last segment must be writable; if it was sealed (damage, loss, the trim point) or
+    // removed, start one.
     let needs_new = segments.values().next_back().is_none_or(|s| s.sealed);
     if needs_new {
         let next = segments
             .values()
             .next_back()
-            .map_or(trim_start, |s| s.last_seq + 1);
+            .map_or(trim_start, |s| s.last_seq + 1)
+            .max(trim_start);
         let (path, file) = segment::create_segment(fs, dir, id, next)?;
         segments.insert(next, empty_segment(next, path, file));
     }

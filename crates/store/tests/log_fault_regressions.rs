@@ -333,3 +333,36 @@ async fn a_failed_roll_leaves_the_active_segment_to_its_shard() {
     assert!(log.damage(SHARD).expect("damage").lost.is_empty());
     log.shutdown().await;
 }
+
+/// `TRIM` is written durably; under `never` the batches it trims may not be. After a power loss
+/// the log ended below the trim point, and numbering went on at its end, below the readable
+/// range: the next appends were acknowledged at sequence numbers that were trimmed already,
+/// and no read ever returned them. Numbering must continue at the trim point at least.
+#[tokio::test]
+async fn after_a_power_loss_numbering_continues_at_the_trim_point_at_least() {
+    let fs = disk(6);
+    let o = || opts(SyncPolicy::Never, 1 << 20);
+    let log = create(&fs, o());
+    for n in 1..=3 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    log.trim(SHARD, 2).expect("trim");
+    fs.crash(Keep::Nothing);
+    drop(log);
+    let log = start(&fs, o());
+    let b = log.bounds(SHARD).expect("bounds");
+    assert_eq!(b.start_seq, 3);
+    assert!(b.next_seq >= 3, "{b:?}");
+    let seq = append(&log, 4).await.expect("append");
+    assert!(seq >= 3, "appended at {seq}, below the trim point");
+    assert_eq!(read_all(&log), vec![(seq, payload(4))]);
+    assert!(log.damage(SHARD).expect("damage").lost.is_empty());
+    // And a start after that agrees.
+    log.shutdown().await;
+    drop(log);
+    fs.kill();
+    let log = start(&fs, o());
+    assert_eq!(read_all(&log), vec![(seq, payload(4))]);
+    assert!(log.damage(SHARD).expect("damage").lost.is_empty());
+    log.shutdown().await;
+}

@@ -612,7 +612,16 @@ impl Shard {
         }
         let fs = &*self.env.fs;
         for (base, path) in &doomed {
-            let _ = fs.remove_file(&self.dir.join(segment::index_file_name(*base)));
+            // The index file first, and the segment only once it is gone: an index file left
+            // without its segment proves batches lost at the next start (see `missing_front`).
+            // What is not deleted now is deleted by a later pass or after a restart.
+            let index = self.dir.join(segment::index_file_name(*base));
+            match fs.remove_file(&index) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::io(format!("removing {}", index.display()), e));
+                }
+                _ => {}
+            }
             fs.remove_file(path)
                 .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
             tracing::debug!(shard = self.id, path = %path.display(), "removed expired segment");

@@ -366,3 +366,49 @@ async fn after_a_power_loss_numbering_continues_at_the_trim_point_at_least() {
     assert!(log.damage(SHARD).expect("damage").lost.is_empty());
     log.shutdown().await;
 }
+
+/// Retention deletes a segment's index file before the segment, so that an index file left
+/// without its segment proves batches lost (storage-format.md §5, a missing front). It went
+/// on to delete the segment when the index file could not be deleted, and the next start
+/// reported the expired batches as lost.
+#[tokio::test]
+async fn retention_keeps_a_segment_whose_index_file_it_could_not_delete() {
+    let fs = disk(7);
+    let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let env = || {
+        let mut e = env(&fs);
+        let c = clock.clone();
+        e.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        e
+    };
+    // Every segment holds one batch.
+    let o = || opts(SyncPolicy::Always, 64);
+    let listed = CatalogShards {
+        listed: vec![(SHARD, 10)],
+        ..catalog(true)
+    };
+    let log = LocalLog::open_in(root(), o(), &catalog(false), env()).expect("start");
+    log.create_shard(SHARD, 10)
+        .expect("create with 10 s of retention");
+    for n in 1..=3 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    fs.inject(Fault {
+        op: FsOp::Remove,
+        target: Target::Index,
+        skip: 0,
+        times: 1,
+        effect: Effect::Io,
+    });
+    clock.fetch_add(20_000, Ordering::SeqCst);
+    let _ = log.enforce_retention();
+    log.quiesce().await;
+    assert_eq!(fs.fired().len(), 1, "{:?}", fs.fired());
+    log.shutdown().await;
+    drop(log);
+    fs.kill();
+    let log = LocalLog::open_in(root(), o(), &listed, env()).expect("restart");
+    let d = log.damage(SHARD).expect("damage");
+    assert!(d.lost.is_empty(), "{d:?} {:?}", fs.list(&root().join("1")));
+    log.shutdown().await;
+}

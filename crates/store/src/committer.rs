@@ -538,11 +538,14 @@ fn fail_shard(shard: &Shard, reason: &str) {
         shard = shard.id,
         "shard log failed, refusing further appends: {reason}"
     );
-    let mut st = shard.state_mut();
-    if st.failed.is_none() {
-        st.failed = Some(reason.to_string());
-        st.failed_at = Some(Instant::now());
+    {
+        let mut st = shard.state_mut();
+        if st.failed.is_none() {
+            st.failed = Some(reason.to_string());
+            st.failed_at = Some(Instant::now());
+        }
     }
+    shard.note_failure();
 }
 
 fn log_failed(shard: u64, reason: &str) -> StoreError {

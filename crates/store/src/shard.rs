@@ -14,13 +14,16 @@ use crate::error::{Result, StoreError};
 use crate::log::LogEnv;
 use crate::marker::{AckMarker, AckedPos};
 use crate::segment::{self, IndexEntry, SealedIndex, Segment, SEGMENT_HEADER_LEN};
-use crate::vfs::{Vfs, VfsFile};
+use crate::vfs::{OpenMode, Vfs, VfsFile};
 use crate::{ReadLimits, ShardDamage, StoredBatch};
 
 /// Bytes read per `pread` when scanning frames.
 const READ_CHUNK: usize = 1 << 20;
 /// Name of the file that records a shard's trim point.
 const TRIM_FILE: &str = "TRIM";
+/// Name of the note a shard whose log failed leaves for the next start (see
+/// [`Shard::note_failure`]).
+pub const RESYNC_FILE: &str = "RESYNC";
 
 /// Mutable state of a shard, shared by readers and the committer.
 #[derive(Debug)]
@@ -173,9 +176,26 @@ impl Shard {
     /// Marks the shard failed for `reason` (replacing an earlier reason) as of now: appends
     /// are refused until it is recovered.
     pub(crate) fn set_failed(&self, reason: String) {
-        let mut st = self.state_mut();
-        st.failed = Some(reason);
-        st.failed_at = Some(Instant::now());
+        {
+            let mut st = self.state_mut();
+            st.failed = Some(reason);
+            st.failed_at = Some(Instant::now());
+        }
+        self.note_failure();
+    }
+
+    /// Leaves the note `RESYNC` in the shard's directory, created but not synced: the page
+    /// cache keeps it across a restart of the process (not across a power loss, after which the
+    /// disk is what it is). The log failed, possibly in an `fdatasync`, after which the page
+    /// cache may show bytes of the active segment that no later `fdatasync` writes (Linux marks
+    /// them clean). The recovery in place writes them again; if the process stops first, the
+    /// next start does, when it finds the note, and then removes it.
+    pub(crate) fn note_failure(&self) {
+        let path = self.dir.join(RESYNC_FILE);
+        if let Err(e) = self.env.fs.open(&path, OpenMode::Truncate) {
+            tracing::warn!(shard = self.id, path = %path.display(),
+                "cannot leave the note that this shard failed (a restart will not write its active segment again): {e}");
+        }
     }
 
     /// Recovers a failed shard while the process keeps running, as a restart would: called by
@@ -235,6 +255,7 @@ impl Shard {
         }
         let retention_secs = u32::try_from(self.retention_ms() / 1000).unwrap_or(u32::MAX);
         let r = recover(&self.env, &self.dir, self.id, retention_secs, false)?;
+        let _ = self.env.fs.remove_file(&self.dir.join(RESYNC_FILE));
         let tail = r.segments.values().next_back().map_or(0, |s| s.last_seq);
         st.segments = r.segments;
         // Retention does not record how far it deleted: keep the start it reached.
@@ -659,14 +680,15 @@ struct Recovered {
     lost: Vec<(u64, u64)>,
 }
 
-/// Recovers the shard directory `dir` (see [`Shard::open`]). `remove_tmp` removes leftover
-/// temporary files (`*.tmp`); only at start, when nothing else can be writing one.
+/// Recovers the shard directory `dir` (see [`Shard::open`]). `at_start`: at the start of the
+/// process, when nothing else can be writing a file of it; leftover temporary files (`*.tmp`)
+/// are removed then, and a `RESYNC` note is acted on (see [`Shard::note_failure`]).
 fn recover(
     env: &LogEnv,
     dir: &Path,
     id: u64,
     retention_secs: u32,
-    remove_tmp: bool,
+    at_start: bool,
 ) -> Result<Recovered> {
     let fs = &*env.fs;
     // How far the log was acknowledged. Shards written before the marker existed have none:
@@ -685,7 +707,7 @@ fn recover(
             bases.push(base);
         } else if let Some(base) = segment::parse_index_file_name(&name) {
             index_bases.push(base);
-        } else if remove_tmp && name.ends_with(".tmp") {
+        } else if at_start && name.ends_with(".tmp") {
             let _ = fs.remove_file(&dir.join(&os_name));
         }
     }
@@ -701,6 +723,20 @@ fn recover(
     }
     if bases.is_empty() {
         tracing::warn!(shard = id, "shard directory has no segment");
+    }
+    let resync_note = dir.join(RESYNC_FILE);
+    let resync = at_start && !matches!(fs.try_exists(&resync_note), Ok(false));
+    if let (true, Some(&last)) = (resync, bases.last()) {
+        // The last process left this shard failed: bytes of its active segment that the page
+        // cache shows may never have reached the disk. Written again, the sync writes them.
+        let path = dir.join(segment::segment_file_name(last));
+        tracing::warn!(shard = id, path = %path.display(),
+            "the shard's log failed in the last run: writing its active segment again");
+        let file = segment::open_segment(fs, &path)?;
+        file.file_len()
+            .and_then(|len| segment::write_again(&*file, len))
+            .and_then(|_| file.sync_all())
+            .map_err(|e| StoreError::io(format!("writing {} again", path.display()), e))?;
     }
     let mut segments = BTreeMap::new();
     // Lengths of the segment files as found, before any repair (for reports).
@@ -954,6 +990,9 @@ fn recover(
             AckMarker::create_in(fs, dir, id, pos)?
         }
     };
+    if resync {
+        let _ = fs.remove_file(&resync_note);
+    }
     Ok(Recovered {
         segments,
         start_seq,
@@ -983,7 +1022,7 @@ pub(crate) fn interrupted_creation(
         if !meta.is_file {
             return Err(format!("it holds {name}, which is not a file"));
         }
-        if name == format!("{}.tmp", crate::marker::MARKER_FILE) {
+        if name == format!("{}.tmp", crate::marker::MARKER_FILE) || name == RESYNC_FILE {
             continue;
         }
         if name == crate::marker::MARKER_FILE {

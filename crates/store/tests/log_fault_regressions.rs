@@ -412,3 +412,43 @@ async fn retention_keeps_a_segment_whose_index_file_it_could_not_delete() {
     assert!(d.lost.is_empty(), "{d:?} {:?}", fs.list(&root().join("1")));
     log.shutdown().await;
 }
+
+/// fsyncgate across a restart: the shutdown's `fdatasync` fails and the kernel drops the pages
+/// it could not write; the next process reads them from the page cache, appends after them,
+/// and its clean shutdown syncs "everything", which cannot write them. After a power loss the
+/// batches acknowledged before the failure were gone, and so was the batch the healthy shutdown
+/// promised (behind the hole in its segment). The failed process leaves a note (`RESYNC`, in
+/// the page cache only) so that the next start writes the active segment again first.
+#[tokio::test]
+async fn after_a_failed_fsync_the_next_start_writes_the_data_again() {
+    let fs = disk(8);
+    fs.failed_syncs_write_nothing();
+    let o = || opts(SyncPolicy::Never, 1 << 20);
+    let log = create(&fs, o());
+    for n in 1..=2 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    fs.inject(Fault {
+        op: FsOp::Sync,
+        target: Target::Segment,
+        skip: 0,
+        times: 1,
+        effect: Effect::Io,
+    });
+    log.shutdown().await;
+    assert_eq!(fs.fired().len(), 1, "{:?}", fs.fired());
+    drop(log);
+    fs.kill();
+    let log = start(&fs, o());
+    assert_eq!(append(&log, 3).await.expect("append"), 3);
+    log.shutdown().await;
+    drop(log);
+    fs.crash(Keep::Nothing);
+    let log = start(&fs, o());
+    assert_eq!(
+        read_all(&log),
+        vec![(1, payload(1)), (2, payload(2)), (3, payload(3))]
+    );
+    assert!(!fs.list(&root().join("1")).contains(&"RESYNC".to_string()));
+    log.shutdown().await;
+}

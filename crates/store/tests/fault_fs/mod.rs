@@ -17,9 +17,12 @@
 //!   and views of the crashed "process" fail with EIO from then on.
 //! - **A process kill** ([`FaultFs::kill`]): the cache (and what is pending) survives; only the
 //!   handles and views of the old process stop working.
-//! - **A failed `fsync`** (the fsyncgate behaviour of Linux): a random prefix of the pending
-//!   changes reaches the disk, the others are dropped (the cache still shows them, but no later
-//!   `fsync` writes them: they reach the disk only if written again), and the call returns EIO.
+//! - **A failed `fsync` of a file** (the fsyncgate behaviour of Linux): a random prefix of the
+//!   pending changes reaches the disk, the others are dropped (the cache still shows them, but no
+//!   later `fsync` writes them: they reach the disk only if written again), and the call returns
+//!   EIO. **Of a directory:** a random prefix reaches the disk and the others stay pending, in
+//!   order (file systems journal their metadata in order, and one that cannot commit its journal
+//!   stops writing metadata altogether: ext4 remounts read-only, XFS shuts down).
 //! - **Faults** ([`Fault`]): an operation of a kind, on a kind of file, after skipping some
 //!   matching operations, fails a number of times: EIO, ENOSPC, EMFILE, or a short write (a
 //!   random proper prefix of the bytes lands in the cache, then ENOSPC).
@@ -388,10 +391,9 @@ impl State {
             }
             Some(Node::Dir(d)) => {
                 let k = keep(&mut self.rng, d.pending.len());
-                for c in &d.pending[..k] {
+                for c in d.pending.drain(..k) {
                     c.apply(&mut d.disk);
                 }
-                d.pending.clear();
             }
             None => {}
         }

@@ -18,9 +18,10 @@
 //! - **A process kill** ([`FaultFs::kill`]): the cache (and what is pending) survives; only the
 //!   handles and views of the old process stop working.
 //! - **A failed `fsync` of a file** (the fsyncgate behaviour of Linux): a random prefix of the
-//!   pending changes reaches the disk, the others are dropped (the cache still shows them, but no
-//!   later `fsync` writes them: they reach the disk only if written again), and the call returns
-//!   EIO. **Of a directory:** a random prefix reaches the disk and the others stay pending, in
+//!   pending writes reaches the disk, the contents of the others are dropped (the cache still
+//!   shows them, but no later `fsync` writes them: they reach the disk only if written again),
+//!   and the call returns EIO. The file's length is metadata and is kept: truncations happen,
+//!   and a dropped write that made the file longer leaves zeros there. **Of a directory:** a random prefix reaches the disk and the others stay pending, in
 //!   order (file systems journal their metadata in order, and one that cannot commit its journal
 //!   stops writing metadata altogether: ext4 remounts read-only, XFS shuts down).
 //! - **Faults** ([`Fault`]): an operation of a kind, on a kind of file, after skipping some
@@ -159,6 +160,19 @@ impl FileChange {
     fn apply(&self, data: &mut Vec<u8>) {
         match self {
             FileChange::Write { offset, bytes } => write_into(data, *offset, bytes),
+            FileChange::SetLen(len) => data.resize(*len as usize, 0),
+        }
+    }
+
+    /// What is left of the change when a failed `fsync` drops its data: the length.
+    fn apply_length(&self, data: &mut Vec<u8>) {
+        match self {
+            FileChange::Write { offset, bytes } => {
+                let end = *offset as usize + bytes.len();
+                if data.len() < end {
+                    data.resize(end, 0);
+                }
+            }
             FileChange::SetLen(len) => data.resize(*len as usize, 0),
         }
     }
@@ -386,6 +400,9 @@ impl State {
                 let k = keep(&mut self.rng, f.pending.len());
                 for c in &f.pending[..k] {
                     c.apply(&mut f.disk);
+                }
+                for c in &f.pending[k..] {
+                    c.apply_length(&mut f.disk);
                 }
                 f.pending.clear();
             }

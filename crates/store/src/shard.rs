@@ -365,12 +365,14 @@ impl Shard {
     /// First readable sequence number, last visible sequence number, and its publish time.
     pub fn bounds(&self) -> crate::ShardBounds {
         let st = self.state();
-        let (tail, tail_ts) = st
+        let tail_ts = st
             .segments
             .values()
             .rev()
             .find(|s| !s.is_empty())
-            .map_or((0, 0), |s| (s.last_seq, s.last_ts));
+            .map_or(0, |s| s.last_ts);
+        // The last segment's end, as `watch_tail` publishes it: batches lost in a gap in front
+        // of an empty active segment count (reads of them fail), as batches lost at its end do.
         let next = st
             .segments
             .values()
@@ -378,7 +380,7 @@ impl Shard {
             .map_or(1, |s| s.last_seq + 1);
         crate::ShardBounds {
             start_seq: st.start_seq,
-            tail_seq: tail.max(st.start_seq.saturating_sub(1)),
+            tail_seq: (next - 1).max(st.start_seq.saturating_sub(1)),
             tail_timestamp_ms: tail_ts,
             next_seq: next,
         }

@@ -458,3 +458,37 @@ async fn after_a_failed_fsync_the_next_start_writes_the_data_again() {
     assert!(!fs.list(&root().join("1")).contains(&"RESYNC".to_string()));
     log.shutdown().await;
 }
+
+/// `bounds().tail_seq` is the last sequence number a reader may ask for: lost batches at the
+/// end of the log count (reads of them fail with DATA_LOSS), as the tail that `watch_tail`
+/// publishes does. It skipped a gap of lost batches in front of an empty active segment (here
+/// a sealed segment deleted by hand; also after a torn-tail repair that a power loss undid),
+/// and a read just past it failed.
+#[tokio::test]
+async fn the_tail_counts_lost_batches_in_front_of_an_empty_active_segment() {
+    let fs = disk(9);
+    let o = || opts(SyncPolicy::Always, 64);
+    let log = create(&fs, o());
+    for n in 1..=3 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    log.roll(SHARD).expect("roll");
+    log.quiesce().await;
+    log.shutdown().await;
+    drop(log);
+    let dir = root().join("1");
+    for name in ["00000000000000000003.log", "00000000000000000003.idx"] {
+        fs.view().remove_file(&dir.join(name)).expect("rm");
+    }
+    fs.kill();
+    let log = start(&fs, o());
+    assert_eq!(log.damage(SHARD).expect("damage").lost, vec![(3, 3)]);
+    let b = log.bounds(SHARD).expect("bounds");
+    assert_eq!((b.tail_seq, b.next_seq), (3, 4), "{b:?}");
+    assert_eq!(*log.watch_tail(SHARD).expect("watch").borrow(), b.tail_seq);
+    assert!(log
+        .read(SHARD, b.tail_seq + 1, ReadLimits::batches(1))
+        .expect("read past the tail")
+        .is_empty());
+    log.shutdown().await;
+}

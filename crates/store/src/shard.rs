@@ -615,44 +615,46 @@ impl Shard {
     }
 
     fn drop_segments_before(&self, start: u64) -> Result<()> {
-        let doomed: Vec<(u64, PathBuf)> = {
-            let mut st = self.state_mut();
-            let bases: Vec<u64> = st
-                .segments
-                .values()
-                .filter(|s| s.sealed && s.last_seq < start)
-                .map(|s| s.base_seq)
-                .collect();
-            bases
-                .into_iter()
-                .filter_map(|b| st.segments.remove(&b).map(|s| (b, s.path)))
-                .collect()
-        };
-        if !doomed.is_empty() {
-            // Index files whose segment was deleted by hand, below the new start, first: later
-            // they would be taken for batches missing at the front (see `missing_front`).
-            self.remove_orphan_indexes_below(start);
+        let doomed: Vec<(u64, PathBuf)> = self
+            .state()
+            .segments
+            .values()
+            .filter(|s| s.sealed && s.last_seq < start)
+            .map(|s| (s.base_seq, s.path.clone()))
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
         }
+        // Index files whose segment was deleted by hand, below the new start, first: later
+        // they would be taken for batches missing at the front (see `missing_front`).
+        self.remove_orphan_indexes_below(start);
         let fs = &*self.env.fs;
+        let gone = |r: std::io::Result<()>| match r {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        };
+        // From the front, one at a time. A segment leaves the shard's state only once its files
+        // are gone, and a deletion that fails ends the pass: the next pass (or start) begins
+        // with that segment, so what is left of the log never has a gap, which would be taken
+        // for batches lost. The index file goes first: an index file left without its segment
+        // also proves batches lost (see `missing_front`).
+        let mut deleted = Ok(());
         for (base, path) in &doomed {
-            // The index file first, and the segment only once it is gone: an index file left
-            // without its segment proves batches lost at the next start (see `missing_front`).
-            // What is not deleted now is deleted by a later pass or after a restart.
             let index = self.dir.join(segment::index_file_name(*base));
-            match fs.remove_file(&index) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::io(format!("removing {}", index.display()), e));
-                }
-                _ => {}
+            deleted = gone(fs.remove_file(&index))
+                .map_err(|e| StoreError::io(format!("removing {}", index.display()), e))
+                .and_then(|_| {
+                    gone(fs.remove_file(path))
+                        .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))
+                });
+            if deleted.is_err() {
+                break;
             }
-            fs.remove_file(path)
-                .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
+            self.state_mut().segments.remove(base);
             tracing::debug!(shard = self.id, path = %path.display(), "removed expired segment");
         }
-        if !doomed.is_empty() {
-            segment::sync_dir(fs, &self.dir)?;
-        }
-        Ok(())
+        let synced = segment::sync_dir(fs, &self.dir);
+        deleted.and(synced)
     }
 
     /// Removes the index files below `start` that have no segment file (best effort).

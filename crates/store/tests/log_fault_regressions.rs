@@ -492,3 +492,50 @@ async fn the_tail_counts_lost_batches_in_front_of_an_empty_active_segment() {
         .is_empty());
     log.shutdown().await;
 }
+
+/// Trimming and retention delete segments from the front, so that what is left is a log
+/// without gaps. When a deletion failed, the segment was already gone from the shard's state:
+/// the next pass deleted the segments after it, and the next start took the gap between the
+/// leftover and the rest for batches lost.
+#[tokio::test]
+async fn retention_deletes_from_the_front_after_a_failed_deletion() {
+    let fs = disk(10);
+    let clock = Arc::new(AtomicI64::new(1_700_000_000_000));
+    let env = || {
+        let mut e = env(&fs);
+        let c = clock.clone();
+        e.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        e
+    };
+    let o = || opts(SyncPolicy::Always, 64);
+    let listed = CatalogShards {
+        listed: vec![(SHARD, 10)],
+        ..catalog(true)
+    };
+    let log = LocalLog::open_in(root(), o(), &catalog(false), env()).expect("start");
+    log.create_shard(SHARD, 10)
+        .expect("create with 10 s of retention");
+    for n in 1..=3 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    fs.inject(Fault {
+        op: FsOp::Remove,
+        target: Target::Index,
+        skip: 0,
+        times: 1,
+        effect: Effect::Io,
+    });
+    clock.fetch_add(20_000, Ordering::SeqCst);
+    log.enforce_retention()
+        .expect_err("the first index file stays");
+    log.quiesce().await;
+    log.enforce_retention().expect("retention");
+    log.quiesce().await;
+    log.shutdown().await;
+    drop(log);
+    fs.kill();
+    let log = LocalLog::open_in(root(), o(), &listed, env()).expect("restart");
+    let d = log.damage(SHARD).expect("damage");
+    assert!(d.lost.is_empty(), "{d:?} {:?}", fs.list(&root().join("1")));
+    log.shutdown().await;
+}

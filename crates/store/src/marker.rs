@@ -241,6 +241,17 @@ impl AckMarker {
         Ok(())
     }
 
+    /// Writes the whole file again as the page cache shows it and `fdatasync`s it: after a
+    /// failed `fdatasync` the disk may hold less than the cache shows, and no later sync writes
+    /// it (see `Shard::recover_in_place`).
+    pub(crate) fn write_again(&mut self) -> std::io::Result<()> {
+        segment::write_again(&*self.file, MARKER_FILE_LEN)?;
+        self.file.sync_data()?;
+        self.dirty = false;
+        self.synced_at = Instant::now();
+        Ok(())
+    }
+
     /// `fdatasync`s the file if a position was recorded since the last sync and either `every`
     /// is `None` or at least `every` has passed since the last sync.
     pub fn sync(&mut self, every: Option<Duration>) -> std::io::Result<()> {

@@ -386,15 +386,20 @@ impl SealedIndex {
     }
 
     /// Loads and verifies an index file. `Ok(None)` if it is missing or fails its checks (the
-    /// caller then re-scans the segment).
-    pub fn load(fs: &dyn Vfs, dir: &Path, base_seq: u64) -> Option<Self> {
+    /// caller then re-scans the segment). An error if it cannot be read: an index file may be
+    /// the only record of batches lost (§5.1), and a re-scan would rewrite it without them.
+    pub fn load(fs: &dyn Vfs, dir: &Path, base_seq: u64) -> Result<Option<Self>> {
         let path = dir.join(index_file_name(base_seq));
-        let bytes = fs.read(&path).ok()?;
+        let bytes = match fs.read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
+        };
         match Self::decode(&bytes) {
-            Ok(ix) => Some(ix),
+            Ok(ix) => Ok(Some(ix)),
             Err(e) => {
                 tracing::warn!(path = %path.display(), "ignoring index file: {e}; re-scanning segment");
-                None
+                Ok(None)
             }
         }
     }

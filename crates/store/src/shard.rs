@@ -160,7 +160,17 @@ impl Shard {
 
     /// [`Shard::open`] in the environment `env`.
     pub fn open_in(env: &LogEnv, dir: PathBuf, id: u64, retention_secs: u32) -> Result<Arc<Shard>> {
-        let r = recover(env, &dir, id, retention_secs, true)?;
+        let r = match recover(env, &dir, id, retention_secs, true) {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, StoreError::Io { .. }) {
+                    // It may have failed in an fdatasync: the next start must not trust the page
+                    // cache either.
+                    leave_resync_note(&*env.fs, &dir, id);
+                }
+                return Err(e);
+            }
+        };
         Ok(Self::assemble(
             env,
             id,
@@ -184,44 +194,39 @@ impl Shard {
         self.note_failure();
     }
 
-    /// Leaves the note `RESYNC` in the shard's directory, created but not synced: the page
-    /// cache keeps it across a restart of the process (not across a power loss, after which the
-    /// disk is what it is). The log failed, possibly in an `fdatasync`, after which the page
-    /// cache may show bytes of the active segment that no later `fdatasync` writes (Linux marks
-    /// them clean). The recovery in place writes them again; if the process stops first, the
-    /// next start does, when it finds the note, and then removes it.
+    /// Leaves the note `RESYNC` in the shard's directory (see [`leave_resync_note`]).
     pub(crate) fn note_failure(&self) {
-        let path = self.dir.join(RESYNC_FILE);
-        if let Err(e) = self.env.fs.open(&path, OpenMode::Truncate) {
-            tracing::warn!(shard = self.id, path = %path.display(),
-                "cannot leave the note that this shard failed (a restart will not write its active segment again): {e}");
-        }
+        leave_resync_note(&*self.env.fs, &self.dir, self.id);
     }
 
     /// Recovers a failed shard while the process keeps running, as a restart would: called by
     /// the committer (the only writer of the active segment and of `ACKED`) once the cause of
-    /// the failure may be gone. It makes `ACKED` durable, cuts off what was written after the
-    /// last acknowledged batch (appends whose failure was reported; the committer normally cut
-    /// them already, but that may have failed too: they must not reappear), writes the active
-    /// segment's bytes again and makes them durable (an `fdatasync` that still fails means the
-    /// cause is not gone), then re-runs the recovery of [`Shard::open`] on the directory and
-    /// takes its result: segments, marker, the next sequence number (after every acknowledged
-    /// or lost one, never reused). On success the failed state is cleared; on error the
-    /// in-memory state is left as it was (the caller records the new reason).
+    /// the failure may be gone. It writes `ACKED` again and makes it durable, cuts off what was
+    /// written after the last acknowledged batch (appends whose failure was reported; the
+    /// committer normally cut them already, but that may have failed too: they must not
+    /// reappear), writes the active segment's bytes again and makes them durable (an
+    /// `fdatasync` that still fails means the cause is not gone), then re-runs the recovery of
+    /// [`Shard::open`] on the directory, makes the segment it takes as the active one durable
+    /// the same way (with its name in the directory), and takes its result: segments, marker,
+    /// the next sequence number (after every acknowledged or lost one, never reused). On
+    /// success the failed state is cleared; on error the in-memory state is left as it was
+    /// (the caller records the new reason).
     ///
     /// Why write them again: the failure may have been a failed `fdatasync`, after which Linux
     /// marks the pages it could not write clean. The page cache still shows them, but no later
     /// `fdatasync` writes them, and that later `fdatasync` succeeds ("fsyncgate"). Sealed
     /// segments were synced before they were sealed; the active segment may hold acknowledged
-    /// batches that were never on the disk (under `interval` and `never`, or its header), so
-    /// its bytes are read back and written again, which makes the pages dirty once more. (A
-    /// page the kernel dropped from the cache reads back as what the disk holds: the re-scan
-    /// then finds those batches damaged, and `ACKED` reports them lost, as after a power loss.)
+    /// batches that were never on the disk (under `interval` and `never`), a roll that failed
+    /// may have left a new segment whose header is not (if removing it failed too), and a slot
+    /// of `ACKED` may be torn on the disk but whole in the cache. So their bytes are read back
+    /// and written again, which makes the pages dirty once more. (A page the kernel dropped
+    /// from the cache reads back as what the disk holds: the re-scan then finds those batches
+    /// damaged, and `ACKED` reports them lost, as after a power loss.)
     pub(crate) fn recover_in_place(&self) -> Result<()> {
         let mut marker = self.marker();
         let acked = marker.acked();
         marker
-            .sync(None)
+            .write_again()
             .map_err(|e| StoreError::io(format!("syncing {}", marker.path().display()), e))?;
         // Readers wait on the lock while the re-scan runs (it reads the active segment in full;
         // sealed segments come from their index files), and retention and trimming cannot
@@ -253,8 +258,21 @@ impl Shard {
                 .and_then(|_| active.file.sync_all())
                 .map_err(|e| StoreError::io(ctx("writing again and syncing"), e))?;
         }
+        let rewritten = st.segments.values().next_back().map(|s| s.base_seq);
         let retention_secs = u32::try_from(self.retention_ms() / 1000).unwrap_or(u32::MAX);
         let r = recover(&self.env, &self.dir, self.id, retention_secs, false)?;
+        if let Some(active) = r.segments.values().next_back() {
+            if Some(active.base_seq) != rewritten {
+                let ctx = format!("writing again and syncing {}", active.path.display());
+                active
+                    .file
+                    .file_len()
+                    .and_then(|len| segment::write_again(&*active.file, len))
+                    .and_then(|_| active.file.sync_all())
+                    .map_err(|e| StoreError::io(ctx, e))?;
+            }
+        }
+        segment::sync_dir(&*self.env.fs, &self.dir)?;
         let _ = self.env.fs.remove_file(&self.dir.join(RESYNC_FILE));
         let tail = r.segments.values().next_back().map_or(0, |s| s.last_seq);
         st.segments = r.segments;
@@ -730,17 +748,28 @@ fn recover(
     }
     let resync_note = dir.join(RESYNC_FILE);
     let resync = at_start && !matches!(fs.try_exists(&resync_note), Ok(false));
-    if let (true, Some(&last)) = (resync, bases.last()) {
-        // The last process left this shard failed: bytes of its active segment that the page
-        // cache shows may never have reached the disk. Written again, the sync writes them.
-        let path = dir.join(segment::segment_file_name(last));
-        tracing::warn!(shard = id, path = %path.display(),
-            "the shard's log failed in the last run: writing its active segment again");
-        let file = segment::open_segment(fs, &path)?;
-        file.file_len()
-            .and_then(|len| segment::write_again(&*file, len))
-            .and_then(|_| file.sync_all())
-            .map_err(|e| StoreError::io(format!("writing {} again", path.display()), e))?;
+    if resync {
+        // The last process left this shard failed: bytes that the page cache shows may never
+        // have reached the disk, in its active segment, in a segment a failed roll left behind
+        // (the last two), or in `ACKED`. Written again, the sync writes them.
+        tracing::warn!(
+            shard = id,
+            "the shard's log failed in the last run: writing its last segments and {} again",
+            crate::marker::MARKER_FILE
+        );
+        for &base in bases.iter().rev().take(2) {
+            let path = dir.join(segment::segment_file_name(base));
+            let file = segment::open_segment(fs, &path)?;
+            file.file_len()
+                .and_then(|len| segment::write_again(&*file, len))
+                .and_then(|_| file.sync_all())
+                .map_err(|e| StoreError::io(format!("writing {} again", path.display()), e))?;
+        }
+    }
+    let mut marker = marker;
+    if let (true, Some(m)) = (resync, marker.as_mut()) {
+        m.write_again()
+            .map_err(|e| StoreError::io(format!("writing {} again", m.path().display()), e))?;
     }
     let mut segments = BTreeMap::new();
     // Lengths of the segment files as found, before any repair (for reports).
@@ -755,8 +784,8 @@ fn recover(
             .file_len()
             .map_err(|e| StoreError::io(format!("stat {}", path.display()), e))?;
         found_len.insert(base, file_len);
-        if !is_last && header_matches(&*file, id, base) {
-            if let Some(ix) = SealedIndex::load(fs, dir, base).filter(|ix| ix.data_len == file_len)
+        if !is_last && header_matches(&*file, &path, id, base)? {
+            if let Some(ix) = SealedIndex::load(fs, dir, base)?.filter(|ix| ix.data_len == file_len)
             {
                 segments.insert(base, sealed_from_index(base, path, file, ix));
                 continue;
@@ -787,7 +816,7 @@ fn recover(
                 let prev_ts = segments.values().next_back().map(|s: &Segment| s.last_ts);
                 segments.insert(
                     base,
-                    unreadable_segment(env, dir, base, path, file, range, prev_ts),
+                    unreadable_segment(env, dir, base, path, file, range, prev_ts)?,
                 );
                 continue;
             } else {
@@ -1050,12 +1079,34 @@ pub(crate) fn interrupted_creation(
     Ok(())
 }
 
+/// Leaves the note `RESYNC` in the shard directory `dir`, created but not synced: the page
+/// cache keeps it across a restart of the process (not across a power loss, after which the
+/// disk is what it is, and the note is not needed). The shard's log failed, possibly in an
+/// `fdatasync`, after which the page cache may show bytes that no later `fdatasync` writes
+/// (Linux marks such pages clean). The recovery in place writes them again; if the process
+/// stops first, the next start does when it finds the note, and removes it.
+fn leave_resync_note(fs: &dyn Vfs, dir: &Path, id: u64) {
+    let path = dir.join(RESYNC_FILE);
+    if let Err(e) = fs.open(&path, OpenMode::Truncate) {
+        tracing::warn!(shard = id, path = %path.display(),
+            "cannot leave the note that this shard's log failed (a restart will not write its files again): {e}");
+    }
+}
+
 /// Whether the segment file starts with a valid header naming this shard and base. (The scan
 /// path checks the same and reports the problem; this only decides whether the index file can
 /// be trusted for this segment.)
-fn header_matches(file: &dyn VfsFile, shard: u64, base: u64) -> bool {
+///
+/// A file shorter than a header does not match; a read that fails is an error (it says nothing
+/// about the header, and a re-scan would rewrite the index file, which may be the only record
+/// of batches lost).
+fn header_matches(file: &dyn VfsFile, path: &Path, shard: u64, base: u64) -> Result<bool> {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
-    file.read_exact_at(&mut h, 0).is_ok() && segment::decode_segment_header(&h) == Ok((shard, base))
+    match file.read_exact_at(&mut h, 0) {
+        Ok(()) => Ok(segment::decode_segment_header(&h) == Ok((shard, base))),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(StoreError::io(format!("reading {}", path.display()), e)),
+    }
 }
 
 /// The acknowledged batches missing before the first segment, if any: the log should start at
@@ -1093,15 +1144,15 @@ fn unreadable_segment(
     file: Arc<dyn VfsFile>,
     range: (u64, u64),
     prev_ts: Option<i64>,
-) -> Segment {
-    let (first_ts, last_ts) = SealedIndex::load(&*env.fs, dir, base).map_or_else(
+) -> Result<Segment> {
+    let (first_ts, last_ts) = SealedIndex::load(&*env.fs, dir, base)?.map_or_else(
         || {
             let ts = prev_ts.unwrap_or_else(|| env.now_ms());
             (ts, ts)
         },
         |ix| (ix.first_ts, ix.last_ts),
     );
-    Segment {
+    Ok(Segment {
         base_seq: base,
         path,
         file,
@@ -1112,7 +1163,7 @@ fn unreadable_segment(
         end: SEGMENT_HEADER_LEN,
         damaged: vec![range],
         sealed: true,
-    }
+    })
 }
 
 /// Seals `seg` and records the acknowledged batches `a..=b` after its last one as lost: reads of

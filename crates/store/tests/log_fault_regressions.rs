@@ -539,3 +539,139 @@ async fn retention_deletes_from_the_front_after_a_failed_deletion() {
     assert!(d.lost.is_empty(), "{d:?} {:?}", fs.list(&root().join("1")));
     log.shutdown().await;
 }
+
+/// Two faults in a roll: the new segment's header cannot be synced, and removing the segment
+/// fails too. The recovery in place took the half-created segment as the active one (whole
+/// in the page cache) and acknowledged batches into it under `always`, while its header was
+/// not on the disk and its name not synced: they were gone after a power loss. What the
+/// recovery takes as the active segment is written again and synced, with its directory.
+#[tokio::test]
+async fn a_half_created_segment_that_could_not_be_removed_is_made_durable() {
+    let fs = disk(11);
+    fs.failed_syncs_write_nothing();
+    let o = || opts(SyncPolicy::Always, 64);
+    let log = create(&fs, o());
+    assert_eq!(append(&log, 1).await.expect("append"), 1);
+    for fault in [
+        // The roll syncs the old segment, then the new one's header: that fails.
+        (FsOp::Sync, 1),
+        (FsOp::Remove, 0),
+    ] {
+        fs.inject(Fault {
+            op: fault.0,
+            target: Target::Segment,
+            skip: fault.1,
+            times: 1,
+            effect: Effect::Io,
+        });
+    }
+    append(&log, 2).await.expect_err("the roll fails");
+    assert_eq!(fs.fired().len(), 2, "{:?}", fs.fired());
+    assert_eq!(append(&log, 3).await.expect("append after recovery"), 2);
+    log.shutdown().await;
+    drop(log);
+    fs.crash(Keep::Nothing);
+    let log = start(&fs, o());
+    assert_eq!(read_all(&log), vec![(1, payload(1)), (2, payload(3))]);
+    log.shutdown().await;
+}
+
+/// `ACKED` after a failed sync at start: a power loss tore one slot; the next start wrote a
+/// new slot over it, but that write's `fdatasync` failed (the kernel dropped it) and the
+/// start failed. The start after it read the slot from the page cache and went on, while on
+/// the disk it was still torn, so one more torn write (of the other slot, at the next power
+/// loss) left no valid slot and the shard unserved. A start that fails leaves `RESYNC` too, and
+/// a start that finds it writes `ACKED` again.
+#[tokio::test]
+async fn after_a_failed_start_the_next_start_makes_acked_durable_again() {
+    let fs = disk(12);
+    fs.failed_syncs_write_nothing();
+    let o = || opts(SyncPolicy::Always, 1 << 20);
+    let log = create(&fs, o());
+    for n in 1..=2 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    log.shutdown().await;
+    drop(log);
+    // Slots: generation 2 (batch 1) at 0, generation 3 (batch 2) at 512. A torn write of the
+    // newest, on the disk as in the cache.
+    let marker = root().join("1").join("ACKED");
+    let f = fs.view().open(&marker, OpenMode::ReadWrite).expect("open");
+    f.write_all_at(&[0xff; 16], 512 + 20).expect("tear");
+    f.sync_data().expect("sync");
+    drop(f);
+    // The start records batch 2 again, in the torn slot: its fdatasync fails.
+    fs.inject(Fault {
+        op: FsOp::Sync,
+        target: Target::Marker,
+        skip: 0,
+        times: 1,
+        effect: Effect::Io,
+    });
+    fs.kill();
+    let log = start(&fs, o());
+    assert!(log.bounds(SHARD).is_err(), "the start fails");
+    drop(log);
+    fs.kill();
+    let log = start(&fs, o());
+    assert_eq!(read_all(&log), vec![(1, payload(1)), (2, payload(2))]);
+    let (cache, disk) = fs.file_states(&marker).expect("ACKED");
+    assert!(
+        cache == disk,
+        "ACKED on the disk is not what the page cache shows"
+    );
+    log.shutdown().await;
+}
+
+/// A read that fails during recovery (EIO) is not a missing or damaged index file: the
+/// recovery took it for one, re-scanned the segment and rewrote its index file, and the
+/// batches that index file recorded as lost (found by an earlier start) were no longer
+/// recorded: a trim then deleted the segment, and reads of them returned nothing instead of
+/// failing with DATA_LOSS.
+#[tokio::test]
+async fn a_read_error_at_start_does_not_rewrite_an_index_file() {
+    let fs = disk(13);
+    // Every segment holds one batch.
+    let o = || opts(SyncPolicy::Always, 64);
+    let log = create(&fs, o());
+    for n in 1..=2 {
+        assert_eq!(append(&log, n).await.expect("append"), n);
+    }
+    log.shutdown().await;
+    drop(log);
+    // Batch 2 is lost: its segment cut to the header by hand. The next start records the loss
+    // in that segment's index file.
+    let seg2 = root().join("1").join("00000000000000000002.log");
+    let f = fs.view().open(&seg2, OpenMode::ReadWrite).expect("open");
+    f.set_len(32).expect("cut");
+    f.sync_data().expect("sync");
+    drop(f);
+    fs.kill();
+    let log = start(&fs, o());
+    assert_eq!(log.damage(SHARD).expect("damage").lost, vec![(2, 2)]);
+    log.shutdown().await;
+    drop(log);
+    // Reading segment 2's header fails once (segment 1's goes through).
+    fs.inject(Fault {
+        op: FsOp::Read,
+        target: Target::Segment,
+        skip: 1,
+        times: 1,
+        effect: Effect::Io,
+    });
+    fs.kill();
+    drop(start(&fs, o()));
+    assert_eq!(fs.fired().len(), 1, "{:?}", fs.fired());
+    fs.kill();
+    let log = start(&fs, o());
+    log.trim(SHARD, 1).expect("trim");
+    assert!(
+        matches!(
+            log.read(SHARD, 2, ReadLimits::batches(10)),
+            Err(streamcell_store::StoreError::Corrupt { .. })
+        ),
+        "{:?}",
+        log.read(SHARD, 2, ReadLimits::batches(10))
+    );
+    log.shutdown().await;
+}

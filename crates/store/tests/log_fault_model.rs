@@ -267,6 +267,11 @@ struct Entry {
     at_risk: bool,
     /// Reported lost (reads of it fail).
     lost: bool,
+    /// Not durable when a process stopped that could not leave its `RESYNC` note (a fault hit
+    /// it): if the shard had failed in an `fdatasync`, no later process knows which pages the
+    /// kernel dropped (`docs/storage-format.md` §8). No clean shutdown promises it; a power
+    /// loss settles it.
+    suspect: bool,
 }
 
 #[derive(Debug, Default)]
@@ -303,6 +308,8 @@ struct Harness {
     /// The fired-fault count after the last append step in which every append was acknowledged
     /// and no fault fired: if it is still the count at a clean shutdown, the shard was healthy.
     healthy_at: Option<usize>,
+    /// The fired-fault count when the running process started.
+    fired_at_start: usize,
     /// What happened, for failure messages.
     steps: Vec<String>,
 }
@@ -347,6 +354,7 @@ impl Harness {
             },
             next_id: 0,
             healthy_at: None,
+            fired_at_start: 0,
             steps: Vec::new(),
         }
     }
@@ -513,6 +521,7 @@ impl Harness {
                 durable,
                 at_risk: false,
                 lost: false,
+                suspect: false,
             },
         );
         Ok(())
@@ -603,11 +612,22 @@ impl Harness {
     async fn restart(&mut self, how: &Op) -> Check {
         let log = self.log.take();
         let healthy = self.healthy_at == Some(self.fs.fired_count());
+        if let Some(log) = &log {
+            // A clean shutdown syncs, and may fail, before the process is gone.
+            if matches!(how, Op::Close) {
+                log.shutdown().await;
+            }
+        }
+        let no_note = self.fs.fired()[self.fired_at_start..]
+            .iter()
+            .any(|f| f.contains("RESYNC"));
+        if no_note {
+            for e in self.model.entries.values_mut() {
+                e.suspect |= !e.durable;
+            }
+        }
         match how {
             Op::Close => {
-                if let Some(log) = &log {
-                    log.shutdown().await;
-                }
                 let clean = healthy && self.healthy_at == Some(self.fs.fired_count());
                 count(&STATS.clean_shutdowns, u64::from(clean));
                 self.steps
@@ -617,7 +637,7 @@ impl Harness {
                     // (also what an earlier process acknowledged, if it left the shard failed:
                     // the start wrote its active segment again).
                     for e in self.model.entries.values_mut() {
-                        if e.acked && !e.lost {
+                        if e.acked && !e.lost && !e.suspect {
                             e.durable = true;
                         }
                     }
@@ -641,11 +661,13 @@ impl Harness {
                     if !e.durable {
                         e.at_risk = true;
                     }
+                    e.suspect = false;
                 }
             }
             _ => unreachable!(),
         }
         self.healthy_at = None;
+        self.fired_at_start = self.fs.fired_count();
         // The first start meets whatever faults are still armed.
         let first = self.start();
         let served = match &first {
@@ -865,6 +887,7 @@ impl Harness {
                     durable: false,
                     at_risk: false,
                     lost: false,
+                    suspect: false,
                 },
             );
         }

@@ -991,6 +991,18 @@ fn recover(
         let (path, file) = segment::create_segment(fs, dir, id, next)?;
         segments.insert(next, empty_segment(next, path, file));
     }
+    // An empty last segment: nothing was appended to it yet, so its creation may have been cut
+    // short (a process killed in a roll, or in a recovery) after the file was written and
+    // before its name was synced in the directory, while the page cache shows it whole.
+    // Appends are about to go there, and their fdatasync does not make its name durable.
+    if let (true, Some(last)) = (at_start, segments.values().next_back()) {
+        if last.is_empty() {
+            last.file
+                .sync_all()
+                .map_err(|e| StoreError::io(format!("syncing {}", last.path.display()), e))?;
+            segment::sync_dir(fs, dir)?;
+        }
+    }
     let first_base = segments.keys().next().copied().unwrap_or(1);
     let start_seq = trim_start.max(first_base);
     // Everything now in the log is visible, so it counts as acknowledged from here on.

@@ -675,3 +675,65 @@ async fn a_read_error_at_start_does_not_rewrite_an_index_file() {
     );
     log.shutdown().await;
 }
+
+/// A process killed in a roll, after it created the next segment and before it synced the
+/// directory: the next start took that segment (whole in the page cache) as the active one and
+/// acknowledged batches into it, under `always` too; `fdatasync` of the file does not make its
+/// name durable, and after a power loss the segment and the batches were gone. A start that
+/// finds the last segment empty (nothing was appended to it yet, so its name may never have
+/// been synced) syncs it and the directory.
+#[tokio::test]
+async fn a_segment_left_by_a_roll_that_was_killed_is_made_durable() {
+    let fs = disk(14);
+    let o = || opts(SyncPolicy::Always, 1 << 20);
+    let log = create(&fs, o());
+    assert_eq!(append(&log, 1).await.expect("append"), 1);
+    log.shutdown().await;
+    drop(log);
+    // The roll sealed segment 1 (its index file written and synced) and got as far as the new
+    // segment's header: written and synced, its name not.
+    let dir = root().join("1");
+    let ts = {
+        let log = start(&fs, o());
+        let ts = log.read(SHARD, 1, ReadLimits::batches(1)).expect("read")[0].timestamp_ms;
+        log.shutdown().await;
+        ts
+    };
+    fs.kill();
+    let len = fs
+        .view()
+        .metadata(&dir.join("00000000000000000001.log"))
+        .expect("stat")
+        .len;
+    let index = streamcell_store::segment::SealedIndex {
+        entries: vec![streamcell_store::segment::IndexEntry {
+            seq: 1,
+            timestamp_ms: ts,
+            offset: 32,
+        }],
+        last_seq: 1,
+        first_ts: ts,
+        last_ts: ts,
+        data_len: len,
+        damaged: Vec::new(),
+    };
+    index.write(&*fs.view(), &dir, 1).expect("index");
+    let seg2 = dir.join("00000000000000000002.log");
+    let f = fs.view().open(&seg2, OpenMode::CreateNew).expect("create");
+    f.write_all_at(
+        &streamcell_store::segment::encode_segment_header(SHARD, 2),
+        0,
+    )
+    .expect("header");
+    f.sync_all().expect("sync");
+    drop(f);
+    fs.kill();
+    let log = start(&fs, o());
+    assert_eq!(append(&log, 2).await.expect("append"), 2);
+    log.shutdown().await;
+    drop(log);
+    fs.crash(Keep::Nothing);
+    let log = start(&fs, o());
+    assert_eq!(read_all(&log), vec![(1, payload(1)), (2, payload(2))]);
+    log.shutdown().await;
+}

@@ -43,7 +43,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fault_fs::{Effect, Fault, FaultFs, FsOp, Keep, Target};
+use fault_fs::{Death, Effect, Fault, FaultFs, FsOp, Keep, Target};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use streamcell_store::{
@@ -89,6 +89,8 @@ enum Op {
     Crash(Keep),
     /// Arms a fault.
     Fault(Fault),
+    /// The process dies, or the power fails, at its n-th file operation from now.
+    Die(u32, Death),
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +167,15 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Crash(Keep::Nothing)),
         2 => Just(Op::Crash(Keep::RandomPrefix)),
         4 => fault().prop_map(Op::Fault),
+        2 => (
+            0u32..40,
+            prop_oneof![
+                Just(Death::Kill),
+                Just(Death::PowerLoss(Keep::Nothing)),
+                Just(Death::PowerLoss(Keep::RandomPrefix)),
+            ]
+        )
+            .prop_map(|(n, how)| Op::Die(n, how)),
     ]
 }
 
@@ -208,6 +219,7 @@ struct Stats {
     kills: AtomicU64,
     clean_shutdowns: AtomicU64,
     starts_not_serving: AtomicU64,
+    deaths: AtomicU64,
     durable_checked: AtomicU64,
     lost_reported: AtomicU64,
     vanished: AtomicU64,
@@ -224,6 +236,7 @@ static STATS: Stats = Stats {
     kills: AtomicU64::new(0),
     clean_shutdowns: AtomicU64::new(0),
     starts_not_serving: AtomicU64::new(0),
+    deaths: AtomicU64::new(0),
     durable_checked: AtomicU64::new(0),
     lost_reported: AtomicU64::new(0),
     vanished: AtomicU64::new(0),
@@ -310,6 +323,8 @@ struct Harness {
     healthy_at: Option<usize>,
     /// The fired-fault count when the running process started.
     fired_at_start: usize,
+    /// The file system's process number when the running process started.
+    epoch_seen: u64,
     /// What happened, for failure messages.
     steps: Vec<String>,
 }
@@ -355,6 +370,7 @@ impl Harness {
             next_id: 0,
             healthy_at: None,
             fired_at_start: 0,
+            epoch_seen: 0,
             steps: Vec::new(),
         }
     }
@@ -591,7 +607,7 @@ impl Harness {
         }
     }
 
-    fn expire(&mut self, secs: u32) {
+    async fn expire(&mut self, secs: u32) {
         let now = self
             .clock
             .fetch_add(i64::from(secs) * 1000, Ordering::SeqCst)
@@ -599,6 +615,9 @@ impl Harness {
         let Some(log) = self.log.clone() else {
             return;
         };
+        // The committer rolls what became old enough (on its idle tick, or now) before
+        // retention runs here, not while it runs.
+        log.quiesce().await;
         let r = log.enforce_retention();
         self.steps.push(format!("clock +{secs}s, retention: {r:?}"));
         if self.backlog > 0 {
@@ -612,21 +631,22 @@ impl Harness {
     async fn restart(&mut self, how: &Op) -> Check {
         let log = self.log.take();
         let healthy = self.healthy_at == Some(self.fs.fired_count());
+        let epoch = self.fs.epoch();
         if let Some(log) = &log {
             // A clean shutdown syncs, and may fail, before the process is gone.
             if matches!(how, Op::Close) {
                 log.shutdown().await;
             }
         }
-        let no_note = self.fs.fired()[self.fired_at_start..]
-            .iter()
-            .any(|f| f.contains("RESYNC"));
-        if no_note {
-            for e in self.model.entries.values_mut() {
-                e.suspect |= !e.durable;
-            }
-        }
+        // A doom may strike in the shutdown's syncs.
+        let died = self.fs.epoch() != epoch;
+        self.note_check();
         match how {
+            Op::Close if died => {
+                self.steps.push("the shutdown died".into());
+                drop(log);
+                self.died();
+            }
             Op::Close => {
                 let clean = healthy && self.healthy_at == Some(self.fs.fired_count());
                 count(&STATS.clean_shutdowns, u64::from(clean));
@@ -642,34 +662,92 @@ impl Harness {
                         }
                     }
                 }
-                drop(log);
+                // The process is gone before its threads notice (a dropped log's committer
+                // would sync on its way out).
                 self.fs.kill();
+                drop(log);
             }
             Op::Kill => {
                 self.steps
                     .push(format!("process killed (healthy: {healthy})"));
                 count(&STATS.kills, 1);
-                drop(log);
+                // The process is gone before its threads notice (a dropped log's committer
+                // would sync on its way out).
                 self.fs.kill();
+                drop(log);
             }
             Op::Crash(keep) => {
                 self.steps.push(format!("power loss, keeping {keep:?}"));
-                count(&STATS.power_losses, 1);
                 self.fs.crash(*keep);
                 drop(log);
-                for e in self.model.entries.values_mut() {
-                    if !e.durable {
-                        e.at_risk = true;
-                    }
-                    e.suspect = false;
-                }
+                self.power_lost();
             }
             _ => unreachable!(),
         }
+        self.start_again().await
+    }
+
+    /// A batch not durable when a process stopped that could not leave its `RESYNC` note is
+    /// no longer promised by a clean shutdown (see `Entry::suspect`).
+    fn note_check(&mut self) {
+        let no_note = self.fs.fired()[self.fired_at_start..]
+            .iter()
+            .any(|f| f.contains("RESYNC"));
+        if no_note {
+            for e in self.model.entries.values_mut() {
+                e.suspect |= !e.durable;
+            }
+        }
+    }
+
+    /// The model after a power loss: what was not durable may be gone.
+    fn power_lost(&mut self) {
+        count(&STATS.power_losses, 1);
+        for e in self.model.entries.values_mut() {
+            if !e.durable {
+                e.at_risk = true;
+            }
+            e.suspect = false;
+        }
+    }
+
+    /// The model after the process died in the middle of something (a doom struck).
+    fn died(&mut self) {
+        let how = self.fs.last_death();
+        self.steps.push(format!("the process died: {how:?}"));
+        count(&STATS.deaths, 1);
+        match how {
+            Some(Death::PowerLoss(_)) => self.power_lost(),
+            Some(Death::Kill) | None => count(&STATS.kills, 1),
+        }
+    }
+
+    /// After a step: if the process died in it, it is started again.
+    async fn after_death(&mut self) -> Check {
+        if self.fs.epoch() == self.epoch_seen {
+            return Ok(());
+        }
+        self.note_check();
+        drop(self.log.take());
+        self.died();
+        self.start_again().await
+    }
+
+    /// Starts the log again after the last process stopped, and checks that a second start gives
+    /// the same answers.
+    async fn start_again(&mut self) -> Check {
         self.healthy_at = None;
         self.fired_at_start = self.fs.fired_count();
-        // The first start meets whatever faults are still armed.
-        let first = self.start();
+        // The first start meets whatever faults are still armed, and may die.
+        let first = loop {
+            let epoch = self.fs.epoch();
+            let first = self.start();
+            if self.fs.epoch() == epoch {
+                break first;
+            }
+            drop(first);
+            self.died();
+        };
         let served = match &first {
             Ok(log) => log.bounds(SHARD).is_ok(),
             Err(_) => false,
@@ -683,13 +761,14 @@ impl Harness {
             }
         ));
         self.fs.clear_faults();
+        self.fs.spare();
         let first = match first {
             Ok(log) if served => log,
             _ => {
                 count(&STATS.starts_not_serving, 1);
                 // The operator fixes the disk and restarts: now it must be served.
-                drop(first);
                 self.fs.kill();
+                drop(first);
                 let log = self
                     .start()
                     .map_err(|e| self.fail(format!("a start without faults failed: {e}")))?;
@@ -700,8 +779,8 @@ impl Harness {
             }
         };
         let once = self.observe(&first)?;
-        drop(first);
         self.fs.kill();
+        drop(first);
         let log = self
             .start()
             .map_err(|e| self.fail(format!("the second start failed: {e}")))?;
@@ -718,6 +797,7 @@ impl Harness {
             twice.served.iter().map(|b| b.seq).collect::<Vec<_>>()
         );
         self.log = Some(log);
+        self.epoch_seen = self.fs.epoch();
         self.compare(&twice)
     }
 
@@ -983,11 +1063,16 @@ async fn run_steps(h: &mut Harness, case: &Case) -> Check {
             Op::Append(sizes) => h.append(sizes).await?,
             Op::Read(at) => h.read(*at)?,
             Op::Trim(at) => h.trim(*at),
-            Op::Expire(secs) => h.expire(*secs),
+            Op::Expire(secs) => h.expire(*secs).await,
             Op::Close | Op::Kill | Op::Crash(_) => h.restart(op).await?,
             Op::Fault(f) => {
                 h.steps.push(format!("arm {f:?}"));
                 h.fs.inject(*f);
+            }
+            Op::Die(n, how) => {
+                h.steps
+                    .push(format!("doomed: {how:?} at the {n}th file operation"));
+                h.fs.doom(*n, *how);
             }
         }
         // Whatever the step set off in the background (a roll retention asked for, the
@@ -995,10 +1080,12 @@ async fn run_steps(h: &mut Harness, case: &Case) -> Check {
         if let Some(log) = h.log.clone() {
             log.quiesce().await;
         }
+        h.after_death().await?;
         h.check()?;
     }
     // Finally: a clean shutdown of whatever runs, and a power loss.
     h.fs.clear_faults();
+    h.fs.spare();
     h.restart(&Op::Close).await?;
     h.restart(&Op::Crash(Keep::Nothing)).await?;
     if let Some(log) = h.log.take() {
@@ -1045,8 +1132,9 @@ fn the_log_keeps_its_promises_on_a_faulty_disk() {
     let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
     eprintln!(
         "{} cases (with shrinking, if any), {} steps: {} appends acknowledged, {} failed, {} \
-         faults fired, {} power losses, {} process kills, {} clean shutdowns of a healthy \
-         shard, {} starts that did not serve the shard; {} checks of a batch promised durable, \
+         faults fired, {} power losses, {} process kills ({} of them, or of the power losses, in \
+         the middle of a step or a start), {} clean shutdowns of a healthy shard, {} starts that \
+         did not serve the shard; {} checks of a batch promised durable, \
          {} batches reported lost, {} gone with the power and renumbered, {} failed appends \
          served later",
         n(&STATS.cases),
@@ -1056,6 +1144,7 @@ fn the_log_keeps_its_promises_on_a_faulty_disk() {
         n(&STATS.faults_fired),
         n(&STATS.power_losses),
         n(&STATS.kills),
+        n(&STATS.deaths),
         n(&STATS.clean_shutdowns),
         n(&STATS.starts_not_serving),
         n(&STATS.durable_checked),

@@ -28,6 +28,9 @@
 //!   matching operations, fails a number of times: EIO, ENOSPC, EMFILE, or a short write (a
 //!   random proper prefix of the bytes lands in the cache, then ENOSPC).
 //!
+//! - **A death in the middle** ([`FaultFs::doom`]): the process dies, or the power fails, at
+//!   its n-th file operation from now (that operation fails, as every later one of the
+//!   process), wherever that is: in a roll, a recovery, a trim, a shutdown.
 //! - **A gate** ([`FaultFs::close_gate`]): the next file operation, from whatever thread, waits
 //!   until the test opens the gate again. A test uses it to hold a committer in a round while
 //!   it queues what the next round is to hold, so that group commit forms the same rounds every
@@ -135,6 +138,15 @@ pub struct Fault {
     pub times: u32,
     /// How they fail.
     pub effect: Effect,
+}
+
+/// How a doomed process ends ([`FaultFs::doom`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Death {
+    /// The process is killed: the page cache survives.
+    Kill,
+    /// The machine loses power.
+    PowerLoss(Keep),
 }
 
 /// What a crash keeps of the changes that were not synced.
@@ -262,6 +274,10 @@ struct State {
     rng: Rng,
     faults: Vec<Fault>,
     suspended: bool,
+    /// The process dies at its next operation once the count reaches zero.
+    doom: Option<(u32, Death)>,
+    /// How the last process that died early died.
+    last_death: Option<Death>,
     /// A failed sync writes a random prefix of the pending changes (else none).
     failed_sync_writes_some: bool,
     fired: Vec<String>,
@@ -289,6 +305,32 @@ impl State {
             Err(io::Error::other(
                 "the process that opened this file system is gone",
             ))
+        }
+    }
+
+    /// Counts an operation of the running process towards its doom; true if it dies now.
+    fn doomed(&mut self) -> bool {
+        if self.suspended {
+            return false;
+        }
+        match self.doom {
+            Some((0, how)) => {
+                self.doom = None;
+                self.last_death = Some(how);
+                if self.trace {
+                    eprintln!("fault_fs: DEATH {how:?}");
+                }
+                match how {
+                    Death::Kill => self.epoch += 1,
+                    Death::PowerLoss(keep) => self.crash(keep),
+                }
+                true
+            }
+            Some((n, how)) => {
+                self.doom = Some((n - 1, how));
+                false
+            }
+            None => false,
         }
     }
 
@@ -529,6 +571,8 @@ impl FaultFs {
                 rng: Rng(seed),
                 faults: Vec::new(),
                 suspended: false,
+                doom: None,
+                last_death: None,
                 failed_sync_writes_some: true,
                 fired: Vec::new(),
                 trace: std::env::var_os("FAULT_FS_TRACE").is_some(),
@@ -599,6 +643,26 @@ impl FaultFs {
     /// The machine loses power: see [`Keep`].
     pub fn crash(&self, keep: Keep) {
         self.lock().crash(keep);
+    }
+
+    /// The running process dies at its `after`-th file operation from now (0: the next one).
+    pub fn doom(&self, after: u32, how: Death) {
+        self.lock().doom = Some((after, how));
+    }
+
+    /// Disarms a doom that has not come.
+    pub fn spare(&self) {
+        self.lock().doom = None;
+    }
+
+    /// Which process is running (one more after each kill or crash).
+    pub fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// How the last process that was doomed died.
+    pub fn last_death(&self) -> Option<Death> {
+        self.lock().last_death
     }
 
     /// Arms a fault.
@@ -672,15 +736,28 @@ struct View {
     epoch: u64,
 }
 
+/// Fails the operations of a process that is gone, before they reach the gate (a late
+/// operation of a dead process must not take the place of the next round's at it).
+fn check_alive(state: &Mutex<State>, epoch: u64) -> io::Result<()> {
+    state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_epoch(epoch)
+}
+
 impl View {
     /// The state, if this view's process is still the running one.
     fn live(&self, what: &str, path: &Path) -> io::Result<MutexGuard<'_, State>> {
+        check_alive(&self.state, self.epoch)?;
         self.gate.pass();
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.trace {
             eprintln!("fault_fs: {what} {}", path.display());
         }
         st.check_epoch(self.epoch)?;
+        if st.doomed() {
+            st.check_epoch(self.epoch)?;
+        }
         Ok(st)
     }
 }
@@ -880,12 +957,16 @@ struct Handle {
 
 impl Handle {
     fn live(&self, what: &str) -> io::Result<MutexGuard<'_, State>> {
+        check_alive(&self.state, self.epoch)?;
         self.gate.pass();
-        let st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if st.trace {
             eprintln!("fault_fs: {what} {}", self.path.display());
         }
         st.check_epoch(self.epoch)?;
+        if st.doomed() {
+            st.check_epoch(self.epoch)?;
+        }
         Ok(st)
     }
 }

@@ -280,10 +280,10 @@ struct Entry {
     at_risk: bool,
     /// Reported lost (reads of it fail).
     lost: bool,
-    /// Not durable when a process stopped that could not leave its `RESYNC` note (a fault hit
-    /// it): if the shard had failed in an `fdatasync`, no later process knows which pages the
-    /// kernel dropped (`docs/storage-format.md` §8). No clean shutdown promises it; a power
-    /// loss settles it.
+    /// Not durable when a process stopped that did not leave its `RESYNC` note after a fault
+    /// (creating it failed, or the process died first): if the shard had failed in an
+    /// `fdatasync`, no later process knows which pages the kernel dropped
+    /// (`docs/storage-format.md` §3.3). No clean shutdown promises it; a power loss settles it.
     suspect: bool,
 }
 
@@ -687,12 +687,18 @@ impl Harness {
         self.start_again().await
     }
 
-    /// A batch not durable when a process stopped that could not leave its `RESYNC` note is
-    /// no longer promised by a clean shutdown (see `Entry::suspect`).
+    /// A batch not durable when a process stopped that did not leave its `RESYNC` note after a
+    /// fault is no longer promised by a clean shutdown (see `Entry::suspect`).
     fn note_check(&mut self) {
-        let no_note = self.fs.fired()[self.fired_at_start..]
-            .iter()
-            .any(|f| f.contains("RESYNC"));
+        let fired = self.fs.fired();
+        let this_process = &fired[self.fired_at_start..];
+        let healthy = self.healthy_at == Some(fired.len());
+        let note = self
+            .fs
+            .list(&root().join(SHARD.to_string()))
+            .contains(&"RESYNC".to_string());
+        let no_note = this_process.iter().any(|f| f.contains("RESYNC"))
+            || (!this_process.is_empty() && !healthy && !note);
         if no_note {
             for e in self.model.entries.values_mut() {
                 e.suspect |= !e.durable;

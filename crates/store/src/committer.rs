@@ -286,10 +286,9 @@ impl Committer {
 
     /// Why appends to `shard` are refused, if they are: the shard failed. Once the back-off
     /// (`recover_after`, [`RECOVER_AFTER`] by default) has passed since the failure, its log is
-    /// first recovered in place
-    /// (see [`Shard::recover_in_place`]); if that succeeds, nothing is refused and the shard's
-    /// writer is rebuilt from the recovered state; if not, the new reason is recorded and the
-    /// next attempt waits again.
+    /// first recovered in place (see [`Shard::recover_in_place`]); if that succeeds, nothing is
+    /// refused and the shard's writer is rebuilt from the recovered state; if not, the new
+    /// reason is recorded and the next attempt waits again.
     fn refusal(&mut self, shard: &Arc<Shard>) -> Option<String> {
         let (reason, since) = {
             let st = shard.state();

@@ -207,7 +207,7 @@ pub fn visit_records<'a>(
     plain: &'a [u8],
     mut visit: impl FnMut(Flag, &'a [u8]),
 ) -> Result<(), RecordsError> {
-    let mut batch = Fields::new(plain);
+    let mut batch = Fields::new(plain, BATCH_FIELDS);
     let between = |problem| RecordsError {
         record: None,
         problem,
@@ -232,7 +232,7 @@ pub fn visit_records<'a>(
 fn read_record(bytes: &[u8]) -> Result<(Flag, &[u8]), RecordsProblem> {
     // None: no header (RAW); Some(v): the merged header's `flag` as prost holds it.
     let (mut flag, mut payload) = (None, &[][..]);
-    let mut record = Fields::new(bytes);
+    let mut record = Fields::new(bytes, RECORD_FIELDS);
     while let Some((field, value)) = record.next()? {
         match field {
             1 => read_header(value.bytes("header")?, flag.get_or_insert(0))?,
@@ -247,13 +247,13 @@ fn read_record(bytes: &[u8]) -> Result<(Flag, &[u8]), RecordsProblem> {
 /// Reads one `HStreamRecordHeader` field into `flag` (merged, as prost merges a repeated
 /// embedded message): `flag` as an `int32`, the attributes and the key as strings.
 fn read_header(bytes: &[u8], flag: &mut i32) -> Result<(), RecordsProblem> {
-    let mut header = Fields::new(bytes);
+    let mut header = Fields::new(bytes, HEADER_FIELDS);
     while let Some((field, value)) = header.next()? {
         match field {
             // int32: the low 32 bits of the varint, as prost's (and C++'s) `as i32` cast.
             1 => *flag = value.varint("flag")? as i32,
             2 => {
-                let mut entry = Fields::new(value.bytes("attributes")?);
+                let mut entry = Fields::new(value.bytes("attributes")?, ENTRY_FIELDS);
                 while let Some((field, value)) = entry.next()? {
                     match field {
                         1 => {
@@ -294,10 +294,11 @@ pub enum RecordsProblem {
     BadVarint,
     /// A field key above `u32::MAX`, with field number 0 or wire type 6 or 7.
     BadKey,
-    /// A group (wire type 3 or 4), which prost skips but no HStream client writes.
+    /// A group (wire type 3 or 4) as an unknown field, which prost skips but no HStream
+    /// client writes.
     Group,
     /// A known field of the wrong wire type (`attributes` included, which prost 0.14 does not
-    /// check).
+    /// check), found before its value is read.
     WrongWireType {
         /// The field, as the `.proto` names it.
         field: &'static str,
@@ -346,7 +347,19 @@ impl std::error::Error for RecordsError {}
 /// byte above 1, which prost refuses.)
 struct Fields<'a> {
     buf: &'a [u8],
+    /// The message's known fields: number, name, wire type. As prost does, a known field's
+    /// wire type is checked before its value is read.
+    known: &'static [(u32, &'static str, u8)],
 }
+
+/// The known fields of `BatchHStreamRecords` (see [`Fields`]).
+const BATCH_FIELDS: &[(u32, &str, u8)] = &[(1, "records", 2)];
+/// The known fields of `HStreamRecord`.
+const RECORD_FIELDS: &[(u32, &str, u8)] = &[(1, "header", 2), (2, "payload", 2)];
+/// The known fields of `HStreamRecordHeader`.
+const HEADER_FIELDS: &[(u32, &str, u8)] = &[(1, "flag", 0), (2, "attributes", 2), (3, "key", 2)];
+/// The known fields of an entry of `HStreamRecordHeader.attributes` (a `map<string, string>`).
+const ENTRY_FIELDS: &[(u32, &str, u8)] = &[(1, "attributes key", 2), (2, "attributes value", 2)];
 
 /// One field's value: wire types 0 and 2 as read, 1 and 5 skipped.
 #[derive(Clone, Copy)]
@@ -357,8 +370,8 @@ enum Value<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Fields { buf }
+    fn new(buf: &'a [u8], known: &'static [(u32, &'static str, u8)]) -> Self {
+        Fields { buf, known }
     }
 
     fn next(&mut self) -> Result<Option<(u32, Value<'a>)>, RecordsProblem> {
@@ -366,11 +379,19 @@ impl<'a> Fields<'a> {
             return Ok(None);
         }
         let key = u32::try_from(self.varint()?).map_err(|_| RecordsProblem::BadKey)?;
-        let field = key >> 3;
-        if field == 0 {
+        let (field, wire_type) = (key >> 3, (key & 7) as u8);
+        if field == 0 || wire_type > 5 {
             return Err(RecordsProblem::BadKey);
         }
-        let value = match key & 7 {
+        if let Some(&(_, name, want)) = self.known.iter().find(|k| k.0 == field) {
+            if wire_type != want {
+                return Err(RecordsProblem::WrongWireType {
+                    field: name,
+                    wire_type,
+                });
+            }
+        }
+        let value = match wire_type {
             0 => Value::Varint(self.varint()?),
             1 => {
                 self.take(8)?;
@@ -380,12 +401,11 @@ impl<'a> Fields<'a> {
                 let len = usize::try_from(self.varint()?).map_err(|_| RecordsProblem::Truncated)?;
                 Value::Bytes(self.take(len)?)
             }
-            3 | 4 => return Err(RecordsProblem::Group),
             5 => {
                 self.take(4)?;
                 Value::Fixed(5)
             }
-            _ => return Err(RecordsProblem::BadKey),
+            _ => return Err(RecordsProblem::Group),
         };
         Ok(Some((field, value)))
     }
@@ -749,6 +769,23 @@ mod tests {
     }
 
     #[test]
+    fn k3_attributes_as_a_fixed64_are_refused_for_their_wire_type() {
+        // Found after the first fix: the header ends 1 byte after the key of an `attributes`
+        // of wire type 1; prost reads that byte as the entry's length, the walk read 8 bytes
+        // and called the batch truncated (refused, for the wrong reason). The wire type of a
+        // known field is now checked before its value is read, as prost does.
+        let plain = k3!("attributes-as-fixed64-fuzzed");
+        assert!(prost_view(plain).is_ok());
+        assert_eq!(
+            walk_view(plain).expect_err("refused").problem,
+            RecordsProblem::WrongWireType {
+                field: "attributes",
+                wire_type: 1
+            }
+        );
+    }
+
+    #[test]
     fn k3_an_unknown_non_string_field_in_an_attribute_entry_is_skipped_as_prost_does() {
         let plain = k3!("entry-unknown-field-fuzzed");
         let seen = walk_view(plain).expect("read as prost reads it");
@@ -840,7 +877,14 @@ mod tests {
         refused(&[0x00, 0x00], RecordsProblem::BadKey);
         refused(&[0x0e], RecordsProblem::BadKey);
         refused(&[0x0f], RecordsProblem::BadKey);
-        refused(&[0x0c], RecordsProblem::Group);
+        refused(&[0x14], RecordsProblem::Group);
+        refused(
+            &[0x0c],
+            RecordsProblem::WrongWireType {
+                field: "records",
+                wire_type: 4,
+            },
+        );
         // Known fields of the wrong wire type.
         let wrong = |field, wire_type| RecordsProblem::WrongWireType { field, wire_type };
         refused(&[0x08, 0x01], wrong("records", 0));

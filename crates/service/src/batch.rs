@@ -416,6 +416,14 @@ mod tests {
     }
 
     #[test]
+    fn k3_attributes_as_a_fixed64_are_not_stored_and_the_reason_says_so() {
+        refused(
+            k3!("attributes-as-fixed64-fuzzed"),
+            "field `attributes` has wire type 1",
+        );
+    }
+
+    #[test]
     fn k3_an_unknown_field_in_an_attribute_entry_is_stored_and_read_alike() {
         stored_and_read_alike(k3!("entry-unknown-field-fuzzed"));
     }

@@ -45,15 +45,6 @@ pub(crate) enum Request {
     Quiesce { reply: oneshot::Sender<()> },
 }
 
-/// How often, at most, a shard's acknowledged-end marker is `fdatasync`ed while the shard
-/// receives appends (it is also synced with the data under `interval`, and at shutdown).
-pub(crate) const MARKER_SYNC_EVERY: Duration = Duration::from_secs(1);
-
-/// How long after a shard's log failed the committer first tries to recover it in place (and
-/// then again after each failed try), on its next append: a transient cause (too many open
-/// files, a full disk) may be gone by then, and a cause that holds is not retried in a loop.
-pub(crate) const RECOVER_AFTER: Duration = Duration::from_secs(1);
-
 /// One append waiting in a round: the batch and where to send its outcome.
 type AppendOne = (NewBatch, oneshot::Sender<Result<Appended>>);
 
@@ -62,10 +53,10 @@ type AppendOne = (NewBatch, oneshot::Sender<Result<Appended>>);
 pub(crate) struct CommitterConfig {
     pub sync: SyncPolicy,
     pub segment_bytes: u64,
-    /// How long after a failure a shard is first recovered in place ([`RECOVER_AFTER`]).
+    /// How long after a failure a shard is first recovered in place ([`RECOVER_AFTER`](crate::env::RECOVER_AFTER)).
     pub recover_after: Duration,
     /// How often, at most, a shard's `ACKED` is synced while it receives appends
-    /// ([`MARKER_SYNC_EVERY`]).
+    /// ([`MARKER_SYNC_EVERY`](crate::env::MARKER_SYNC_EVERY)).
     pub marker_sync_every: Duration,
 }
 
@@ -285,7 +276,7 @@ impl Committer {
     }
 
     /// Why appends to `shard` are refused, if they are: the shard failed. Once the back-off
-    /// (`recover_after`, [`RECOVER_AFTER`] by default) has passed since the failure, its log is
+    /// (`recover_after`, [`RECOVER_AFTER`](crate::env::RECOVER_AFTER) by default) has passed since the failure, its log is
     /// first recovered in place (see [`Shard::recover_in_place`]); if that succeeds, nothing is
     /// refused and the shard's writer is rebuilt from the recovered state; if not, the new
     /// reason is recorded and the next attempt waits again.

@@ -16,6 +16,7 @@
 
 pub mod catalog;
 mod committer;
+mod env;
 pub mod error;
 pub mod frame;
 pub mod log;

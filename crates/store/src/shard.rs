@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::env::LogEnv;
 use crate::error::{Result, StoreError};
-use crate::log::LogEnv;
 use crate::marker::{AckMarker, AckedPos};
 use crate::segment::{self, IndexEntry, SealedIndex, Segment, SEGMENT_HEADER_LEN};
 use crate::vfs::{OpenMode, Vfs, VfsFile};

@@ -20,11 +20,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DOORS = {"streamcell-grpc", "streamcell-http", "streamcell-pg"}
 BINARY = "streamcell"
-# Crates whose module circles are known and being removed: they are printed, not failed.
-# The engine's façade keeps `impl Engine` blocks in its subsystem modules (queries, push,
-# pull, ddl, datacell), which use `Engine` while the façade uses their types; making each
-# subsystem its own struct removes them (issue 13, step 2). Any circle elsewhere fails.
-KNOWN = {"streamcell-engine"}
 
 
 def crate_graph_violations():
@@ -135,15 +130,12 @@ def main():
                     f"{pkg['name']} ({target['name']}): import circle among "
                     f"{', '.join(comp)}: {'; '.join(ties)}"
                 )
-                if pkg["name"] in KNOWN:
-                    print(f"layering (known, not failed): {line}")
-                else:
-                    problems.append(line)
+                problems.append(line)
     for p in problems:
         print(f"layering: {p}")
     if problems:
         sys.exit(1)
-    print("layering: no crate depends on a door but the binary; no new module import circles")
+    print("layering: no crate depends on a door but the binary; no module import circles")
 
 
 if __name__ == "__main__":

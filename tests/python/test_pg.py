@@ -123,6 +123,28 @@ def test_psycopg_parameters_types_and_sqlstates(start_server):
         assert any("datacell.box" in r[0] for r in cur.fetchall())
 
 
+def test_query_errors_have_precise_sqlstates(start_server):
+    """A column that does not exist, types that do not go together and a division by zero
+    each get PostgreSQL's own SQLSTATE (not the catch-all 42000), over both protocols, and
+    the connection goes on."""
+    srv = start_server()
+    s = uid("precise")
+    with connect(srv) as conn:
+        conn.execute(f"CREATE STREAM {s} (n INTEGER, name STRING)")
+        conn.execute(f"INSERT INTO {s} (n, name) VALUES (1, 'a')")
+        for prepare in (False, True):
+            with pytest.raises(psycopg.errors.UndefinedColumn):
+                conn.execute(f"SELECT nope FROM {s}", prepare=prepare)
+            with pytest.raises(psycopg.errors.DatatypeMismatch):
+                conn.execute(f"SELECT n FROM {s} WHERE n = make_array(1)", prepare=prepare)
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute(f"SELECT n / (n - 1) FROM {s}", prepare=prepare)
+        assert conn.execute(f"SELECT n FROM {s}").fetchall() == [(1,)]
+    # psql shows the same codes (VERBOSITY verbose prints them).
+    r = psql(srv, "-v", "VERBOSITY=verbose", "-c", f"SELECT nope FROM {s}", check=False)
+    assert r.returncode != 0 and "42703" in r.stderr, r.stderr
+
+
 def test_psycopg_transactions_are_accepted(start_server):
     srv = start_server()
     s = uid("tx")

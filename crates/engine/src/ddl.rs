@@ -4,34 +4,24 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{Field, Schema, SchemaRef};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use streamcell_service::{Deletion, StreamSpec};
 use streamcell_sql::ObjectKind;
 
-use crate::continuous::plan;
-use crate::decode::rows_to_batch;
-use crate::engine::{done, lock, single_name, Engine};
-use crate::error::{EngineError, Result};
-use crate::output::Output;
-use crate::query::{QueryKind, QueryStatus};
-use crate::value::{self, JsonRow};
+use sqlparser::ast as sql;
+use streamcell_sql::Statement;
 
-/// Catalog kind of declared stream schemas.
-pub(crate) const SCHEMA_KIND: &str = "sql.stream_schema";
+use crate::continuous::plan;
+use crate::datacell::{in_schema, name_text};
+use crate::engine::Engine;
+use crate::error::{EngineError, Result};
+use crate::output::{Cell, Listing, Output};
+use crate::queries::QueryInfo;
+use crate::query::{QueryKind, QueryStatus};
+use crate::streams::{SavedSchema, SCHEMA_KIND};
+use crate::value;
 
 /// Default retention of `CREATE STREAM` without `DURATION` (HStreamDB's: 7 days).
 pub(crate) const DEFAULT_DURATION_SECS: u32 = 7 * 86_400;
-
-/// A declared stream schema as the catalog keeps it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct SavedSchema {
-    /// The stream's creation time, to tell it from a later stream of the same name.
-    pub(crate) stream_created_ms: i64,
-    /// Columns: name and SQL type text.
-    pub(crate) columns: Vec<(String, String)>,
-}
 
 impl Engine {
     /// `CREATE STREAM s [(columns)]` (and durable tables): the stream, and its declared
@@ -50,23 +40,27 @@ impl Engine {
                 Ok((c.name.value.clone(), c.data_type.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let _ddl = self.ddl.lock().await;
-        self.check_no_view(&name)?;
-        self.service.create_stream(spec).await?;
+        let _ddl = self.ctx.ddl.lock().await;
+        self.queries.check_no_view(&name)?;
+        self.ctx.service.create_stream(spec).await?;
         if !columns.is_empty() {
-            let created = self.catalog.get_stream(&name)?.map_or(0, |m| m.created_ms);
+            let created = self
+                .ctx
+                .catalog
+                .get_stream(&name)?
+                .map_or(0, |m| m.created_ms);
             let doc = SavedSchema {
                 stream_created_ms: created,
                 columns,
             };
-            self.catalog.put_object(
+            self.ctx.catalog.put_object(
                 SCHEMA_KIND,
                 &name,
                 &serde_json::to_string(&doc).map_err(|e| EngineError::internal(e.to_string()))?,
                 false,
             )?;
         }
-        Ok(done())
+        Ok(Output::done())
     }
 
     /// The stream a `CREATE STREAM` asks for.
@@ -93,81 +87,11 @@ impl Engine {
             }
         };
         Ok(StreamSpec {
-            name: single_name(&cs.name)?,
+            name: plan::object_name(&cs.name)?,
             replication_factor,
             backlog_secs,
             shard_count: 1,
         })
-    }
-
-    /// Streams and views share one namespace (both are read by name in FROM).
-    pub(crate) fn check_no_view(&self, name: &str) -> Result<()> {
-        if lock(&self.queries)
-            .get(name)
-            .is_some_and(|e| e.shared.kind == QueryKind::View)
-        {
-            return Err(EngineError::AlreadyExists(format!(
-                "a view named {name:?} exists already"
-            )));
-        }
-        Ok(())
-    }
-
-    /// The declared schema of a stream, if it has one.
-    pub(crate) fn declared_schema(&self, stream: &str) -> Result<Option<SchemaRef>> {
-        let Some(doc) = self.catalog.get_object(SCHEMA_KIND, stream)? else {
-            return Ok(None);
-        };
-        let saved: SavedSchema =
-            serde_json::from_str(&doc).map_err(|e| EngineError::internal(e.to_string()))?;
-        match self.catalog.get_stream(stream)? {
-            Some(m) if m.created_ms == saved.stream_created_ms => {}
-            // A stream of the same name created since (through the gRPC API): no schema.
-            _ => return Ok(None),
-        }
-        let mut fields = Vec::new();
-        for (name, ty) in &saved.columns {
-            let parsed = sqlparser::parser::Parser::new(&sqlparser::dialect::GenericDialect {})
-                .try_with_sql(ty)
-                .and_then(|mut p| p.parse_data_type())
-                .map_err(|e| EngineError::internal(format!("saved column type {ty:?}: {e}")))?;
-            fields.push(Field::new(name, value::declared_type(&parsed)?, true));
-        }
-        Ok(Some(Arc::new(Schema::new(fields))))
-    }
-
-    /// Checks a record against a stream's declared columns: unknown fields and values of the
-    /// wrong type are errors.
-    pub(crate) fn check_declared(&self, stream: &str, row: &JsonRow) -> Result<()> {
-        let Some(schema) = self.declared_schema(stream)? else {
-            return Ok(());
-        };
-        for (k, v) in row {
-            let field = schema.field_with_name(k).map_err(|_| {
-                EngineError::invalid(format!(
-                    "stream {stream:?} has no column {k:?} (columns: {})",
-                    schema
-                        .fields()
-                        .iter()
-                        .map(|f| f.name().as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })?;
-            if v.is_null() {
-                continue;
-            }
-            let one = JsonRow::from_iter([(k.clone(), v.clone())]);
-            let s = Arc::new(Schema::new(vec![field.clone()]));
-            let b = rows_to_batch(&s, &[&one])?;
-            if b.column(0).is_null(0) {
-                return Err(EngineError::invalid(format!(
-                    "column {k:?} is {}, and {v} is not",
-                    field.data_type()
-                )));
-            }
-        }
-        Ok(())
     }
 
     pub(crate) async fn drop_object(
@@ -178,32 +102,32 @@ impl Engine {
     ) -> Result<Output> {
         match kind {
             ObjectKind::Stream => self.drop_stream(name, if_exists).await?,
-            ObjectKind::View => self.drop_query(name, QueryKind::View, if_exists).await?,
-            ObjectKind::Query => self.drop_query(name, QueryKind::Stream, if_exists).await?,
+            ObjectKind::View => {
+                self.queries
+                    .drop_query(name, QueryKind::View, if_exists)
+                    .await?
+            }
+            ObjectKind::Query => {
+                self.queries
+                    .drop_query(name, QueryKind::Stream, if_exists)
+                    .await?
+            }
         }
-        Ok(done())
+        Ok(Output::done())
     }
 
     /// `DROP STREAM`: refused while a running query reads or writes the stream.
     pub(crate) async fn drop_stream(&self, name: &str, if_exists: bool) -> Result<()> {
-        let _ddl = self.ddl.lock().await;
-        let users: Vec<String> = lock(&self.queries)
-            .values()
-            .filter(|e| {
-                (e.shared.sources().iter().any(|s| s == name)
-                    || e.shared.target.as_deref() == Some(name))
-                    && e.shared.status() != QueryStatus::Terminated
-            })
-            .map(|e| e.shared.name.clone())
-            .collect();
+        let _ddl = self.ctx.ddl.lock().await;
+        let users = self.queries.users_of(name);
         if !users.is_empty() {
             return Err(EngineError::Precondition(format!(
                 "stream {name:?} is used by {} (drop or terminate them first)",
                 users.join(", ")
             )));
         }
-        let existed = self.service.delete_stream(name, false, true).await? != Deletion::Missing;
-        self.catalog.delete_object(SCHEMA_KIND, name)?;
+        let existed = self.ctx.service.delete_stream(name, false, true).await? != Deletion::Missing;
+        self.ctx.catalog.delete_object(SCHEMA_KIND, name)?;
         if !existed && !if_exists {
             return Err(EngineError::NotFound(format!(
                 "stream {name:?} does not exist"
@@ -212,79 +136,210 @@ impl Engine {
         Ok(())
     }
 
+    /// `SHOW STREAMS`, `SHOW QUERIES`, `SHOW VIEWS`: one row per object.
     pub(crate) fn show(&self, kind: ObjectKind) -> Result<Output> {
-        let mut rows = Vec::new();
-        let columns: Vec<&str>;
-        let mut push = |v: Value| {
-            let mut s = String::new();
-            value::render(&v, &mut s);
-            rows.push(s);
-        };
         match kind {
             ObjectKind::Stream => {
-                columns = vec![
-                    "stream_name",
-                    "replication_factor",
-                    "backlog_duration",
-                    "shard_count",
-                ];
-                for m in self.catalog.list_streams()? {
-                    push(serde_json::json!({
-                        "stream_name": m.name,
-                        "replication_factor": m.replication_factor,
-                        "backlog_duration": m.backlog_secs,
-                        "shard_count": m.shard_count,
-                    }));
+                let mut out = Listing::new(&[
+                    ("stream_name", false),
+                    ("replication_factor", true),
+                    ("backlog_duration", true),
+                    ("shard_count", true),
+                ]);
+                for m in self.ctx.catalog.list_streams()? {
+                    out.push(vec![
+                        m.name.into(),
+                        m.replication_factor.into(),
+                        m.backlog_secs.into(),
+                        m.shard_count.into(),
+                    ]);
                 }
+                out.into_output()
             }
-            ObjectKind::Query | ObjectKind::View => {
-                let views = kind == ObjectKind::View;
-                columns = if views {
-                    vec!["view_name", "status", "created_time", "sql"]
-                } else {
-                    vec![
-                        "query_id",
-                        "status",
-                        "created_time",
-                        "sql",
-                        "records_in",
-                        "rows_out",
-                        "error",
-                    ]
-                };
-                for e in lock(&self.queries).values() {
-                    let s = &e.shared;
-                    if views && s.kind != QueryKind::View {
-                        continue;
+            ObjectKind::View => {
+                let mut out = Listing::new(&[
+                    ("view_name", false),
+                    ("status", false),
+                    ("created_time", true),
+                    ("sql", false),
+                ]);
+                for s in self.queries.all() {
+                    if s.kind == QueryKind::View {
+                        out.push(vec![
+                            s.name.clone().into(),
+                            s.status().label().into(),
+                            s.created_ms.into(),
+                            s.sql.clone().into(),
+                        ]);
                     }
+                }
+                out.into_output()
+            }
+            ObjectKind::Query => {
+                let mut out = Listing::new(&[
+                    ("query_id", false),
+                    ("status", false),
+                    ("created_time", true),
+                    ("sql", false),
+                    ("records_in", true),
+                    ("rows_out", true),
+                    ("error", false),
+                ]);
+                for s in self.queries.all() {
                     let status = s.status();
                     let (rin, rout) = s.counters();
-                    let mut m = serde_json::Map::new();
-                    m.insert(
-                        (if views { "view_name" } else { "query_id" }).into(),
-                        Value::from(s.name.clone()),
-                    );
-                    m.insert("status".into(), Value::from(status.label()));
-                    m.insert("created_time".into(), Value::from(s.created_ms));
-                    m.insert("sql".into(), Value::from(s.sql.clone()));
-                    if !views {
-                        m.insert("records_in".into(), Value::from(rin));
-                        m.insert("rows_out".into(), Value::from(rout));
-                        m.insert(
-                            "error".into(),
-                            match status {
-                                QueryStatus::Failed(msg) => Value::from(msg),
-                                _ => Value::Null,
-                            },
-                        );
-                    }
-                    push(Value::Object(m));
+                    let error = match &status {
+                        QueryStatus::Failed(msg) => Some(msg.clone()),
+                        _ => None,
+                    };
+                    out.push(vec![
+                        s.name.clone().into(),
+                        status.label().into(),
+                        s.created_ms.into(),
+                        s.sql.clone().into(),
+                        rin.into(),
+                        rout.into(),
+                        Cell::Text(error),
+                    ]);
                 }
+                out.into_output()
             }
         }
-        Ok(Output::Rows {
-            columns: columns.into_iter().map(String::from).collect(),
-            rows,
-        })
+    }
+
+    /// `CreateQuery`: a `CREATE STREAM … AS SELECT` or `CREATE VIEW` statement; `name` names
+    /// a stream query (empty: the stream's name); a view's query is named after the view.
+    pub async fn create_query(self: &Arc<Self>, sql_text: &str, name: &str) -> Result<QueryInfo> {
+        let mut stmts = self.parse(sql_text)?;
+        if stmts.len() != 1 {
+            return Err(EngineError::invalid("CreateQuery takes one statement"));
+        }
+        let query_name = match stmts.remove(0) {
+            Statement::CreateStream(cs) if cs.as_select.is_some() => {
+                let stream = plan::object_name(&cs.name)?;
+                let query_name = if name.is_empty() {
+                    stream.clone()
+                } else {
+                    name.to_string()
+                };
+                let select = cs
+                    .as_select
+                    .clone()
+                    .ok_or_else(|| EngineError::internal("checked"))?;
+                let spec = self.stream_spec(&cs)?;
+                self.queries
+                    .create_persistent(query_name.clone(), select, QueryKind::Stream, Some(spec))
+                    .await?;
+                query_name
+            }
+            Statement::CreateView { name: v, query } => {
+                let v = plan::object_name(&v)?;
+                self.queries
+                    .create_persistent(v.clone(), query, QueryKind::View, None)
+                    .await?;
+                v
+            }
+            _ => {
+                return Err(EngineError::invalid(
+                    "CreateQuery takes CREATE STREAM … AS SELECT or CREATE VIEW … AS SELECT",
+                ))
+            }
+        };
+        self.get(&query_name)
+    }
+
+    /// `ParseSql`: the view a pull query reads, when `sql` is one `SELECT … FROM <view>`
+    /// (HStreamDB's `ExecuteViewQuerySql`). Syntax errors say where; any other statement is
+    /// refused: this RPC exists for clients that route view queries.
+    pub fn view_of_query(&self, sql_text: &str) -> Result<String> {
+        let mut stmts = self.parse(sql_text)?;
+        if stmts.len() != 1 {
+            return Err(EngineError::invalid(format!(
+                "ParseSql takes one statement, got {}",
+                stmts.len()
+            )));
+        }
+        let not_view = || {
+            EngineError::invalid(
+                "ParseSql answers only queries of a view (SELECT … FROM <view>, without EMIT \
+                 CHANGES)",
+            )
+        };
+        let Statement::Select(select) = stmts.remove(0) else {
+            return Err(not_view());
+        };
+        if select.emit_changes {
+            return Err(not_view());
+        }
+        let sqlparser::ast::SetExpr::Select(body) = select.query.body.as_ref() else {
+            return Err(not_view());
+        };
+        let [from] = body.from.as_slice() else {
+            return Err(not_view());
+        };
+        if !from.joins.is_empty() {
+            return Err(not_view());
+        }
+        let sqlparser::ast::TableFactor::Table {
+            name, args: None, ..
+        } = &from.relation
+        else {
+            return Err(not_view());
+        };
+        let view = plan::object_name(name)?;
+        if self.queries.view(&view).is_none() {
+            return Err(EngineError::NotFound(format!(
+                "view {view:?} does not exist"
+            )));
+        }
+        Ok(view)
+    }
+
+    /// `CREATE TABLE datacell.x (…)` makes a basket; any other table is durable: a stream
+    /// with declared columns that never expires.
+    pub(crate) async fn create_table(&self, ct: &sql::CreateTable) -> Result<Output> {
+        if ct.query.is_some() {
+            return Err(EngineError::invalid(
+                "CREATE TABLE … AS SELECT is not supported (create the table, then INSERT … \
+                 SELECT)",
+            ));
+        }
+        if in_schema(&ct.name) {
+            self.cell.create_basket(ct)?;
+            return Ok(Output::done());
+        }
+        if ct.columns.is_empty() {
+            return Err(EngineError::invalid("a table needs columns"));
+        }
+        let name = plan::object_name(&ct.name)?;
+        if ct.if_not_exists && self.ctx.catalog.get_stream(&name)?.is_some() {
+            return Ok(Output::done());
+        }
+        let cs = streamcell_sql::CreateStream {
+            name: ct.name.clone(),
+            columns: ct.columns.clone(),
+            replicate: None,
+            duration: None,
+            as_select: None,
+        };
+        // A table keeps its rows: no retention.
+        self.create_declared_stream(
+            &cs,
+            StreamSpec {
+                name,
+                replication_factor: 1,
+                backlog_secs: 0,
+                shard_count: 1,
+            },
+        )
+        .await
+    }
+
+    /// `DROP TABLE`: a basket, or a durable table (a stream).
+    pub(crate) async fn drop_table(&self, name: &sql::ObjectName, if_exists: bool) -> Result<()> {
+        if in_schema(name) {
+            return self.datacell().drop_basket(&name_text(name), if_exists);
+        }
+        self.drop_stream(&plan::object_name(name)?, if_exists).await
     }
 }

@@ -1,128 +1,122 @@
-//! The engine: runs StreamCell SQL statements. It owns the registry of persistent queries and
-//! views (saved in the catalog, restarted from their checkpoints when the server starts),
-//! starts push queries for clients, answers pull queries over views and stream history with
-//! DataFusion, and implements `FLUSH`.
+//! The engine's façade: it parses StreamCell SQL and dispatches each statement to the
+//! subsystem that runs it: DDL and inserts here (`ddl.rs`, `insert.rs`), continuous queries
+//! to [`Queries`], pull queries and descriptions to [`PullQueries`], DataCell to its
+//! [`Runner`]. The typed methods the front doors call (terminate, pause, resume, drop, view
+//! rows, listings) are here too, so no door writes SQL text to manage a query.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sqlparser::ast::{self as sql};
 use streamcell_service::Service;
 use streamcell_sql::Statement;
-use streamcell_store::{Catalog, ShardLog};
 
+use crate::context::Context;
 use crate::continuous::plan;
+use crate::datacell::run::Runner;
+use crate::datacell::{self, DataCell};
 use crate::error::{EngineError, Result};
-use crate::output::Output;
-use crate::queries::{Entry, SavedQuery, QUERY_KIND};
-use crate::query::{Control, QueryKind, QueryShared, QueryStatus};
-
-impl Engine {}
+use crate::output::{Described, Output, Relation};
+use crate::pull::PullQueries;
+use crate::queries::{Queries, QueryInfo, QueryStats};
+use crate::query::QueryKind;
 
 /// The SQL engine.
 pub struct Engine {
-    pub(crate) catalog: Arc<dyn Catalog>,
-    pub(crate) log: Arc<dyn ShardLog>,
-    pub(crate) service: Arc<Service>,
-    /// DataCell's baskets, adapters and continuous queries.
-    pub(crate) datacell: Arc<crate::datacell::DataCell>,
-    pub(crate) runtime: tokio::runtime::Handle,
-    pub(crate) queries: Mutex<BTreeMap<String, Entry>>,
-    pub(crate) ddl: tokio::sync::Mutex<()>,
-    pub(crate) push_seq: std::sync::atomic::AtomicU64,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-pub(crate) fn done() -> Output {
-    Output::Done("Done.".into())
-}
-
-pub(crate) fn single_name(name: &sql::ObjectName) -> Result<String> {
-    plan::object_name(name)
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) queries: Arc<Queries>,
+    pub(crate) pull: Arc<PullQueries>,
+    pub(crate) cell: Arc<Runner>,
 }
 
 impl Engine {
     /// An engine over the stream service (and its store), its queries running on `runtime`.
     pub fn new(service: Arc<Service>, runtime: tokio::runtime::Handle) -> Arc<Self> {
+        let ctx = Arc::new(Context::new(service, runtime));
+        let queries = Arc::new(Queries::new(ctx.clone()));
+        let datacell = Arc::new(DataCell::new());
+        let pull = Arc::new(PullQueries::new(
+            ctx.clone(),
+            queries.clone(),
+            datacell.clone(),
+        ));
+        let cell = Arc::new(Runner::new(ctx.clone(), pull.clone(), datacell));
         Arc::new(Engine {
-            catalog: service.store().catalog.clone(),
-            log: service.store().log.clone(),
-            service,
-            runtime,
-            queries: Mutex::new(BTreeMap::new()),
-            ddl: tokio::sync::Mutex::new(()),
-            push_seq: std::sync::atomic::AtomicU64::new(0),
-            datacell: Arc::new(crate::datacell::DataCell::new()),
+            ctx,
+            queries,
+            pull,
+            cell,
         })
     }
 
     /// Restarts the saved persistent queries and views from their checkpoints, and starts
     /// DataCell's scheduler.
     pub fn start(self: &Arc<Self>) -> Result<()> {
-        self.runtime
-            .spawn(crate::datacell::run::scheduler(Arc::downgrade(self)));
-        for (name, doc) in self.catalog.list_objects(QUERY_KIND)? {
-            let saved: SavedQuery = serde_json::from_str(&doc).map_err(|e| {
-                EngineError::internal(format!("saved query {name:?} is unreadable: {e}"))
-            })?;
-            let shared = QueryShared::new(
-                name.clone(),
-                saved.sql.clone(),
-                saved.kind,
-                saved.source.clone(),
-                saved.target.clone(),
-                saved.created_ms,
-            );
-            let mut entry = Entry {
-                shared: shared.clone(),
-                thread: None,
-            };
-            if saved.terminated {
-                shared.control(Control::Stop);
-                lock(&self.queries).insert(name, entry);
-                continue;
-            }
-            if saved.paused {
-                shared.control(Control::Pause);
-            }
-            match self.launch(&shared, &saved.sql) {
-                Ok(t) => entry.thread = Some(t),
-                Err(e) => {
-                    // Marked FAILED with the reason (GetQuery, SHOW QUERIES say why); the
-                    // server serves everything else.
-                    tracing::warn!(query = %name, error = %e, "saved query cannot restart");
-                    shared.control(Control::Stop);
-                    shared.set_status(QueryStatus::Failed(format!("cannot restart: {e}")));
-                }
-            }
-            lock(&self.queries).insert(name, entry);
-        }
-        Ok(())
+        self.cell.start();
+        self.queries.restart()
     }
 
     /// Stops every query thread (server shutdown). Checkpoints are taken as they stop.
     pub fn shutdown(&self) {
-        let threads: Vec<_> = {
-            let mut q = lock(&self.queries);
-            q.values_mut()
-                .filter_map(|e| {
-                    e.shared.control(Control::Stop);
-                    e.thread.take()
-                })
-                .collect()
-        };
-        for t in threads {
-            let _ = t.join();
-        }
+        self.queries.shutdown();
+    }
+
+    /// DataCell's baskets, receptors, emitters and queries (for metrics and listings).
+    pub fn datacell(&self) -> &DataCell {
+        self.cell.datacell()
+    }
+
+    /// Every stream, view and basket with its columns, sorted by schema and name.
+    pub async fn relations(&self) -> Result<Vec<Relation>> {
+        self.pull.relations().await
+    }
+
+    /// What `stmt` will produce, without running it: a pull query is planned over the
+    /// schemas of what it reads (no history is read), a push query is bound as it would be.
+    pub async fn describe(&self, stmt: &Statement) -> Result<Described> {
+        self.pull.describe(stmt).await
+    }
+
+    /// The counters of every persistent query and view.
+    pub fn query_stats(&self) -> Vec<QueryStats> {
+        self.queries.query_stats()
+    }
+
+    /// Every persistent query and view.
+    pub fn list(&self) -> Vec<QueryInfo> {
+        self.queries.list()
+    }
+
+    /// One persistent query or view.
+    pub fn get(&self, name: &str) -> Result<QueryInfo> {
+        self.queries.get(name)
+    }
+
+    /// A view's rows now (what `SELECT * FROM view` answers).
+    pub fn view_table(&self, name: &str) -> Result<Output> {
+        self.queries.view_table(name)
+    }
+
+    /// Terminates a persistent query or view (`None`: every one): it stops for good, keeps
+    /// its definition (and a view its rows) until dropped. Returns once its thread ended.
+    pub async fn terminate(&self, name: Option<&str>) -> Result<()> {
+        self.queries.terminate(name).await
+    }
+
+    /// Pauses a persistent query or view; returns once its thread has paused.
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.queries.pause(name).await
+    }
+
+    /// Resumes a paused persistent query or view.
+    pub async fn resume(&self, name: &str) -> Result<()> {
+        self.queries.resume(name).await
+    }
+
+    /// Drops a persistent query (`kind` [`QueryKind::Stream`]) or a view (`kind`
+    /// [`QueryKind::View`]): it stops, and its definition, state and checkpoint are deleted.
+    /// A missing one is an error unless `if_exists`.
+    pub async fn drop_query(&self, name: &str, kind: QueryKind, if_exists: bool) -> Result<()> {
+        self.queries.drop_query(name, kind, if_exists).await
     }
 
     /// Parses `sql` into statements.
@@ -134,7 +128,7 @@ impl Engine {
     pub async fn execute(self: &Arc<Self>, stmt: Statement) -> Result<Output> {
         match stmt {
             Statement::CreateStream(cs) => {
-                let name = single_name(&cs.name)?;
+                let name = plan::object_name(&cs.name)?;
                 let spec = self.stream_spec(&cs)?;
                 match cs.as_select {
                     None => self.create_declared_stream(&cs, spec).await,
@@ -144,54 +138,60 @@ impl Engine {
                                 "CREATE STREAM … AS SELECT takes its columns from the SELECT",
                             ));
                         }
-                        self.create_persistent(name, select, QueryKind::Stream, Some(spec))
+                        self.queries
+                            .create_persistent(name, select, QueryKind::Stream, Some(spec))
                             .await
                     }
                 }
             }
             Statement::CreateView { name, query } => {
-                let name = single_name(&name)?;
-                self.create_persistent(name, query, QueryKind::View, None)
+                let name = plan::object_name(&name)?;
+                self.queries
+                    .create_persistent(name, query, QueryKind::View, None)
                     .await
             }
             Statement::Select(select) if select.emit_changes => {
                 let prepared = plan::prepare(&select.query, &select.within)?;
-                let declared = self.sources_of(&prepared)?;
-                let bound = self.try_bind(&prepared, declared, QueryKind::Push).await?;
-                self.push(select, bound.map(|p| p.output_schema))
+                let declared = self.ctx.sources_of(&prepared)?;
+                let bound = self
+                    .ctx
+                    .try_bind(&prepared, declared, QueryKind::Push)
+                    .await?;
+                self.queries.push(select, bound.map(|p| p.output_schema))
             }
-            Statement::Select(select) => self.pull_on_query_threads(select).await,
+            Statement::Select(select) => self.pull.pull_on_query_threads(select).await,
             Statement::InsertJson { stream, json } => {
-                self.insert_json(&single_name(&stream)?, &json).await?;
-                Ok(done())
+                self.insert_json(&plan::object_name(&stream)?, &json)
+                    .await?;
+                Ok(Output::done())
             }
             Statement::Drop {
                 kind,
                 name,
                 if_exists,
             } => {
-                self.drop_object(kind, &single_name(&name)?, if_exists)
+                self.drop_object(kind, &plan::object_name(&name)?, if_exists)
                     .await
             }
             Statement::Show(kind) => self.show(kind),
             Statement::Terminate(name) => {
-                let name = name.map(|n| single_name(&n)).transpose()?;
-                self.terminate(name.as_deref()).await?;
-                Ok(done())
+                let name = name.map(|n| plan::object_name(&n)).transpose()?;
+                self.queries.terminate(name.as_deref()).await?;
+                Ok(Output::done())
             }
             Statement::Pause(name) => {
-                self.pause(&single_name(&name)?).await?;
-                Ok(done())
+                self.queries.pause(&plan::object_name(&name)?).await?;
+                Ok(Output::done())
             }
             Statement::Resume(name) => {
-                self.resume(&single_name(&name)?).await?;
-                Ok(done())
+                self.queries.resume(&plan::object_name(&name)?).await?;
+                Ok(Output::done())
             }
-            Statement::Explain(inner) => self.explain(*inner).await,
-            Statement::Flush => self.flush().await,
-            Statement::CreateTableLike { name, like } => self.create_table_like(&name, &like),
+            Statement::Explain(inner) => self.pull.explain(*inner).await,
+            Statement::Flush => self.queries.flush().await,
+            Statement::CreateTableLike { name, like } => self.cell.create_table_like(&name, &like),
             Statement::CreateProcedure { name, body, text } => {
-                self.create_procedure(&name, body, text)
+                self.cell.create_procedure(&name, body, text)
             }
             Statement::Sql(stmt) => self.standard(*stmt).await,
         }
@@ -200,8 +200,8 @@ impl Engine {
     /// Standard statements: `INSERT … VALUES`, `INSERT … SELECT`, `SET`.
     async fn standard(self: &Arc<Self>, stmt: sql::Statement) -> Result<Output> {
         match stmt {
-            sql::Statement::Insert(insert) if matches!(&insert.table, sql::TableObject::TableName(n) if crate::datacell::in_schema(n)) => {
-                self.insert_into_basket(&insert).await
+            sql::Statement::Insert(insert) if matches!(&insert.table, sql::TableObject::TableName(n) if datacell::in_schema(n)) => {
+                self.cell.insert_into_basket(&insert).await
             }
             sql::Statement::CreateTable(ct) => self.create_table(&ct).await,
             sql::Statement::Drop {
@@ -213,23 +213,23 @@ impl Engine {
                 for n in &names {
                     self.drop_table(n, if_exists).await?;
                 }
-                Ok(done())
+                Ok(Output::done())
             }
             sql::Statement::Insert(insert) => {
                 self.insert_into_stream(insert).await?;
-                Ok(done())
+                Ok(Output::done())
             }
             sql::Statement::Set(set) => {
                 let text = set.to_string();
                 if text.to_ascii_lowercase().contains("optimizer") {
-                    Ok(done())
+                    Ok(Output::done())
                 } else {
                     Err(EngineError::invalid(format!(
                         "{text}: only SET optimizer = '…' is accepted (and ignored)"
                     )))
                 }
             }
-            sql::Statement::Call(f) => self.datacell_call(&f).await,
+            sql::Statement::Call(f) => self.cell.call(&f).await,
             other => Err(EngineError::invalid(format!(
                 "this statement is not supported: {}",
                 first_words(&other.to_string())

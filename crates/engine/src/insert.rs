@@ -6,7 +6,7 @@ use serde_json::Value;
 use sqlparser::ast::{self as sql, Expr, SetExpr};
 
 use crate::continuous::plan;
-use crate::engine::{single_name, Engine};
+use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::value::{self, JsonRow};
 
@@ -22,18 +22,18 @@ impl Engine {
             }
             Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
         };
-        self.check_declared(stream, &row)?;
-        crate::writer::append_rows(&self.service, stream, &[row], |_| Vec::new()).await?;
+        self.ctx.check_declared(stream, &row)?;
+        crate::writer::append_rows(&self.ctx.service, stream, &[row], |_| Vec::new()).await?;
         Ok(())
     }
 
     /// `INSERT INTO s [(columns)] VALUES (…), …` or `INSERT INTO s SELECT …`.
     pub(crate) async fn insert_into_stream(&self, insert: sql::Insert) -> Result<()> {
         let stream = match &insert.table {
-            sql::TableObject::TableName(n) => single_name(n)?,
+            sql::TableObject::TableName(n) => plan::object_name(n)?,
             other => return Err(EngineError::invalid(format!("cannot insert into {other}"))),
         };
-        if self.catalog.get_stream(&stream)?.is_none() {
+        if self.ctx.catalog.get_stream(&stream)?.is_none() {
             return Err(EngineError::NotFound(format!(
                 "stream {stream:?} does not exist (CREATE STREAM {stream}; first)"
             )));
@@ -50,7 +50,7 @@ impl Engine {
         let rows = match source.body.as_ref() {
             SetExpr::Values(values) => {
                 let columns = if columns.is_empty() {
-                    match self.declared_schema(&stream)? {
+                    match self.ctx.declared_schema(&stream)? {
                         Some(s) => s.fields().iter().map(|f| f.name().clone()).collect(),
                         None => {
                             return Err(EngineError::invalid(format!(
@@ -75,14 +75,14 @@ impl Engine {
                     for (c, e) in columns.iter().zip(row.content.iter()) {
                         m.insert(c.clone(), literal(e)?);
                     }
-                    self.check_declared(&stream, &m)?;
+                    self.ctx.check_declared(&stream, &m)?;
                     rows.push(m);
                 }
                 rows
             }
             _ => {
                 let ctx = plan::session();
-                let (names, batches) = self.run_pull(&ctx, &source).await?;
+                let (names, batches) = self.pull.run(&ctx, &source).await?;
                 let mut rows = Vec::new();
                 for b in &batches {
                     for r in 0..b.num_rows() {
@@ -101,14 +101,14 @@ impl Engine {
                                 .map(|(c, (_, v))| (c.clone(), v))
                                 .collect();
                         }
-                        self.check_declared(&stream, &obj)?;
+                        self.ctx.check_declared(&stream, &obj)?;
                         rows.push(obj);
                     }
                 }
                 rows
             }
         };
-        crate::writer::append_rows(&self.service, &stream, &rows, |_| Vec::new()).await?;
+        crate::writer::append_rows(&self.ctx.service, &stream, &rows, |_| Vec::new()).await?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! queries run on DataFusion over views and stream history. See `docs/sql.md` for the dialect
 //! as implemented and `docs/architecture.md` for how queries run.
 
+mod context;
 mod continuous;
 pub mod datacell;
 mod ddl;
@@ -14,17 +15,18 @@ mod insert;
 mod json;
 mod output;
 mod pull;
-mod push;
 mod queries;
 mod query;
 mod source;
+mod streams;
+mod tables;
 mod value;
 mod writer;
 
 pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use output::{Described, Output, Relation};
-pub use push::PushGuard;
 pub use queries::{QueryInfo, QueryStats};
-pub use query::{QueryKind, QueryStatus};
+pub use query::{PushGuard, QueryKind, QueryStatus};
+pub use streamcell_service::ErrorKind;
 pub use value::{cell_value, render_rows, to_proto_struct};

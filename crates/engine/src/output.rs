@@ -2,12 +2,14 @@
 //! relations gives ([`Described`], [`Relation`]): each front door encodes these for its
 //! clients.
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::push::PushGuard;
+use crate::query::PushGuard;
 use crate::value::render_rows;
 
 /// What one statement produced. Rows come as Arrow batches; each front door encodes them
@@ -15,14 +17,8 @@ use crate::value::render_rows;
 pub enum Output {
     /// A command's message (`Done.`).
     Done(String),
-    /// Rows of `SHOW`, `EXPLAIN` and other listings, made as JSON objects.
-    Rows {
-        /// Column names.
-        columns: Vec<String>,
-        /// The rows.
-        rows: Vec<String>,
-    },
-    /// The result of a pull query.
+    /// Rows: the result of a pull query, or of a listing (`SHOW`, `EXPLAIN`,
+    /// `CALL datacell.dump()`).
     Table {
         /// Its columns.
         schema: SchemaRef,
@@ -43,11 +39,15 @@ pub enum Output {
 }
 
 impl Output {
+    /// A command done (`Done.`).
+    pub(crate) fn done() -> Output {
+        Output::Done("Done.".into())
+    }
+
     /// Rows as JSON objects, the way the HStreamDB CLI prints them (`None` for `Done` and
     /// push queries).
     pub fn json_rows(self) -> Result<Option<(Vec<String>, Vec<String>)>> {
         match self {
-            Output::Rows { columns, rows } => Ok(Some((columns, rows))),
             Output::Table { schema, batches } => {
                 let mut rows = Vec::new();
                 for b in &batches {
@@ -58,6 +58,118 @@ impl Output {
             }
             Output::Done(_) | Output::Push { .. } => Ok(None),
         }
+    }
+}
+
+/// A listing as one batch: text and integer columns (nullable), row by row.
+pub(crate) struct Listing {
+    fields: Vec<Field>,
+    columns: Vec<Column>,
+}
+
+enum Column {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+}
+
+/// A value of a [`Listing`] row.
+pub(crate) enum Cell {
+    /// Text (`None`: NULL).
+    Text(Option<String>),
+    /// An integer.
+    Int(i64),
+}
+
+impl From<&str> for Cell {
+    fn from(s: &str) -> Self {
+        Cell::Text(Some(s.to_string()))
+    }
+}
+
+impl From<String> for Cell {
+    fn from(s: String) -> Self {
+        Cell::Text(Some(s))
+    }
+}
+
+impl From<i64> for Cell {
+    fn from(n: i64) -> Self {
+        Cell::Int(n)
+    }
+}
+
+impl From<u64> for Cell {
+    fn from(n: u64) -> Self {
+        Cell::Int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u32> for Cell {
+    fn from(n: u32) -> Self {
+        Cell::Int(i64::from(n))
+    }
+}
+
+impl Listing {
+    /// An empty listing of these columns: `(name, true)` for an integer column, `(name,
+    /// false)` for a text one.
+    pub(crate) fn new(columns: &[(&str, bool)]) -> Self {
+        Listing {
+            fields: columns
+                .iter()
+                .map(|(name, int)| {
+                    let t = if *int {
+                        DataType::Int64
+                    } else {
+                        DataType::Utf8
+                    };
+                    Field::new(*name, t, true)
+                })
+                .collect(),
+            columns: columns
+                .iter()
+                .map(|(_, int)| {
+                    if *int {
+                        Column::Int(Vec::new())
+                    } else {
+                        Column::Text(Vec::new())
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Adds a row, one cell per column in order (a text cell in an integer column, or the
+    /// reverse, is a bug: it becomes NULL).
+    pub(crate) fn push(&mut self, row: Vec<Cell>) {
+        for (column, cell) in self.columns.iter_mut().zip(row) {
+            match (column, cell) {
+                (Column::Text(v), Cell::Text(s)) => v.push(s),
+                (Column::Int(v), Cell::Int(n)) => v.push(Some(n)),
+                (Column::Text(v), Cell::Int(_)) => v.push(None),
+                (Column::Int(v), Cell::Text(_)) => v.push(None),
+            }
+        }
+    }
+
+    /// The listing as an [`Output::Table`].
+    pub(crate) fn into_output(self) -> Result<Output> {
+        let schema = Arc::new(Schema::new(self.fields));
+        let arrays: Vec<ArrayRef> = self
+            .columns
+            .into_iter()
+            .map(|c| -> ArrayRef {
+                match c {
+                    Column::Text(v) => Arc::new(StringArray::from(v)),
+                    Column::Int(v) => Arc::new(Int64Array::from(v)),
+                }
+            })
+            .collect();
+        let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+        Ok(Output::Table {
+            schema,
+            batches: vec![batch],
+        })
     }
 }
 

@@ -2,26 +2,29 @@
 //! and DataCell baskets, on the engine's own query threads so that a cancelled or timed-out
 //! query stops; and what `DESCRIBE`, `EXPLAIN` and the SQL catalogs ask of a statement.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
-use datafusion::datasource::MemTable;
+use async_trait::async_trait;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
+use datafusion::common::TableReference;
+use datafusion::datasource::{MemTable, TableProvider};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DfStatement;
 use sqlparser::ast::{self as sql, Expr, SetExpr, TableFactor};
 use streamcell_sql::{Select, Statement};
 
+use crate::context::Context;
 use crate::continuous::plan;
-use crate::decode::rows_to_batch;
-use crate::engine::{lock, single_name, Engine};
+use crate::datacell::{self, DataCell};
 use crate::error::{EngineError, Result};
-use crate::output::{Described, Output, Relation};
-use crate::query::{self, streams_of, QueryKind, QueryShared};
-use crate::source::{Start, StreamCursor};
-use crate::value::{self, JsonRow};
-
-/// A pull query over a stream reads at most this many records of its history.
-pub(crate) const MAX_PULL_RECORDS: usize = 2_000_000;
+use crate::output::{Described, Listing, Output, Relation};
+use crate::queries::Queries;
+use crate::query::{streams_of, QueryKind, QueryShared};
+use crate::tables::{LazyTable, Rows};
 
 /// Windows belong to continuous queries.
 pub(crate) fn reject_windows(query: &sql::Query) -> Result<()> {
@@ -89,46 +92,40 @@ impl<T> std::future::Future for AbortOnDrop<T> {
     }
 }
 
-impl Engine {
-    /// Reads a stream's whole history as rows of its (declared or inferred) schema.
-    pub(crate) async fn history(&self, stream: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let declared = self.declared_schema(stream)?;
-        let catalog = self.catalog.clone();
-        let log = self.log.clone();
-        let stream = stream.to_string();
-        tokio::task::spawn_blocking(move || {
-            let mut cursor = StreamCursor::open(catalog.as_ref(), log, &stream, &Start::Earliest)?;
-            let mut records = Vec::new();
-            loop {
-                let n = cursor.poll(65_536, &mut records)?;
-                if n == 0 {
-                    break;
-                }
-                if records.len() > MAX_PULL_RECORDS {
-                    return Err(EngineError::invalid(format!(
-                        "stream {stream:?} holds more than {MAX_PULL_RECORDS} records: too many \
-                         for a pull query over its history; create a view or use EMIT CHANGES"
-                    )));
-                }
-            }
-            let schema = match declared {
-                Some(s) => s,
-                None => Arc::new(value::infer_schema(records.iter().map(|r| &r.row))),
-            };
-            let schema = value::nullable(&schema);
-            let mut batches = Vec::new();
-            for chunk in records.chunks(8192) {
-                let rows: Vec<&JsonRow> = chunk.iter().map(|r| &r.row).collect();
-                batches.push(rows_to_batch(&schema, &rows)?);
-            }
-            Ok((schema, batches))
-        })
-        .await
-        .map_err(|e| EngineError::internal(e.to_string()))?
+/// What a plan reads when it runs.
+pub(crate) enum Tables<'a> {
+    /// The rows there are now, read while planning (a pull query).
+    Now,
+    /// No rows: streams are registered empty, with their declared or sampled columns (to
+    /// describe a statement).
+    Schemas,
+    /// Rows read each time the plan runs (a DataCell continuous query, planned once): the
+    /// baskets in the map read the rows their firing took, every other table its rows of
+    /// the moment.
+    Later(&'a HashMap<String, Arc<dyn Rows>>),
+}
+
+/// Pull queries, and what `DESCRIBE`, `EXPLAIN` and the SQL catalogs ask of a statement:
+/// DataFusion over the streams, views and baskets of the node.
+pub(crate) struct PullQueries {
+    ctx: Arc<Context>,
+    queries: Arc<Queries>,
+    datacell: Arc<DataCell>,
+}
+
+impl PullQueries {
+    /// Pull queries over the streams of `ctx`, the views of `queries` and the baskets of
+    /// `datacell`.
+    pub(crate) fn new(ctx: Arc<Context>, queries: Arc<Queries>, datacell: Arc<DataCell>) -> Self {
+        PullQueries {
+            ctx,
+            queries,
+            datacell,
+        }
     }
 
-    /// Runs a pull query: over views (their current rows) and streams (their history).
-    /// Runs a pull query on the query runtime's threads, so that a long plan (DataFusion
+    /// Runs a pull query over views (their current rows) and streams (their history) on the
+    /// query runtime's threads, so that a long plan (DataFusion
     /// computes a batch without yielding) never holds the threads the front doors answer on;
     /// it is aborted when the caller stops waiting (a cancel, a statement timeout, a client
     /// gone), at its next await.
@@ -136,20 +133,21 @@ impl Engine {
         let Some(rt) = query_runtime() else {
             return self.pull(&select).await;
         };
-        let engine = self.clone();
-        let task = AbortOnDrop(rt.spawn(async move { engine.pull(&select).await }));
+        let this = self.clone();
+        let task = AbortOnDrop(rt.spawn(async move { this.pull(&select).await }));
         task.await
             .map_err(|e| EngineError::internal(format!("the pull query's task failed: {e}")))?
     }
 
+    /// Runs a pull query here.
     pub(crate) async fn pull(&self, select: &Select) -> Result<Output> {
         let ctx = plan::session();
-        let (schema, batches) = self.run_pull_batches(&ctx, &select.query, None).await?;
+        let (schema, batches) = self.run_batches(&ctx, &select.query).await?;
         Ok(Output::Table { schema, batches })
     }
 
     /// Every stream, view and basket with its columns, sorted by schema and name.
-    pub async fn relations(&self) -> Result<Vec<Relation>> {
+    pub(crate) async fn relations(&self) -> Result<Vec<Relation>> {
         let cols = |schema: &Schema| {
             schema
                 .fields()
@@ -158,8 +156,8 @@ impl Engine {
                 .collect::<Vec<_>>()
         };
         let mut out = Vec::new();
-        for meta in self.catalog.list_streams()? {
-            let columns = cols(&*self.stream_columns(&meta.name).await?);
+        for meta in self.ctx.catalog.list_streams()? {
+            let columns = cols(&*self.ctx.stream_columns(&meta.name).await?);
             out.push(Relation {
                 schema: "public".into(),
                 name: meta.name,
@@ -167,12 +165,7 @@ impl Engine {
                 columns,
             });
         }
-        let views: Vec<Arc<QueryShared>> = lock(&self.queries)
-            .values()
-            .filter(|e| e.shared.kind == QueryKind::View)
-            .map(|e| e.shared.clone())
-            .collect();
-        for v in views {
+        for v in self.queries.views() {
             let columns = v.output_schema().map(|s| cols(&s)).unwrap_or_default();
             out.push(Relation {
                 schema: "public".into(),
@@ -183,7 +176,7 @@ impl Engine {
         }
         for b in self.datacell.baskets() {
             out.push(Relation {
-                schema: crate::datacell::SCHEMA.into(),
+                schema: datacell::SCHEMA.into(),
                 name: b.name.trim_start_matches("datacell.").to_string(),
                 is_view: false,
                 columns: cols(&b.schema),
@@ -195,12 +188,15 @@ impl Engine {
 
     /// What `stmt` will produce, without running it: a pull query is planned over the
     /// schemas of what it reads (no history is read), a push query is bound as it would be.
-    pub async fn describe(&self, stmt: &Statement) -> Result<Described> {
+    pub(crate) async fn describe(&self, stmt: &Statement) -> Result<Described> {
         match stmt {
             Statement::Select(select) if select.emit_changes => {
                 let prepared = plan::prepare(&select.query, &select.within)?;
-                let declared = self.sources_of(&prepared)?;
-                let bound = self.try_bind(&prepared, declared, QueryKind::Push).await?;
+                let declared = self.ctx.sources_of(&prepared)?;
+                let bound = self
+                    .ctx
+                    .try_bind(&prepared, declared, QueryKind::Push)
+                    .await?;
                 Ok(Described {
                     schema: bound.map(|p| p.output_schema),
                     params: Vec::new(),
@@ -208,7 +204,7 @@ impl Engine {
             }
             Statement::Select(select) => {
                 let ctx = plan::session();
-                let plan = self.pull_plan(&ctx, &select.query, None, false).await?;
+                let plan = self.plan(&ctx, &select.query, Tables::Schemas).await?;
                 let mut params = Vec::new();
                 for (name, t) in plan.get_parameter_types()? {
                     set_param(&mut params, &name, t);
@@ -230,10 +226,10 @@ impl Engine {
                     let SetExpr::Values(values) = source.body.as_ref() else {
                         return Ok(Described::default());
                     };
-                    let declared = if crate::datacell::in_schema(name) {
+                    let declared = if datacell::in_schema(name) {
                         None
                     } else {
-                        self.declared_schema(&single_name(name)?)?
+                        self.ctx.declared_schema(&plan::object_name(name)?)?
                     };
                     let Some(schema) = declared else {
                         return Ok(Described::default());
@@ -270,130 +266,133 @@ impl Engine {
         }
     }
 
-    pub(crate) async fn run_pull(
+    /// Runs a pull query: its column names and rows.
+    pub(crate) async fn run(
         &self,
-        ctx: &datafusion::prelude::SessionContext,
+        ctx: &SessionContext,
         query: &sql::Query,
     ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
-        self.run_pull_with(ctx, query, None).await
-    }
-
-    /// A pull query; `datacell.<basket>` tables read `grabbed` rows where given (a continuous
-    /// query's firing), the basket's current rows otherwise.
-    pub(crate) async fn run_pull_with(
-        &self,
-        ctx: &datafusion::prelude::SessionContext,
-        query: &sql::Query,
-        grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
-    ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
-        let (schema, batches) = self.run_pull_batches(ctx, query, grabbed).await?;
+        let (schema, batches) = self.run_batches(ctx, query).await?;
         Ok((
             schema.fields().iter().map(|f| f.name().clone()).collect(),
             batches,
         ))
     }
 
-    pub(crate) async fn run_pull_batches(
+    /// Runs a pull query: its schema and rows.
+    pub(crate) async fn run_batches(
         &self,
-        ctx: &datafusion::prelude::SessionContext,
+        ctx: &SessionContext,
         query: &sql::Query,
-        grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let plan = self.pull_plan(ctx, query, grabbed, true).await?;
+        let plan = self.plan(ctx, query, Tables::Now).await?;
         let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = df.schema().as_arrow().clone().into();
         let batches = df.collect().await?;
         Ok((schema, batches))
     }
 
-    /// Plans a pull query, registering what it reads in `ctx`. With `with_data` false a
-    /// stream is registered empty, with its declared or sampled columns (for Describe).
-    pub(crate) async fn pull_plan(
+    /// Plans a query, registering what it reads in `ctx` as `tables` says.
+    pub(crate) async fn plan(
         &self,
-        ctx: &datafusion::prelude::SessionContext,
+        ctx: &SessionContext,
         query: &sql::Query,
-        grabbed: Option<&std::collections::HashMap<String, Vec<RecordBatch>>>,
-        with_data: bool,
-    ) -> Result<datafusion::logical_expr::LogicalPlan> {
+        tables: Tables<'_>,
+    ) -> Result<LogicalPlan> {
         let mut query = query.clone();
-        crate::datacell::rewrite_catalog_functions(&mut query);
+        datacell::rewrite_catalog_functions(&mut query);
         reject_windows(&query)?;
         plan::hstream_functions(&mut query)?;
         let stmt = DfStatement::Statement(Box::new(sql::Statement::Query(Box::new(query))));
-        let (tables, _) = datafusion::sql::resolve::resolve_table_references(&stmt, false)?;
-        for t in tables {
+        let (references, _) = datafusion::sql::resolve::resolve_table_references(&stmt, false)?;
+        for t in references {
             let name = t.table().to_string();
-            if t.schema()
-                .is_some_and(|s| s.eq_ignore_ascii_case(crate::datacell::SCHEMA))
+            let table: Arc<dyn TableProvider> = if t
+                .schema()
+                .is_some_and(|s| s.eq_ignore_ascii_case(datacell::SCHEMA))
                 && t.catalog().is_none()
             {
-                let (schema, batches) = self.datacell.table_rows(&name, grabbed)?;
-                crate::datacell::run::register_basket_table(ctx, &t, schema, batches)?;
-                continue;
-            }
-            if t.schema().is_some() {
+                self.basket_table(&name, &tables)?
+            } else if t.schema().is_some() {
                 return Err(EngineError::invalid(format!(
                     "{t}: qualified names are not supported here"
                 )));
-            }
-            let view = lock(&self.queries)
-                .get(&name)
-                .filter(|e| e.shared.kind == QueryKind::View)
-                .map(|e| e.shared.clone());
-            let (schema, batches) = if let Some(v) = view {
-                match v.view_rows()? {
-                    Some(rows) => rows,
-                    None => {
-                        return Err(EngineError::Precondition(format!(
-                            "view {name:?} has no columns yet: its stream {:?} has no records to \
-                             learn them from (declare the stream's columns to know them at once)",
-                            v.source
-                        )))
-                    }
-                }
-            } else if self.catalog.get_stream(&name)?.is_some() {
-                if with_data {
-                    self.history(&name).await?
-                } else {
-                    (self.stream_columns(&name).await?, Vec::new())
-                }
+            } else if let Some(v) = self.queries.view(&name) {
+                self.view_table(v, &tables)?
+            } else if self.ctx.catalog.get_stream(&name)?.is_some() {
+                self.stream_table(&name, &tables).await?
             } else {
                 return Err(EngineError::NotFound(format!(
                     "no stream or view named {name:?}"
                 )));
             };
-            let table = MemTable::try_new(schema, vec![batches])?;
-            ctx.register_table(
-                datafusion::common::TableReference::bare(name.as_str()),
-                Arc::new(table),
-            )?;
+            register(ctx, &t, table)?;
         }
         let state = ctx.state();
         Ok(state.statement_to_plan(stmt).await?)
     }
 
-    /// A stream's columns as a pull query over its history would see them: declared, or
-    /// inferred from a sample of its records (none while it has none).
-    pub(crate) async fn stream_columns(&self, stream: &str) -> Result<SchemaRef> {
-        let declared = self.declared_schema(stream)?;
-        let schema = self.sampled_schema(stream.to_string(), declared).await?;
-        Ok(value::nullable(&schema.unwrap_or_else(Schema::empty)))
+    /// A `datacell.<basket>` or `datacell."<function>()"` table.
+    fn basket_table(&self, name: &str, tables: &Tables<'_>) -> Result<Arc<dyn TableProvider>> {
+        let Tables::Later(taken) = tables else {
+            let (schema, batches) = self.datacell.table_rows(name)?;
+            return Ok(Arc::new(MemTable::try_new(schema, vec![batches])?));
+        };
+        if let Some(f) = name.strip_suffix("()") {
+            let f = f.to_ascii_lowercase();
+            let schema = self.datacell.catalog_table(&f)?.schema();
+            let rows = Arc::new(datacell::CatalogRows::new(self.datacell.clone(), f));
+            return Ok(Arc::new(LazyTable::new(schema, rows)));
+        }
+        let basket = self.datacell.basket(name)?;
+        let rows: Arc<dyn Rows> = match taken.get(&basket.name) {
+            Some(rows) => rows.clone(),
+            None => basket.clone(),
+        };
+        Ok(Arc::new(LazyTable::new(basket.schema.clone(), rows)))
     }
 
-    /// A stream's schema for planning: `declared`, or inferred from a sample of its records
-    /// (`None` while it has none). Reads the log off the async threads.
-    pub(crate) async fn sampled_schema(
+    /// A view's table: its rows now, or at each run.
+    fn view_table(
         &self,
-        stream: String,
-        declared: Option<SchemaRef>,
-    ) -> Result<Option<Schema>> {
-        let catalog = self.catalog.clone();
-        let log = self.log.clone();
-        tokio::task::spawn_blocking(move || {
-            query::stream_schema(catalog.as_ref(), log, &stream, declared.as_ref())
-        })
-        .await
-        .map_err(|e| EngineError::internal(e.to_string()))?
+        view: Arc<QueryShared>,
+        tables: &Tables<'_>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let no_columns = |v: &QueryShared| {
+            EngineError::Precondition(format!(
+                "view {:?} has no columns yet: its stream {:?} has no records to learn them \
+                 from (declare the stream's columns to know them at once)",
+                v.name, v.source
+            ))
+        };
+        if let Tables::Later(_) = tables {
+            let schema = view.output_schema().ok_or_else(|| no_columns(&view))?;
+            return Ok(Arc::new(LazyTable::new(schema, Arc::new(ViewRows(view)))));
+        }
+        let (schema, batches) = view.view_rows()?.ok_or_else(|| no_columns(&view))?;
+        Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
+    }
+
+    /// A stream's table: its history now, its columns only, or its history at each run.
+    async fn stream_table(
+        &self,
+        name: &str,
+        tables: &Tables<'_>,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let (schema, batches) = match tables {
+            Tables::Now => self.ctx.history(name).await?,
+            Tables::Schemas => (self.ctx.stream_columns(name).await?, Vec::new()),
+            Tables::Later(_) => {
+                let schema = self.ctx.stream_columns(name).await?;
+                let rows = Arc::new(StreamRows {
+                    ctx: self.ctx.clone(),
+                    stream: name.to_string(),
+                    schema: schema.clone(),
+                });
+                return Ok(Arc::new(LazyTable::new(schema, rows)));
+            }
+        };
+        Ok(Arc::new(MemTable::try_new(schema, vec![batches])?))
     }
 
     pub(crate) async fn explain(&self, stmt: Statement) -> Result<Output> {
@@ -411,9 +410,10 @@ impl Engine {
         };
         let ctx = plan::session();
         let prepared = plan::prepare(&select.query, &select.within)?;
-        let declared = self.sources_of(&prepared)?;
+        let declared = self.ctx.sources_of(&prepared)?;
         // A source with neither declared columns nor records has no columns yet.
         let schemas = self
+            .ctx
             .source_schemas(&prepared, declared)
             .await?
             .unwrap_or_else(|| vec![Schema::empty(); streams_of(&prepared).len()]);
@@ -436,18 +436,75 @@ impl Engine {
                 w.time_column.as_deref().unwrap_or("publish time")
             );
         }
-        let rows = text
-            .lines()
-            .map(|l| {
-                let mut s = String::new();
-                value::render(&serde_json::json!({ "plan": l }), &mut s);
-                s
-            })
-            .collect();
-        Ok(Output::Rows {
-            columns: vec!["plan".into()],
-            rows,
-        })
+        let mut out = Listing::new(&[("plan", false)]);
+        for line in text.lines() {
+            out.push(vec![line.into()]);
+        }
+        out.into_output()
+    }
+}
+
+/// Registers `table` under `reference` (`datacell.x` in a schema of its own).
+fn register(
+    ctx: &SessionContext,
+    reference: &TableReference,
+    table: Arc<dyn TableProvider>,
+) -> Result<()> {
+    let Some(schema_name) = reference.schema() else {
+        ctx.register_table(TableReference::bare(reference.table()), table)?;
+        return Ok(());
+    };
+    let catalog = ctx
+        .catalog("datafusion")
+        .ok_or_else(|| EngineError::internal("no default catalog"))?;
+    let provider = match catalog.schema(schema_name) {
+        Some(p) => p,
+        None => {
+            let p: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
+            catalog.register_schema(schema_name, p.clone())?;
+            p
+        }
+    };
+    if !provider.table_exist(reference.table()) {
+        provider.register_table(reference.table().to_string(), table)?;
+    }
+    Ok(())
+}
+
+/// A stream's history, read at each run of a plan, as rows of the columns it was planned
+/// with.
+struct StreamRows {
+    ctx: Arc<Context>,
+    stream: String,
+    schema: SchemaRef,
+}
+
+#[async_trait]
+impl Rows for StreamRows {
+    async fn rows(&self) -> Result<Vec<RecordBatch>> {
+        let (_, batches) = self
+            .ctx
+            .history_as(&self.stream, Some(self.schema.clone()))
+            .await?;
+        Ok(batches)
+    }
+
+    fn describe(&self) -> String {
+        format!("stream {:?}", self.stream)
+    }
+}
+
+/// A view's rows at each run of a plan.
+struct ViewRows(Arc<QueryShared>);
+
+#[async_trait]
+impl Rows for ViewRows {
+    async fn rows(&self) -> Result<Vec<RecordBatch>> {
+        Ok(self.0.view_rows()?.map(|(_, b)| b).unwrap_or_default())
+    }
+
+    fn describe(&self) -> String {
+        format!("view {:?}", self.0.name)
     }
 }
 

@@ -1,23 +1,27 @@
-//! Persistent queries and views as objects: creating one (checked, saved in the catalog,
-//! launched on its own thread), listing and describing them, and the typed operations the
-//! doors call (terminate, pause, resume, drop, flush). What a query does with its input is
-//! [`crate::query`].
+//! The registry of continuous queries ([`Queries`]): persistent queries and views as objects
+//! (created checked, saved in the catalog, launched on their own threads, restarted from their
+//! checkpoints when the server starts), push queries for the clients that ask, and the typed
+//! operations the doors call (terminate, pause, resume, drop, flush). What a query does with
+//! its input is [`crate::query`].
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arrow::datatypes::{Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{self as sql, SetExpr};
 use streamcell_service::StreamSpec;
 use streamcell_sql::{Select, Statement};
+use tokio::sync::mpsc;
 
+use crate::context::{lock, now_ms, Context};
 use crate::continuous::plan;
-use crate::engine::{done, lock, now_ms, single_name, Engine};
 use crate::error::{EngineError, Result};
 use crate::output::Output;
 use crate::query::{
-    self, streams_of, Control, QueryKind, QueryRun, QueryShared, QueryStatus, Sink,
+    self, streams_of, Control, PushGuard, QueryKind, QueryRun, QueryShared, QueryStatus, Sink,
 };
 use crate::source::Start;
 
@@ -83,15 +87,139 @@ pub(crate) struct SavedQuery {
     pub(crate) terminated: bool,
 }
 
+/// A persistent query or view in the registry, with its thread.
 pub(crate) struct Entry {
     pub(crate) shared: Arc<QueryShared>,
     pub(crate) thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Engine {
+/// The continuous queries of the node: persistent queries and views by name (saved in the
+/// catalog), and the push queries of connected clients (not saved; numbered).
+pub(crate) struct Queries {
+    ctx: Arc<Context>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    push_seq: AtomicU64,
+}
+
+impl Queries {
+    /// An empty registry; [`restart`](Self::restart) brings the saved queries back.
+    pub(crate) fn new(ctx: Arc<Context>) -> Self {
+        Queries {
+            ctx,
+            entries: Mutex::new(BTreeMap::new()),
+            push_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Restarts the saved persistent queries and views from their checkpoints. One that
+    /// cannot restart is marked FAILED with the reason; the others run.
+    pub(crate) fn restart(&self) -> Result<()> {
+        for (name, doc) in self.ctx.catalog.list_objects(QUERY_KIND)? {
+            let saved: SavedQuery = serde_json::from_str(&doc).map_err(|e| {
+                EngineError::internal(format!("saved query {name:?} is unreadable: {e}"))
+            })?;
+            let shared = QueryShared::new(
+                name.clone(),
+                saved.sql.clone(),
+                saved.kind,
+                saved.source.clone(),
+                saved.target.clone(),
+                saved.created_ms,
+            );
+            let mut entry = Entry {
+                shared: shared.clone(),
+                thread: None,
+            };
+            if saved.terminated {
+                shared.control(Control::Stop);
+                lock(&self.entries).insert(name, entry);
+                continue;
+            }
+            if saved.paused {
+                shared.control(Control::Pause);
+            }
+            match self.launch(&shared, &saved.sql) {
+                Ok(t) => entry.thread = Some(t),
+                Err(e) => {
+                    // Marked FAILED with the reason (GetQuery, SHOW QUERIES say why); the
+                    // server serves everything else.
+                    tracing::warn!(query = %name, error = %e, "saved query cannot restart");
+                    shared.control(Control::Stop);
+                    shared.set_status(QueryStatus::Failed(format!("cannot restart: {e}")));
+                }
+            }
+            lock(&self.entries).insert(name, entry);
+        }
+        Ok(())
+    }
+
+    /// Stops every query thread (server shutdown). Checkpoints are taken as they stop.
+    pub(crate) fn shutdown(&self) {
+        let threads: Vec<_> = {
+            let mut q = lock(&self.entries);
+            q.values_mut()
+                .filter_map(|e| {
+                    e.shared.control(Control::Stop);
+                    e.thread.take()
+                })
+                .collect()
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The view named `name`, if there is one.
+    pub(crate) fn view(&self, name: &str) -> Option<Arc<QueryShared>> {
+        lock(&self.entries)
+            .get(name)
+            .filter(|e| e.shared.kind == QueryKind::View)
+            .map(|e| e.shared.clone())
+    }
+
+    /// Every view.
+    pub(crate) fn views(&self) -> Vec<Arc<QueryShared>> {
+        lock(&self.entries)
+            .values()
+            .filter(|e| e.shared.kind == QueryKind::View)
+            .map(|e| e.shared.clone())
+            .collect()
+    }
+
+    /// Every persistent query and view, by name.
+    pub(crate) fn all(&self) -> Vec<Arc<QueryShared>> {
+        lock(&self.entries)
+            .values()
+            .map(|e| e.shared.clone())
+            .collect()
+    }
+
+    /// The queries and views, not terminated, that read or write `stream`.
+    pub(crate) fn users_of(&self, stream: &str) -> Vec<String> {
+        lock(&self.entries)
+            .values()
+            .filter(|e| {
+                (e.shared.sources().iter().any(|s| s == stream)
+                    || e.shared.target.as_deref() == Some(stream))
+                    && e.shared.status() != QueryStatus::Terminated
+            })
+            .map(|e| e.shared.name.clone())
+            .collect()
+    }
+
+    /// Streams and views share one namespace (both are read by name in FROM).
+    pub(crate) fn check_no_view(&self, name: &str) -> Result<()> {
+        if self.view(name).is_some() {
+            return Err(EngineError::AlreadyExists(format!(
+                "a view named {name:?} exists already"
+            )));
+        }
+        Ok(())
+    }
+
     /// The counters of every persistent query and view.
-    pub fn query_stats(&self) -> Vec<QueryStats> {
-        lock(&self.queries)
+    pub(crate) fn query_stats(&self) -> Vec<QueryStats> {
+        lock(&self.entries)
             .values()
             .map(|e| {
                 let s = &e.shared;
@@ -109,8 +237,8 @@ impl Engine {
     }
 
     /// Every persistent query and view.
-    pub fn list(&self) -> Vec<QueryInfo> {
-        lock(&self.queries)
+    pub(crate) fn list(&self) -> Vec<QueryInfo> {
+        lock(&self.entries)
             .values()
             .map(|e| {
                 let s = &e.shared;
@@ -129,105 +257,16 @@ impl Engine {
     }
 
     /// One persistent query or view.
-    pub fn get(&self, name: &str) -> Result<QueryInfo> {
+    pub(crate) fn get(&self, name: &str) -> Result<QueryInfo> {
         self.list()
             .into_iter()
             .find(|q| q.name == name)
             .ok_or_else(|| EngineError::NotFound(format!("query {name:?} does not exist")))
     }
 
-    /// `CreateQuery`: a `CREATE STREAM … AS SELECT` or `CREATE VIEW` statement; `name` names
-    /// a stream query (empty: the stream's name); a view's query is named after the view.
-    pub async fn create_query(self: &Arc<Self>, sql_text: &str, name: &str) -> Result<QueryInfo> {
-        let mut stmts = self.parse(sql_text)?;
-        if stmts.len() != 1 {
-            return Err(EngineError::invalid("CreateQuery takes one statement"));
-        }
-        let query_name = match stmts.remove(0) {
-            Statement::CreateStream(cs) if cs.as_select.is_some() => {
-                let stream = single_name(&cs.name)?;
-                let query_name = if name.is_empty() {
-                    stream.clone()
-                } else {
-                    name.to_string()
-                };
-                let select = cs
-                    .as_select
-                    .clone()
-                    .ok_or_else(|| EngineError::internal("checked"))?;
-                let spec = self.stream_spec(&cs)?;
-                self.create_persistent(query_name.clone(), select, QueryKind::Stream, Some(spec))
-                    .await?;
-                query_name
-            }
-            Statement::CreateView { name: v, query } => {
-                let v = single_name(&v)?;
-                self.create_persistent(v.clone(), query, QueryKind::View, None)
-                    .await?;
-                v
-            }
-            _ => {
-                return Err(EngineError::invalid(
-                    "CreateQuery takes CREATE STREAM … AS SELECT or CREATE VIEW … AS SELECT",
-                ))
-            }
-        };
-        self.get(&query_name)
-    }
-
-    /// `ParseSql`: the view a pull query reads, when `sql` is one `SELECT … FROM <view>`
-    /// (HStreamDB's `ExecuteViewQuerySql`). Syntax errors say where; any other statement is
-    /// refused: this RPC exists for clients that route view queries.
-    pub fn view_of_query(&self, sql_text: &str) -> Result<String> {
-        let mut stmts = self.parse(sql_text)?;
-        if stmts.len() != 1 {
-            return Err(EngineError::invalid(format!(
-                "ParseSql takes one statement, got {}",
-                stmts.len()
-            )));
-        }
-        let not_view = || {
-            EngineError::invalid(
-                "ParseSql answers only queries of a view (SELECT … FROM <view>, without EMIT \
-                 CHANGES)",
-            )
-        };
-        let Statement::Select(select) = stmts.remove(0) else {
-            return Err(not_view());
-        };
-        if select.emit_changes {
-            return Err(not_view());
-        }
-        let sqlparser::ast::SetExpr::Select(body) = select.query.body.as_ref() else {
-            return Err(not_view());
-        };
-        let [from] = body.from.as_slice() else {
-            return Err(not_view());
-        };
-        if !from.joins.is_empty() {
-            return Err(not_view());
-        }
-        let sqlparser::ast::TableFactor::Table {
-            name, args: None, ..
-        } = &from.relation
-        else {
-            return Err(not_view());
-        };
-        let view = single_name(name)?;
-        let is_view = lock(&self.queries)
-            .get(&view)
-            .is_some_and(|e| e.shared.kind == QueryKind::View);
-        if !is_view {
-            return Err(EngineError::NotFound(format!(
-                "view {view:?} does not exist"
-            )));
-        }
-        Ok(view)
-    }
-
     /// A view's rows now (what `SELECT * FROM view` answers).
-    pub fn view_table(&self, name: &str) -> Result<Output> {
-        let view = lock(&self.queries)
+    pub(crate) fn view_table(&self, name: &str) -> Result<Output> {
+        let view = lock(&self.entries)
             .get(name)
             .filter(|e| e.shared.kind == QueryKind::View)
             .map(|e| e.shared.clone())
@@ -244,15 +283,15 @@ impl Engine {
 
     /// Terminates a persistent query or view (`None`: every one): it stops for good, keeps
     /// its definition (and a view its rows) until dropped. Returns once its thread ended.
-    pub async fn terminate(&self, name: Option<&str>) -> Result<()> {
+    pub(crate) async fn terminate(&self, name: Option<&str>) -> Result<()> {
         let names: Vec<String> = match name {
             Some(n) => vec![n.to_string()],
-            None => lock(&self.queries).keys().cloned().collect(),
+            None => lock(&self.entries).keys().cloned().collect(),
         };
         for n in names {
             self.set_saved_flag(&n, |s| s.terminated = true)?;
             let thread = {
-                let mut q = lock(&self.queries);
+                let mut q = lock(&self.entries);
                 let e = q
                     .get_mut(&n)
                     .ok_or_else(|| EngineError::NotFound(format!("query {n:?} does not exist")))?;
@@ -268,7 +307,7 @@ impl Engine {
 
     /// Pauses a persistent query or view; returns once its thread has paused (it checks
     /// between micro-batches), so the status a client reads next says so.
-    pub async fn pause(&self, name: &str) -> Result<()> {
+    pub(crate) async fn pause(&self, name: &str) -> Result<()> {
         let shared = self.running(name)?;
         self.set_saved_flag(name, |s| s.paused = true)?;
         shared.control(Control::Pause);
@@ -282,7 +321,7 @@ impl Engine {
     }
 
     /// Resumes a paused persistent query or view.
-    pub async fn resume(&self, name: &str) -> Result<()> {
+    pub(crate) async fn resume(&self, name: &str) -> Result<()> {
         let shared = self.running(name)?;
         if shared.wanted() != Control::Pause {
             return Err(EngineError::Precondition(format!(
@@ -302,7 +341,7 @@ impl Engine {
 
     /// A query that exists and has not been terminated.
     pub(crate) fn running(&self, name: &str) -> Result<Arc<QueryShared>> {
-        let q = lock(&self.queries);
+        let q = lock(&self.entries);
         let e = q
             .get(name)
             .ok_or_else(|| EngineError::NotFound(format!("query {name:?} does not exist")))?;
@@ -318,7 +357,7 @@ impl Engine {
     }
 
     pub(crate) fn set_saved_flag(&self, name: &str, f: impl FnOnce(&mut SavedQuery)) -> Result<()> {
-        let Some(doc) = self.catalog.get_object(QUERY_KIND, name)? else {
+        let Some(doc) = self.ctx.catalog.get_object(QUERY_KIND, name)? else {
             return Err(EngineError::NotFound(format!(
                 "query {name:?} does not exist"
             )));
@@ -328,12 +367,12 @@ impl Engine {
         f(&mut saved);
         let doc =
             serde_json::to_string(&saved).map_err(|e| EngineError::internal(e.to_string()))?;
-        self.catalog.put_object(QUERY_KIND, name, &doc, false)?;
+        self.ctx.catalog.put_object(QUERY_KIND, name, &doc, false)?;
         Ok(())
     }
 
     pub(crate) async fn create_persistent(
-        self: &Arc<Self>,
+        &self,
         name: String,
         select: Select,
         kind: QueryKind,
@@ -341,14 +380,14 @@ impl Engine {
     ) -> Result<Output> {
         let prepared = plan::prepare(&select.query, &select.within)?;
         let source = prepared.source.stream.clone();
-        let _ddl = self.ddl.lock().await;
-        self.sources_of(&prepared)?;
-        if lock(&self.queries).contains_key(&name) {
+        let _ddl = self.ctx.ddl.lock().await;
+        self.ctx.sources_of(&prepared)?;
+        if lock(&self.entries).contains_key(&name) {
             return Err(EngineError::AlreadyExists(format!(
                 "a query or view named {name:?} exists already"
             )));
         }
-        if kind == QueryKind::View && self.catalog.get_stream(&name)?.is_some() {
+        if kind == QueryKind::View && self.ctx.catalog.get_stream(&name)?.is_some() {
             return Err(EngineError::AlreadyExists(format!(
                 "a stream named {name:?} exists already"
             )));
@@ -372,8 +411,8 @@ impl Engine {
                 return Err(EngineError::invalid(query::VIEW_NEEDS_AGGREGATE));
             }
         }
-        let declared = self.sources_of(&prepared)?;
-        let prebound = self.try_bind(&prepared, declared, kind).await?;
+        let declared = self.ctx.sources_of(&prepared)?;
+        let prebound = self.ctx.try_bind(&prepared, declared, kind).await?;
         let sql_text = match (&target, kind) {
             (Some(t), _) => format!("CREATE STREAM {} AS {}", t.name, select_text(&select)),
             (None, _) => format!("CREATE VIEW {name} AS {}", select_text(&select)),
@@ -398,11 +437,11 @@ impl Engine {
         );
         if let Some(spec) = target {
             self.check_no_view(&spec.name)?;
-            self.service.create_stream(spec).await?;
+            self.ctx.service.create_stream(spec).await?;
         }
         let doc =
             serde_json::to_string(&saved).map_err(|e| EngineError::internal(e.to_string()))?;
-        if !self.catalog.put_object(QUERY_KIND, &name, &doc, true)? {
+        if !self.ctx.catalog.put_object(QUERY_KIND, &name, &doc, true)? {
             return Err(EngineError::AlreadyExists(format!(
                 "a query or view named {name:?} exists already"
             )));
@@ -413,18 +452,18 @@ impl Engine {
         let thread = match self.launch(&shared, &sql_text) {
             Ok(t) => t,
             Err(e) => {
-                self.catalog.delete_object(QUERY_KIND, &name)?;
+                self.ctx.catalog.delete_object(QUERY_KIND, &name)?;
                 return Err(e);
             }
         };
-        lock(&self.queries).insert(
+        lock(&self.entries).insert(
             name,
             Entry {
                 shared,
                 thread: Some(thread),
             },
         );
-        Ok(done())
+        Ok(Output::done())
     }
 
     /// Starts the thread of a saved query or view.
@@ -441,7 +480,7 @@ impl Engine {
             _ => return Err(EngineError::internal("saved query is not a CREATE")),
         };
         let prepared = plan::prepare(&select.query, &select.within)?;
-        let declared = self.sources_of(&prepared)?;
+        let declared = self.ctx.sources_of(&prepared)?;
         let sink = match shared.kind {
             QueryKind::Stream => Sink::Stream(
                 shared
@@ -456,70 +495,28 @@ impl Engine {
             shared: shared.clone(),
             prepared,
             sink,
-            catalog: self.catalog.clone(),
-            log: self.log.clone(),
-            service: self.service.clone(),
-            runtime: self.runtime.clone(),
+            catalog: self.ctx.catalog.clone(),
+            log: self.ctx.log.clone(),
+            service: self.ctx.service.clone(),
+            runtime: self.ctx.runtime.clone(),
             saved_as: Some(QUERY_KIND),
             declared,
             start: Start::Earliest,
         })
     }
 
-    /// Plans a continuous query now if its source's schema is known (declared, or records to
-    /// infer it from), so mistakes are reported to the statement rather than later.
-    pub(crate) async fn try_bind(
-        &self,
-        prepared: &plan::Prepared,
-        declared: Vec<Option<SchemaRef>>,
-        kind: QueryKind,
-    ) -> Result<Option<crate::continuous::plan::Pipeline>> {
-        match self.source_schemas(prepared, declared).await? {
-            Some(schemas) => Ok(Some(query::build(prepared, &schemas, kind).await?)),
-            None => Ok(None),
-        }
-    }
-
-    /// The schema of each stream a query reads, as its thread would bind to them (declared,
-    /// or inferred from a sample); `None` while one has neither.
-    pub(crate) async fn source_schemas(
-        &self,
-        prepared: &plan::Prepared,
-        declared: Vec<Option<SchemaRef>>,
-    ) -> Result<Option<Vec<Schema>>> {
-        let mut schemas = Vec::new();
-        for (i, stream) in streams_of(prepared).into_iter().enumerate() {
-            let d = declared.get(i).cloned().flatten();
-            match self.sampled_schema(stream, d).await? {
-                Some(s) => schemas.push(s),
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(schemas))
-    }
-
-    /// The declared schemas of the streams a query reads, checking they exist.
-    pub(crate) fn sources_of(&self, prepared: &plan::Prepared) -> Result<Vec<Option<SchemaRef>>> {
-        streams_of(prepared)
-            .iter()
-            .map(|s| {
-                if self.catalog.get_stream(s)?.is_none() {
-                    return Err(EngineError::NotFound(format!(
-                        "stream {s:?} does not exist"
-                    )));
-                }
-                self.declared_schema(s)
-            })
-            .collect()
-    }
-
     /// Drops a persistent query (`kind` [`QueryKind::Stream`]) or a view (`kind`
     /// [`QueryKind::View`]): it stops, and its definition, state and checkpoint are deleted.
     /// A missing one is an error unless `if_exists`.
-    pub async fn drop_query(&self, name: &str, kind: QueryKind, if_exists: bool) -> Result<()> {
-        let _ddl = self.ddl.lock().await;
+    pub(crate) async fn drop_query(
+        &self,
+        name: &str,
+        kind: QueryKind,
+        if_exists: bool,
+    ) -> Result<()> {
+        let _ddl = self.ctx.ddl.lock().await;
         let entry = {
-            let mut q = lock(&self.queries);
+            let mut q = lock(&self.entries);
             match q.get(name) {
                 Some(e) if e.shared.kind == kind => q.remove(name),
                 _ => None,
@@ -538,7 +535,7 @@ impl Engine {
                 "{what} {name:?} does not exist"
             )));
         };
-        self.catalog.delete_object(QUERY_KIND, name)?;
+        self.ctx.catalog.delete_object(QUERY_KIND, name)?;
         entry.shared.control(Control::Stop);
         if let Some(t) = entry.thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
@@ -549,7 +546,7 @@ impl Engine {
     /// Waits until every persistent query and view has processed what its source held when
     /// `FLUSH` began.
     pub(crate) async fn flush(&self) -> Result<Output> {
-        let shareds: Vec<Arc<QueryShared>> = lock(&self.queries)
+        let shareds: Vec<Arc<QueryShared>> = lock(&self.entries)
             .values()
             .map(|e| e.shared.clone())
             .collect();
@@ -559,16 +556,16 @@ impl Engine {
             if s.status() == QueryStatus::Waiting {
                 let mut bindable = true;
                 for stream in s.sources() {
-                    if self.declared_schema(&stream)?.is_some() {
+                    if self.ctx.declared_schema(&stream)?.is_some() {
                         continue;
                     }
-                    let Some(meta) = self.catalog.get_stream(&stream)? else {
+                    let Some(meta) = self.ctx.catalog.get_stream(&stream)? else {
                         bindable = false;
                         break;
                     };
                     let mut any = false;
                     for shard in meta.shards {
-                        let b = self.log.bounds(shard)?;
+                        let b = self.ctx.log.bounds(shard)?;
                         any |= b.tail_seq >= b.start_seq && b.tail_seq > 0;
                     }
                     bindable &= any;
@@ -579,11 +576,11 @@ impl Engine {
             }
             let mut targets = Vec::new();
             for stream in s.sources() {
-                let Some(meta) = self.catalog.get_stream(&stream)? else {
+                let Some(meta) = self.ctx.catalog.get_stream(&stream)? else {
                     continue;
                 };
                 for shard in meta.shards {
-                    let b = self.log.bounds(shard)?;
+                    let b = self.ctx.log.bounds(shard)?;
                     if b.tail_seq >= b.start_seq && b.tail_seq > 0 {
                         targets.push((shard, b.next_seq));
                     }
@@ -605,7 +602,45 @@ impl Engine {
                 }
             }
         }
-        Ok(done())
+        Ok(Output::done())
+    }
+
+    /// Starts a push query (`SELECT … EMIT CHANGES`): its rows go to the receiver in the
+    /// output until the client drops it. `schema` is the bound query's, when known.
+    pub(crate) fn push(&self, select: Select, schema: Option<SchemaRef>) -> Result<Output> {
+        let prepared = plan::prepare(&select.query, &select.within)?;
+        let declared = self.ctx.sources_of(&prepared)?;
+        let stream = prepared.source.stream.clone();
+        let id = self.push_seq.fetch_add(1, Ordering::Relaxed);
+        let shared = QueryShared::new(
+            format!("push-{id}"),
+            select.query.to_string(),
+            QueryKind::Push,
+            stream,
+            None,
+            now_ms(),
+        );
+        let (tx, rx) = mpsc::channel(16);
+        let run = QueryRun {
+            shared: shared.clone(),
+            prepared,
+            sink: Sink::Push(tx),
+            catalog: self.ctx.catalog.clone(),
+            log: self.ctx.log.clone(),
+            service: self.ctx.service.clone(),
+            runtime: self.ctx.runtime.clone(),
+            saved_as: None,
+            declared,
+            start: Start::Earliest,
+        };
+        // Plan errors (unknown column, type errors) surface before any row: a query on a stream
+        // with records binds now; one on an empty stream binds when its first record arrives.
+        query::spawn(run)?;
+        Ok(Output::Push {
+            schema,
+            rx,
+            guard: PushGuard::new(shared),
+        })
     }
 }
 

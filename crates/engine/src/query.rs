@@ -303,6 +303,22 @@ impl QueryShared {
     }
 }
 
+/// Stops a push query when dropped.
+pub struct PushGuard(Arc<QueryShared>);
+
+impl PushGuard {
+    /// Guards the push query `shared`.
+    pub(crate) fn new(shared: Arc<QueryShared>) -> Self {
+        PushGuard(shared)
+    }
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        self.0.control(Control::Stop);
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

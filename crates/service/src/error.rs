@@ -94,5 +94,95 @@ impl ServiceError {
     }
 }
 
+/// What kind of failure an error is, named the same at every door. The service's and the
+/// engine's errors each say their kind ([`ServiceError::kind`], `EngineError::kind`); each
+/// door maps a kind once, at its edge: to a gRPC code (with HStreamDB's error code where the
+/// error carries one), a SQLSTATE, an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The statement does not parse.
+    Syntax,
+    /// The request or statement is wrong as written (a bad value, a feature used where it
+    /// cannot be).
+    Invalid,
+    /// A statement names a column its input does not have.
+    UndefinedColumn,
+    /// Values of types that do not go together (a comparison, an argument, a cast).
+    TypeMismatch,
+    /// A division by zero while computing rows.
+    DivisionByZero,
+    /// A feature StreamCell does not have.
+    NotSupported,
+    /// Over a limit the server keeps for one request (memory for one query, the size or
+    /// depth of a statement).
+    Limit,
+    /// A resource of the machine ran out (disk space, file descriptors): not the caller's
+    /// fault, and it may pass by itself.
+    Exhausted,
+    /// A named object does not exist.
+    NotFound,
+    /// A named object exists already.
+    Exists,
+    /// The object is not in a state that allows the operation.
+    Precondition,
+    /// A long-running call was ended by a change elsewhere, or by its caller.
+    Cancelled,
+    /// The server is stopping; another server, or this one later, may answer.
+    Unavailable,
+    /// Acknowledged data cannot be read: it is damaged.
+    DataLoss,
+    /// A bug or an unexpected failure inside the server.
+    Internal,
+}
+
+impl ErrorKind {
+    /// True for the caller's mistakes, false for trouble inside (logged by the doors).
+    pub fn is_user_error(self) -> bool {
+        !matches!(
+            self,
+            ErrorKind::Exhausted
+                | ErrorKind::Unavailable
+                | ErrorKind::DataLoss
+                | ErrorKind::Internal
+        )
+    }
+
+    /// The kind of a store error.
+    pub fn of_store(e: &StoreError) -> ErrorKind {
+        match e {
+            StoreError::StreamNotFound(_)
+            | StoreError::ShardNotFound(_)
+            | StoreError::ReaderNotFound(_)
+            | StoreError::SubscriptionNotFound(_) => ErrorKind::NotFound,
+            StoreError::StreamExists(_)
+            | StoreError::ReaderExists(_)
+            | StoreError::SubscriptionExists(_) => ErrorKind::Exists,
+            StoreError::Invalid(_) => ErrorKind::Invalid,
+            StoreError::Corrupt { .. } => ErrorKind::DataLoss,
+            StoreError::ShuttingDown | StoreError::LogFailed { .. } if !e.out_of_resources() => {
+                ErrorKind::Unavailable
+            }
+            e if e.out_of_resources() => ErrorKind::Exhausted,
+            _ => ErrorKind::Internal,
+        }
+    }
+}
+
+impl ServiceError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServiceError::Invalid { .. } => ErrorKind::Invalid,
+            ServiceError::NotFound { .. } => ErrorKind::NotFound,
+            ServiceError::Exists { .. } => ErrorKind::Exists,
+            ServiceError::Precondition { .. } => ErrorKind::Precondition,
+            ServiceError::Cancelled(_) => ErrorKind::Cancelled,
+            ServiceError::Unavailable(_) => ErrorKind::Unavailable,
+            ServiceError::DataLoss(_) => ErrorKind::DataLoss,
+            ServiceError::Store(e) => ErrorKind::of_store(e),
+        }
+    }
+}
+
 /// Results of the service.
 pub type Result<T, E = ServiceError> = std::result::Result<T, E>;

@@ -29,7 +29,7 @@ pub mod subscriptions;
 
 pub use appends::Appended;
 pub use consumers::{Acker, Consumer, SubscriptionSpec, SubscriptionState};
-pub use error::{Result, ServiceError};
+pub use error::{ErrorKind, Result, ServiceError};
 pub use offsets::Position;
 pub use reads::{LiveRead, ReaderSpec};
 pub use service::{NodeInfo, Service};

@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use streamcell_engine::{Engine, EngineError, Output, QueryKind};
+use streamcell_engine::{Engine, EngineError, ErrorKind, Output, QueryKind};
 use streamcell_proto::api;
 use streamcell_proto::sqlapi::{
     self, execute_response::Item, stream_cell_sql_server::StreamCellSql, ExecuteRequest,
@@ -22,14 +22,30 @@ const BYTES_PER_MESSAGE: usize = 1 << 20;
 
 /// An engine error as a gRPC status with a plain message.
 pub fn status(e: &EngineError) -> Status {
-    let code = match e {
-        EngineError::Syntax(_) | EngineError::Invalid(_) => Code::InvalidArgument,
-        EngineError::NotFound(_) => Code::NotFound,
-        EngineError::AlreadyExists(_) => Code::AlreadyExists,
-        EngineError::Precondition(_) => Code::FailedPrecondition,
-        EngineError::Store(_) | EngineError::Internal(_) => Code::Internal,
-    };
-    Status::new(code, e.to_string())
+    Status::new(code_of(e.kind()), e.to_string())
+}
+
+/// The gRPC code of an error kind. The statement's mistakes, a statement over a limit
+/// included, are all INVALID_ARGUMENT, as HStreamDB answers them; its clients tell them
+/// apart by the message.
+pub fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::Syntax
+        | ErrorKind::Invalid
+        | ErrorKind::UndefinedColumn
+        | ErrorKind::TypeMismatch
+        | ErrorKind::DivisionByZero
+        | ErrorKind::NotSupported
+        | ErrorKind::Limit => Code::InvalidArgument,
+        ErrorKind::Exhausted => Code::ResourceExhausted,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::Exists => Code::AlreadyExists,
+        ErrorKind::Precondition => Code::FailedPrecondition,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Internal => Code::Internal,
+    }
 }
 
 /// The `streamcell.sql.StreamCellSql` service.
@@ -106,7 +122,7 @@ impl StreamCellSql for SqlService {
                             return;
                         }
                     }
-                    out @ (Output::Rows { .. } | Output::Table { .. }) => {
+                    out @ Output::Table { .. } => {
                         let (columns, rows) = match out.json_rows() {
                             Ok(r) => r.unwrap_or_default(),
                             Err(e) => {

@@ -23,9 +23,9 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use streamcell_engine::{Engine, EngineError, Output, QueryKind, QueryStatus};
+use streamcell_engine::{Engine, EngineError, ErrorKind, Output, QueryKind, QueryStatus};
 use streamcell_service::{Service, ServiceError, StreamSpec};
-use streamcell_store::{StoreError, StreamMeta};
+use streamcell_store::StreamMeta;
 use tokio::sync::watch;
 
 use crate::metrics;
@@ -92,41 +92,39 @@ impl IntoResponse for HttpError {
     }
 }
 
+/// The HTTP status of an error kind.
+fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Syntax
+        | ErrorKind::Invalid
+        | ErrorKind::UndefinedColumn
+        | ErrorKind::TypeMismatch
+        | ErrorKind::DivisionByZero
+        | ErrorKind::NotSupported
+        | ErrorKind::Limit => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Exists | ErrorKind::Precondition | ErrorKind::Cancelled => StatusCode::CONFLICT,
+        ErrorKind::Exhausted | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DataLoss | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error answered over HTTP: the status of its kind, its message, and `already_exists`
+/// as the JSON kind of a name taken.
+fn http_error(kind: ErrorKind, message: String) -> HttpError {
+    let mut out = HttpError::new(status_of(kind), message);
+    if kind == ErrorKind::Exists {
+        out.kind = "already_exists";
+    }
+    out
+}
+
 impl From<ServiceError> for HttpError {
     fn from(e: ServiceError) -> Self {
-        let (status, exists) = match &e {
-            ServiceError::Invalid { .. } => (StatusCode::BAD_REQUEST, false),
-            ServiceError::NotFound { .. } => (StatusCode::NOT_FOUND, false),
-            ServiceError::Exists { .. } => (StatusCode::CONFLICT, true),
-            ServiceError::Precondition { .. } | ServiceError::Cancelled(_) => {
-                (StatusCode::CONFLICT, false)
-            }
-            ServiceError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, false),
-            ServiceError::DataLoss(_) => (StatusCode::INTERNAL_SERVER_ERROR, false),
-            ServiceError::Store(s) => match s {
-                StoreError::StreamNotFound(_)
-                | StoreError::ShardNotFound(_)
-                | StoreError::ReaderNotFound(_)
-                | StoreError::SubscriptionNotFound(_) => (StatusCode::NOT_FOUND, false),
-                StoreError::StreamExists(_)
-                | StoreError::ReaderExists(_)
-                | StoreError::SubscriptionExists(_) => (StatusCode::CONFLICT, true),
-                StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, false),
-                StoreError::ShuttingDown | StoreError::LogFailed { .. } => {
-                    (StatusCode::SERVICE_UNAVAILABLE, false)
-                }
-                s if s.out_of_resources() => (StatusCode::SERVICE_UNAVAILABLE, false),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, false),
-            },
-        };
         if !e.is_user_error() {
             tracing::warn!(error = %e, "HTTP request failed");
         }
-        let mut out = HttpError::new(status, e.to_string());
-        if exists {
-            out.kind = "already_exists";
-        }
-        out
+        http_error(e.kind(), e.to_string())
     }
 }
 
@@ -135,17 +133,7 @@ impl From<EngineError> for HttpError {
         if !e.is_user_error() {
             tracing::warn!(error = %e, "HTTP request failed");
         }
-        let status = match &e {
-            EngineError::Syntax(_) | EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
-            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::AlreadyExists(_) | EngineError::Precondition(_) => StatusCode::CONFLICT,
-            EngineError::Store(_) | EngineError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        let mut out = HttpError::new(status, e.to_string());
-        if matches!(e, EngineError::AlreadyExists(_)) {
-            out.kind = "already_exists";
-        }
-        out
+        http_error(e.kind(), e.to_string())
     }
 }
 
@@ -593,6 +581,7 @@ pub fn router(state: Arc<HttpState>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use streamcell_store::StoreError;
 
     #[test]
     fn query_flags() {

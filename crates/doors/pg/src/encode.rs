@@ -28,7 +28,6 @@ use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::api::Type;
 use pgwire::messages::data::DataRow;
-use serde_json::{Map, Value};
 
 use crate::error::{PgError, Result};
 
@@ -254,85 +253,6 @@ fn encode_cell(enc: &mut DataRowEncoder, kind: Kind, col: &dyn Array, row: usize
     Ok(())
 }
 
-/// A listing made of JSON objects (`SHOW …`): each column typed by the values it holds
-/// (all integers: `int8`; numbers: `float8`; booleans: `bool`; otherwise `text`, objects
-/// and arrays as their JSON text), or every column `text` with `all_text` (the extended
-/// protocol, whose Describe announced text before the rows existed).
-pub fn json_table(
-    columns: &[String],
-    rows: &[String],
-    format: &Format,
-    all_text: bool,
-) -> Result<(Arc<Vec<FieldInfo>>, Vec<DataRow>)> {
-    let objects: Vec<Map<String, Value>> = rows
-        .iter()
-        .map(|r| match serde_json::from_str::<Value>(r) {
-            Ok(Value::Object(m)) => Ok(m),
-            _ => Err(PgError::Internal(format!(
-                "a listing row is not a JSON object: {r}"
-            ))),
-        })
-        .collect::<Result<_>>()?;
-    let kinds: Vec<Kind> = columns
-        .iter()
-        .map(|c| {
-            if all_text {
-                Kind::Text
-            } else {
-                json_kind(objects.iter().filter_map(|o| o.get(c)))
-            }
-        })
-        .collect();
-    let fields: Arc<Vec<FieldInfo>> = Arc::new(
-        columns
-            .iter()
-            .zip(&kinds)
-            .enumerate()
-            .map(|(i, (c, k))| {
-                FieldInfo::new(c.clone(), None, None, k.pg_type(), format.format_for(i))
-            })
-            .collect(),
-    );
-    let mut enc = DataRowEncoder::new(fields.clone());
-    let mut out = Vec::with_capacity(objects.len());
-    for o in &objects {
-        for (c, k) in columns.iter().zip(&kinds) {
-            let v = o.get(c).filter(|v| !v.is_null());
-            match k {
-                Kind::Bool => enc.encode_field(&v.and_then(Value::as_bool))?,
-                Kind::Int8 => enc.encode_field(&v.and_then(Value::as_i64))?,
-                Kind::Float8 => enc.encode_field(&v.and_then(Value::as_f64))?,
-                _ => enc.encode_field(&v.map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                }))?,
-            }
-        }
-        out.push(enc.take_row());
-    }
-    Ok((fields, out))
-}
-
-fn json_kind<'a>(values: impl Iterator<Item = &'a Value>) -> Kind {
-    let mut kind: Option<Kind> = None;
-    for v in values {
-        let k = match v {
-            Value::Null => continue,
-            Value::Bool(_) => Kind::Bool,
-            Value::Number(n) if n.is_i64() => Kind::Int8,
-            Value::Number(_) => Kind::Float8,
-            _ => Kind::Text,
-        };
-        kind = Some(match (kind, k) {
-            (None, k) => k,
-            (Some(a), b) if a == b => a,
-            (Some(Kind::Int8), Kind::Float8) | (Some(Kind::Float8), Kind::Int8) => Kind::Float8,
-            _ => Kind::Text,
-        });
-    }
-    kind.unwrap_or(Kind::Text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,24 +297,5 @@ mod tests {
         }
         let f = Arc::new(fields(&b.schema(), &Format::UnifiedText));
         assert_eq!(f[2].format(), FieldFormat::Text);
-    }
-
-    #[test]
-    fn listings_are_typed_by_their_values() {
-        let cols = vec!["name".to_string(), "n".into(), "x".into(), "e".into()];
-        let rows = vec![
-            r#"{"name": "a", "n": 1, "x": 1, "e": null}"#.to_string(),
-            r#"{"name": "b", "n": 2, "x": 2.5, "e": null}"#.to_string(),
-        ];
-        let (f, r) = json_table(&cols, &rows, &Format::UnifiedText, false).unwrap();
-        let types: Vec<Type> = f.iter().map(|f| f.datatype().clone()).collect();
-        assert_eq!(
-            types,
-            vec![Type::TEXT, Type::INT8, Type::FLOAT8, Type::TEXT]
-        );
-        assert_eq!(r.len(), 2);
-        assert!(json_table(&cols, &["[1]".to_string()], &Format::UnifiedText, false).is_err());
-        let (f, _) = json_table(&cols, &rows, &Format::UnifiedText, true).unwrap();
-        assert!(f.iter().all(|f| f.datatype() == &Type::TEXT));
     }
 }

@@ -5,7 +5,7 @@
 //! logged and answered with `XX000`.
 
 use pgwire::error::{ErrorInfo, PgWireError};
-use streamcell_engine::EngineError;
+use streamcell_engine::{EngineError, ErrorKind};
 
 /// An error answered to a PostgreSQL client.
 #[derive(Debug, thiserror::Error)]
@@ -41,14 +41,7 @@ impl PgError {
                 // program_limit_exceeded / statement_too_complex
                 EngineError::Syntax(streamcell_sql::SqlError::TooLarge(_)) => "54000",
                 EngineError::Syntax(streamcell_sql::SqlError::TooComplex { .. }) => "54001",
-                EngineError::Syntax(_) => "42601",
-                EngineError::Invalid(_) => "42000",
-                EngineError::NotFound(_) => "42P01",
-                EngineError::AlreadyExists(_) => "42P07",
-                EngineError::Precondition(_) => "55000",
-                // insufficient_resources: out of file descriptors or disk space
-                EngineError::Store(s) if s.out_of_resources() => "53000",
-                EngineError::Store(_) | EngineError::Internal(_) => "XX000",
+                e => sqlstate_of(e.kind()),
             },
             PgError::Syntax(_) => "42601",
             PgError::Unsupported(_) => "0A000",
@@ -65,6 +58,30 @@ impl PgError {
             PgError::Internal(_) => false,
             _ => true,
         }
+    }
+}
+
+/// The SQLSTATE of an error kind.
+pub fn sqlstate_of(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Syntax => "42601",
+        ErrorKind::Invalid => "42000",
+        ErrorKind::UndefinedColumn => "42703",
+        ErrorKind::TypeMismatch => "42804",
+        ErrorKind::DivisionByZero => "22012",
+        ErrorKind::NotSupported => "0A000",
+        // out_of_memory: a query over its memory limit
+        ErrorKind::Limit => "53200",
+        // insufficient_resources: out of file descriptors or disk space
+        ErrorKind::Exhausted => "53000",
+        // undefined_table: streams, views and baskets are the relations here
+        ErrorKind::NotFound => "42P01",
+        ErrorKind::Exists => "42P07",
+        ErrorKind::Precondition => "55000",
+        ErrorKind::Cancelled => "57014",
+        ErrorKind::Unavailable => "57P01",
+        ErrorKind::DataLoss => "XX001",
+        ErrorKind::Internal => "XX000",
     }
 }
 
@@ -115,6 +132,17 @@ mod tests {
             assert_eq!(PgError::Engine(e).sqlstate(), code);
         }
         assert_eq!(PgError::Unsupported("COPY".into()).sqlstate(), "0A000");
+        for (kind, code) in [
+            (ErrorKind::UndefinedColumn, "42703"),
+            (ErrorKind::TypeMismatch, "42804"),
+            (ErrorKind::DivisionByZero, "22012"),
+            (ErrorKind::NotSupported, "0A000"),
+            (ErrorKind::Unavailable, "57P01"),
+            (ErrorKind::DataLoss, "XX001"),
+            (ErrorKind::Exhausted, "53000"),
+        ] {
+            assert_eq!(sqlstate_of(kind), code, "{kind:?}");
+        }
         assert_eq!(PgError::Cancelled.sqlstate(), "57014");
     }
 }

@@ -347,11 +347,6 @@ impl Session {
                     let response = batches_response(&schema, &batches, None, &Format::UnifiedText)?;
                     send_query_response(client, response, true).await?;
                 }
-                Output::Rows { columns, rows } => {
-                    let (fields, rows) =
-                        encode::json_table(&columns, &rows, &Format::UnifiedText, false)?;
-                    send_query_response(client, rows_response(fields, rows), true).await?;
-                }
                 Output::Push { schema, rx, guard } => {
                     let fields = schema.map(|s| Arc::new(encode::fields(&s, &Format::UnifiedText)));
                     stream_push(
@@ -570,9 +565,13 @@ impl Parser {
         let columns = if listing {
             // A listing's columns are known when it runs (it has no side effects).
             match self.engine.execute(stmt.clone()).await? {
-                Output::Rows { columns, .. } => {
-                    Some(columns.into_iter().map(|c| (c, Type::TEXT)).collect())
-                }
+                Output::Table { schema, .. } => Some(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), Type::TEXT))
+                        .collect(),
+                ),
                 _ => None,
             }
         } else {
@@ -780,7 +779,7 @@ impl ExtendedQueryHandler for Session {
                 }
                 Ok(self.run_compat(c, format)?)
             }
-            What::Engine { listing, .. } => {
+            What::Engine { .. } => {
                 if status == TransactionStatus::Error {
                     return Err(aborted());
                 }
@@ -800,10 +799,6 @@ impl ExtendedQueryHandler for Session {
                         prepared.columns.as_ref(),
                         format,
                     )?),
-                    Output::Rows { columns, rows } => {
-                        let (fields, rows) = encode::json_table(&columns, &rows, format, *listing)?;
-                        Response::Query(rows_response(fields, rows))
-                    }
                     Output::Push { .. } => {
                         return Err(
                             PgError::Internal("a push query outside on_execute".into()).into()

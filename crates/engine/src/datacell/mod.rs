@@ -19,6 +19,7 @@ mod basket;
 mod csv;
 pub mod network;
 pub(crate) mod run;
+mod step;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -26,11 +27,13 @@ use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
 use sqlparser::ast::{self as sql, Expr, FunctionArg, FunctionArgExpr, FunctionArguments};
 
 use self::adapter::{Adapter, Direction, Mode, Protocol, Run};
 use self::basket::{now_us, Basket, Grab};
 use crate::error::{EngineError, Result};
+use crate::tables::Rows;
 
 /// The schema that holds baskets and the catalog functions.
 pub const SCHEMA: &str = "datacell";
@@ -59,6 +62,10 @@ pub struct ContinuousQuery {
     pub statements: Vec<sql::Insert>,
     /// The baskets it consumes.
     pub inputs: Vec<String>,
+    /// Its statements, planned.
+    steps: Vec<step::Step>,
+    /// The rows a firing took, by basket, which its plans read.
+    taken: HashMap<String, Arc<step::Taken>>,
     state: Mutex<QueryState>,
     stats: Mutex<QueryStats>,
 }
@@ -798,30 +805,51 @@ impl DataCell {
         out
     }
 
-    /// The rows of basket tables a query reads: grabbed rows for the ones it consumes, the
-    /// current content for others.
-    pub fn table_rows(
-        &self,
-        table: &str,
-        grabbed: Option<&HashMap<String, Vec<RecordBatch>>>,
-    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    /// The rows of a `datacell.<basket>` table now, or of a catalog function
+    /// (`datacell."baskets()"`).
+    pub fn table_rows(&self, table: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         if let Some(f) = table.strip_suffix("()") {
             let batch = self.catalog_table(&f.to_ascii_lowercase())?;
             return Ok((batch.schema(), vec![batch]));
         }
         let b = self.basket(table)?;
-        let rows = match grabbed.and_then(|g| g.get(&b.name)) {
-            Some(rows) => rows.clone(),
-            None => b.snapshot(),
-        };
-        Ok((b.schema.clone(), rows))
+        Ok((b.schema.clone(), b.snapshot()))
     }
 }
 
-impl crate::engine::Engine {
-    /// DataCell's baskets, receptors, emitters and queries (for metrics and listings).
-    pub fn datacell(&self) -> &DataCell {
-        &self.datacell
+/// A catalog function's rows at each run of a plan.
+pub(crate) struct CatalogRows {
+    datacell: Arc<DataCell>,
+    function: String,
+}
+
+impl CatalogRows {
+    /// The rows of `datacell.<function>()`.
+    pub(crate) fn new(datacell: Arc<DataCell>, function: String) -> Self {
+        CatalogRows { datacell, function }
+    }
+}
+
+#[async_trait]
+impl Rows for CatalogRows {
+    async fn rows(&self) -> Result<Vec<RecordBatch>> {
+        Ok(vec![self.datacell.catalog_table(&self.function)?])
+    }
+
+    fn describe(&self) -> String {
+        format!("datacell.{}()", self.function)
+    }
+}
+
+/// A basket read without consuming it: its rows of the moment.
+#[async_trait]
+impl Rows for Basket {
+    async fn rows(&self) -> Result<Vec<RecordBatch>> {
+        Ok(self.snapshot())
+    }
+
+    fn describe(&self) -> String {
+        format!("basket {:?}", self.name)
     }
 }
 

@@ -1,7 +1,8 @@
-//! Running DataCell statements on the engine: `create table datacell.x`, inserts into
-//! baskets, the `CALL datacell.…` procedures, and the scheduler that fires continuous
-//! queries. Queries run as pull queries on DataFusion (`Engine::run_pull_with`), with each
-//! consumed basket reading the rows its firing took; their results go to baskets, streams or
+//! DataCell's runner: the `CALL datacell.…` procedures, inserts into baskets, and the
+//! scheduler that fires continuous queries. A continuous query's statements are planned once,
+//! when it is registered ([`step`](super::step)): a firing takes the rows of every input
+//! basket, runs the plans over them (and over the streams, tables, views and other baskets
+//! they read, as they are at that moment), and delivers the results to baskets, streams or
 //! tables. A firing is all-or-nothing: results are computed for every statement first and
 //! delivered after; a failure puts the taken rows back and marks the query `error`.
 
@@ -9,85 +10,59 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use arrow::array::{new_null_array, ArrayRef, RecordBatch};
-use arrow::datatypes::SchemaRef;
-use datafusion::catalog::{MemorySchemaProvider, SchemaProvider};
-use datafusion::datasource::MemTable;
+use arrow::array::RecordBatch;
+use datafusion::logical_expr::{LogicalPlan, Volatility};
 use sqlparser::ast as sql;
 use streamcell_sql::Statement;
 
 use super::adapter::Direction;
 use super::basket::now_us;
+use super::step::{How, Planned, Step, Taken, Target};
 use super::{
     apply_predicate, basket_name, call_args, in_schema, name_text, take_predicates, Arg,
-    ContinuousQuery, Predicate, QueryState,
+    ContinuousQuery, DataCell, Predicate, QueryState,
 };
-use crate::engine::Engine;
+use crate::context::Context;
+use crate::continuous::plan;
 use crate::error::{EngineError, Result};
-use crate::output::Output;
+use crate::output::{Listing, Output};
+use crate::pull::{PullQueries, Tables};
+use crate::tables::Rows;
 use crate::value;
-use streamcell_service::StreamSpec;
 
 /// How long the scheduler sleeps when nothing is ready (beats and time windows are checked
 /// at least this often; arrivals wake it at once).
 const IDLE_TICK: Duration = Duration::from_millis(5);
 
-/// Registers a `datacell.<table>` for one query.
-pub(crate) fn register_basket_table(
-    ctx: &datafusion::prelude::SessionContext,
-    t: &datafusion::common::TableReference,
-    schema: SchemaRef,
-    batches: Vec<RecordBatch>,
-) -> Result<()> {
-    let catalog = ctx
-        .catalog("datafusion")
-        .ok_or_else(|| EngineError::internal("no default catalog"))?;
-    let schema_name = t.schema().unwrap_or(super::SCHEMA);
-    let provider = match catalog.schema(schema_name) {
-        Some(p) => p,
-        None => {
-            let p: Arc<dyn SchemaProvider> = Arc::new(MemorySchemaProvider::new());
-            catalog.register_schema(schema_name, p.clone())?;
-            p
-        }
-    };
-    if provider.table_exist(t.table()) {
-        return Ok(());
-    }
-    let table = MemTable::try_new(schema, vec![batches])?;
-    provider.register_table(t.table().to_string(), Arc::new(table))?;
-    Ok(())
+/// Runs DataCell: its statements, its procedures and its scheduler.
+pub(crate) struct Runner {
+    ctx: Arc<Context>,
+    pull: Arc<PullQueries>,
+    datacell: Arc<DataCell>,
 }
 
-/// Fires ready continuous queries until the engine goes away.
-pub(crate) async fn scheduler(engine: Weak<Engine>) {
-    loop {
-        let Some(e) = engine.upgrade() else {
-            return;
-        };
-        let dc = e.datacell.clone();
-        let ready = dc.ready_queries();
-        if ready.is_empty() {
-            drop(e);
-            tokio::select! {
-                _ = dc.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_TICK) => {}
-            }
-            continue;
-        }
-        for q in ready {
-            e.fire(&q).await;
+impl Runner {
+    /// A runner of `datacell`, planning with `pull`.
+    pub(crate) fn new(ctx: Arc<Context>, pull: Arc<PullQueries>, datacell: Arc<DataCell>) -> Self {
+        Runner {
+            ctx,
+            pull,
+            datacell,
         }
     }
-}
 
-fn done() -> Output {
-    Output::Done("Done.".into())
-}
+    /// The baskets, adapters and queries.
+    pub(crate) fn datacell(&self) -> &Arc<DataCell> {
+        &self.datacell
+    }
 
-impl Engine {
+    /// Starts the scheduler on the context's runtime; it stops when the runner is dropped.
+    pub(crate) fn start(self: &Arc<Self>) {
+        self.ctx.runtime.spawn(scheduler(Arc::downgrade(self)));
+    }
+
     /// One firing of a continuous query.
-    async fn fire(self: &Arc<Self>, q: &ContinuousQuery) {
+    async fn fire(&self, q: &ContinuousQuery) {
         let dc = &self.datacell;
         let started = now_us();
         let grabs = match dc.grab(q) {
@@ -102,10 +77,16 @@ impl Engine {
             .iter()
             .map(|(b, g)| (b.name.clone(), g.batches.clone()))
             .collect();
-        let outcome = match self.evaluate(&q.statements, Some(&grabbed)).await {
+        for (name, taken) in &q.taken {
+            taken.set(grabbed.get(name).cloned().unwrap_or_default());
+        }
+        let outcome = match self.evaluate(&q.steps, &grabbed).await {
             Ok(outputs) => self.deliver(outputs).await,
             Err(e) => Err(e),
         };
+        for taken in q.taken.values() {
+            taken.set(Vec::new());
+        }
         match outcome {
             Ok(()) => dc.finished(q, events, started, Ok(())),
             Err(e) => {
@@ -117,21 +98,24 @@ impl Engine {
         }
     }
 
-    /// Each statement's result rows, with where they go.
-    async fn evaluate(
+    /// Plans statements once: each becomes a [`Step`]. The baskets in `taken` are read
+    /// from there when the plans run (a continuous query's inputs).
+    async fn compile(
         &self,
         statements: &[sql::Insert],
-        grabbed: Option<&HashMap<String, Vec<RecordBatch>>>,
-    ) -> Result<Vec<(Target, Vec<RecordBatch>)>> {
-        let mut out = Vec::with_capacity(statements.len());
+        taken: &HashMap<String, Arc<Taken>>,
+    ) -> Result<Vec<Step>> {
+        let tables: HashMap<String, Arc<dyn Rows>> = taken
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone() as Arc<dyn Rows>))
+            .collect();
+        let mut steps = Vec::with_capacity(statements.len());
         for insert in statements {
             let target = self.target_of(insert)?;
             let source = insert
                 .source
                 .as_ref()
                 .ok_or_else(|| EngineError::invalid("INSERT needs VALUES or a SELECT"))?;
-            // `insert into datacell.b select * from datacell.a` between baskets of the same
-            // columns moves the batches as they are (no planning: the latency path).
             if let (
                 Some(from),
                 Target::Basket {
@@ -139,29 +123,92 @@ impl Engine {
                 },
             ) = (passthrough_source(source), &target)
             {
-                let rows = grabbed.and_then(|g| g.get(&from));
                 let same = self
                     .datacell
                     .basket(&from)
                     .is_ok_and(|b| b.schema.fields() == schema.fields());
-                if let (Some(rows), true, true) = (rows, same, columns.is_empty()) {
-                    out.push((target, rows.clone()));
+                if same && columns.is_empty() {
+                    steps.push(Step {
+                        target,
+                        how: How::Move(from),
+                    });
                     continue;
                 }
             }
-            let ctx = crate::continuous::plan::session();
-            let (names, batches) = self.run_pull_with(&ctx, source, grabbed).await?;
-            let batches = target.shape(&names, batches)?;
-            out.push((target, batches));
+            let ctx = plan::session();
+            let logical = self.pull.plan(&ctx, source, Tables::Later(&tables)).await?;
+            let names: Vec<String> = logical
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            // Column counts against the target are checked now, not at the first firing.
+            target.shape(&names, Vec::new())?;
+            let optimized = !depends_on_the_moment(&logical)?;
+            let plan = if optimized {
+                ctx.state().optimize(&logical)?
+            } else {
+                logical
+            };
+            steps.push(Step {
+                target,
+                how: How::Plan(Box::new(Planned {
+                    ctx,
+                    plan,
+                    optimized,
+                    names,
+                })),
+            });
+        }
+        Ok(steps)
+    }
+
+    /// Each step's result rows, with where they go. A basket moved as it is reads the rows
+    /// `grabbed` took from it, or its rows now (a one-off INSERT).
+    async fn evaluate<'s>(
+        &self,
+        steps: &'s [Step],
+        grabbed: &HashMap<String, Vec<RecordBatch>>,
+    ) -> Result<Vec<(&'s Target, Vec<RecordBatch>)>> {
+        let mut out = Vec::with_capacity(steps.len());
+        for step in steps {
+            let batches = match &step.how {
+                How::Move(from) => match grabbed.get(from) {
+                    Some(rows) => rows.clone(),
+                    None => self.datacell.basket(from)?.snapshot(),
+                },
+                How::Plan(planned) => {
+                    let Planned {
+                        ctx,
+                        plan,
+                        optimized,
+                        names,
+                    } = planned.as_ref();
+                    let state = ctx.state();
+                    let physical = if *optimized {
+                        state
+                            .query_planner()
+                            .create_physical_plan(plan, &state)
+                            .await?
+                    } else {
+                        state.create_physical_plan(plan).await?
+                    };
+                    let batches =
+                        datafusion::physical_plan::collect(physical, ctx.task_ctx()).await?;
+                    step.target.shape(names, batches)?
+                }
+            };
+            out.push((&step.target, batches));
         }
         Ok(out)
     }
 
-    async fn deliver(&self, outputs: Vec<(Target, Vec<RecordBatch>)>) -> Result<()> {
+    async fn deliver(&self, outputs: Vec<(&Target, Vec<RecordBatch>)>) -> Result<()> {
         for (target, batches) in outputs {
             match target {
                 Target::Basket { name, .. } => {
-                    self.datacell.insert(&name, batches)?;
+                    self.datacell.insert(name, batches)?;
                 }
                 Target::Stream { name, .. } => {
                     let mut rows = Vec::new();
@@ -170,7 +217,8 @@ impl Engine {
                             rows.push(value::row_object(b, r)?);
                         }
                     }
-                    crate::writer::append_rows(&self.service, &name, &rows, |_| Vec::new()).await?;
+                    crate::writer::append_rows(&self.ctx.service, name, &rows, |_| Vec::new())
+                        .await?;
                 }
             }
         }
@@ -194,24 +242,28 @@ impl Engine {
                 columns,
             });
         }
-        let name = crate::continuous::plan::object_name(n)?;
-        if self.catalog.get_stream(&name)?.is_none() {
+        let name = plan::object_name(n)?;
+        if self.ctx.catalog.get_stream(&name)?.is_none() {
             return Err(EngineError::NotFound(format!(
                 "no basket, stream or table named {name:?}"
             )));
         }
         // A table (a stream with declared columns) takes the rows by position, as INSERT
         // does; a schemaless stream takes the query's column names.
-        let columns = match (columns.is_empty(), self.declared_schema(&name)?) {
+        let columns = match (columns.is_empty(), self.ctx.declared_schema(&name)?) {
             (true, Some(schema)) => schema.fields().iter().map(|f| f.name().clone()).collect(),
             _ => columns,
         };
         Ok(Target::Stream { name, columns })
     }
 
-    /// `INSERT INTO datacell.x VALUES (…)` or `… SELECT …`.
+    /// `INSERT INTO datacell.x VALUES (…)` or `… SELECT …`: planned and run once, on the
+    /// baskets' rows of the moment (nothing is consumed).
     pub(crate) async fn insert_into_basket(&self, insert: &sql::Insert) -> Result<Output> {
-        let outputs = self.evaluate(std::slice::from_ref(insert), None).await?;
+        let steps = self
+            .compile(std::slice::from_ref(insert), &HashMap::new())
+            .await?;
+        let outputs = self.evaluate(&steps, &HashMap::new()).await?;
         let n: usize = outputs
             .iter()
             .map(|(_, b)| b.iter().map(|x| x.num_rows()).sum::<usize>())
@@ -220,52 +272,17 @@ impl Engine {
         Ok(Output::Done(format!("{n} rows inserted.")))
     }
 
-    /// `CREATE TABLE datacell.x (…)` makes a basket; any other table is durable: a stream
-    /// with declared columns that never expires.
-    pub(crate) async fn create_table(self: &Arc<Self>, ct: &sql::CreateTable) -> Result<Output> {
-        if ct.query.is_some() {
-            return Err(EngineError::invalid(
-                "CREATE TABLE … AS SELECT is not supported (create the table, then INSERT … \
-                 SELECT)",
-            ));
+    /// `CREATE TABLE datacell.x (…)`: a basket.
+    pub(crate) fn create_basket(&self, ct: &sql::CreateTable) -> Result<()> {
+        let columns = ct
+            .columns
+            .iter()
+            .map(|c| Ok((c.name.value.clone(), super::csv::column_type(&c.data_type)?)))
+            .collect::<Result<Vec<_>>>()?;
+        match self.datacell.create_basket(&name_text(&ct.name), columns) {
+            Err(EngineError::AlreadyExists(_)) if ct.if_not_exists => Ok(()),
+            other => other,
         }
-        if in_schema(&ct.name) {
-            let columns = ct
-                .columns
-                .iter()
-                .map(|c| Ok((c.name.value.clone(), super::csv::column_type(&c.data_type)?)))
-                .collect::<Result<Vec<_>>>()?;
-            match self.datacell.create_basket(&name_text(&ct.name), columns) {
-                Err(EngineError::AlreadyExists(_)) if ct.if_not_exists => {}
-                other => other?,
-            }
-            return Ok(done());
-        }
-        if ct.columns.is_empty() {
-            return Err(EngineError::invalid("a table needs columns"));
-        }
-        let name = crate::continuous::plan::object_name(&ct.name)?;
-        if ct.if_not_exists && self.catalog.get_stream(&name)?.is_some() {
-            return Ok(done());
-        }
-        let cs = streamcell_sql::CreateStream {
-            name: ct.name.clone(),
-            columns: ct.columns.clone(),
-            replicate: None,
-            duration: None,
-            as_select: None,
-        };
-        // A table keeps its rows: no retention.
-        self.create_declared_stream(
-            &cs,
-            StreamSpec {
-                name,
-                replication_factor: 1,
-                backlog_secs: 0,
-                shard_count: 1,
-            },
-        )
-        .await
     }
 
     /// `CREATE TABLE datacell.y (LIKE datacell.x)`.
@@ -287,24 +304,7 @@ impl Engine {
             .map(|f| (f.name().clone(), f.data_type().clone()))
             .collect();
         self.datacell.create_basket(&name_text(name), columns)?;
-        Ok(done())
-    }
-
-    /// `DROP TABLE`: a basket, or a durable table (a stream).
-    pub(crate) async fn drop_table(
-        self: &Arc<Self>,
-        name: &sql::ObjectName,
-        if_exists: bool,
-    ) -> Result<()> {
-        if in_schema(name) {
-            return self.datacell.drop_basket(&name_text(name), if_exists);
-        }
-        let stmt = Statement::Drop {
-            kind: streamcell_sql::ObjectKind::Stream,
-            name: name.clone(),
-            if_exists,
-        };
-        Box::pin(self.execute(stmt)).await.map(|_| ())
+        Ok(Output::done())
     }
 
     /// `CREATE PROCEDURE p() BEGIN … END`: INSERT statements a DataCell query runs.
@@ -317,11 +317,11 @@ impl Engine {
         let inserts = inserts_of(body)?;
         self.datacell
             .add_procedure(&name_text(name), inserts, text)?;
-        Ok(done())
+        Ok(Output::done())
     }
 
     /// `CALL datacell.<procedure>(…)`.
-    pub(crate) async fn datacell_call(self: &Arc<Self>, f: &sql::Function) -> Result<Output> {
+    pub(crate) async fn call(&self, f: &sql::Function) -> Result<Output> {
         let parts: Vec<String> = f
             .name
             .0
@@ -377,15 +377,11 @@ impl Engine {
             }
             "postlude" => dc.postlude(),
             "dump" => {
-                let rows = dc
-                    .dump()
-                    .into_iter()
-                    .map(|l| serde_json::json!({ "dump": l }).to_string())
-                    .collect();
-                return Ok(Output::Rows {
-                    columns: vec!["dump".into()],
-                    rows,
-                });
+                let mut out = Listing::new(&[("dump", false)]);
+                for line in dc.dump() {
+                    out.push(vec![line.into()]);
+                }
+                return out.into_output();
             }
             other => {
                 return Err(EngineError::invalid(format!(
@@ -394,7 +390,7 @@ impl Engine {
                 )))
             }
         }
-        Ok(done())
+        Ok(Output::done())
     }
 
     /// `datacell.query(name, 'sql')` or `datacell.query(procedure)`.
@@ -438,23 +434,72 @@ impl Engine {
                 "a continuous query reads at least one basket (FROM datacell.<basket>)",
             ));
         }
-        // Plan it once on empty baskets: unknown columns, type errors and wrong targets are
-        // reported now, not at the first firing.
-        let empty: HashMap<String, Vec<RecordBatch>> = inputs
+        // Planned once, here; run once on empty baskets: unknown columns, type errors and
+        // wrong targets are reported now, not at the first firing.
+        let taken: HashMap<String, Arc<Taken>> = inputs
             .iter()
-            .map(|b| (basket_name(b), Vec::new()))
+            .map(|b| (basket_name(b), Arc::new(Taken::new(&basket_name(b)))))
             .collect();
-        self.evaluate(&statements, Some(&empty)).await?;
+        let steps = self.compile(&statements, &taken).await?;
+        let empty: HashMap<String, Vec<RecordBatch>> =
+            taken.keys().map(|b| (b.clone(), Vec::new())).collect();
+        self.evaluate(&steps, &empty).await?;
         self.datacell.add_query(ContinuousQuery {
             name,
             def,
             statements,
             inputs,
+            steps,
+            taken,
             state: std::sync::Mutex::new(QueryState::Paused),
             stats: Default::default(),
         })?;
         Ok(())
     }
+}
+
+/// Fires ready continuous queries until the runner goes away.
+async fn scheduler(runner: Weak<Runner>) {
+    loop {
+        let Some(r) = runner.upgrade() else {
+            return;
+        };
+        let dc = r.datacell.clone();
+        let ready = dc.ready_queries();
+        if ready.is_empty() {
+            drop(r);
+            tokio::select! {
+                _ = dc.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_TICK) => {}
+            }
+            continue;
+        }
+        for q in ready {
+            r.fire(&q).await;
+        }
+    }
+}
+
+/// Whether a plan calls a function whose value depends on when it runs (`now()`,
+/// `random()`): the optimizer would fold it into the constant of the moment it optimizes.
+fn depends_on_the_moment(plan: &LogicalPlan) -> Result<bool> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Expr::ScalarFunction(f) = x {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        found = true;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(found)
 }
 
 /// The basket of a plain `SELECT * FROM datacell.<b>` (nothing else), if that is the query.
@@ -508,115 +553,4 @@ fn not_insert(what: &str) -> EngineError {
     EngineError::invalid(format!(
         "a DataCell query runs INSERT INTO … SELECT/VALUES statements, not {short}"
     ))
-}
-
-/// Where an INSERT's rows go.
-enum Target {
-    Basket {
-        name: String,
-        schema: SchemaRef,
-        columns: Vec<String>,
-    },
-    Stream {
-        name: String,
-        columns: Vec<String>,
-    },
-}
-
-impl Target {
-    /// The result batches shaped for the target: a basket's columns (by position, or by the
-    /// INSERT's column list), or a stream's column names.
-    fn shape(&self, names: &[String], batches: Vec<RecordBatch>) -> Result<Vec<RecordBatch>> {
-        match self {
-            Target::Basket {
-                schema, columns, ..
-            } => {
-                if columns.is_empty() {
-                    return batches
-                        .iter()
-                        .map(|b| super::csv::conform(b, schema))
-                        .collect();
-                }
-                if columns.len() != names.len() {
-                    return Err(EngineError::invalid(format!(
-                        "{} columns named but the query gives {}",
-                        columns.len(),
-                        names.len()
-                    )));
-                }
-                let positions = columns
-                    .iter()
-                    .map(|c| {
-                        schema.index_of(c).map_err(|_| {
-                            EngineError::invalid(format!("the basket has no column {c:?}"))
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                batches
-                    .iter()
-                    .map(|b| {
-                        let arrays: Vec<ArrayRef> = schema
-                            .fields()
-                            .iter()
-                            .enumerate()
-                            .map(|(i, f)| match positions.iter().position(|&p| p == i) {
-                                Some(src) => b.column(src).clone(),
-                                None => new_null_array(f.data_type(), b.num_rows()),
-                            })
-                            .collect();
-                        let loose = RecordBatch::try_new_with_options(
-                            Arc::new(arrow::datatypes::Schema::new(
-                                arrays
-                                    .iter()
-                                    .zip(schema.fields())
-                                    .map(|(a, f)| {
-                                        arrow::datatypes::Field::new(
-                                            f.name(),
-                                            a.data_type().clone(),
-                                            true,
-                                        )
-                                    })
-                                    .collect::<Vec<_>>(),
-                            )),
-                            arrays,
-                            &arrow::array::RecordBatchOptions::new()
-                                .with_row_count(Some(b.num_rows())),
-                        )?;
-                        super::csv::conform(&loose, schema)
-                    })
-                    .collect()
-            }
-            Target::Stream { columns, .. } => {
-                if columns.is_empty() {
-                    return Ok(batches);
-                }
-                if columns.len() != names.len() {
-                    return Err(EngineError::invalid(format!(
-                        "{} columns named but the query gives {}",
-                        columns.len(),
-                        names.len()
-                    )));
-                }
-                batches
-                    .iter()
-                    .map(|b| {
-                        let schema = arrow::datatypes::Schema::new(
-                            b.schema()
-                                .fields()
-                                .iter()
-                                .zip(columns)
-                                .map(|(f, c)| f.as_ref().clone().with_name(c))
-                                .collect::<Vec<_>>(),
-                        );
-                        Ok(RecordBatch::try_new_with_options(
-                            Arc::new(schema),
-                            b.columns().to_vec(),
-                            &arrow::array::RecordBatchOptions::new()
-                                .with_row_count(Some(b.num_rows())),
-                        )?)
-                    })
-                    .collect()
-            }
-        }
-    }
 }

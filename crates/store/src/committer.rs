@@ -347,6 +347,22 @@ impl Committer {
             prev_next_seq: w.next_seq,
         };
         for (batch, reply) in group {
+            if w.next_seq > frame::MAX_BATCH_SEQ {
+                // A batch numbered past the bound would be cut off by the next start, below an
+                // acknowledged end it refuses (see `frame::MAX_BATCH_SEQ`). No log gets here by
+                // appending: only files the store did not write (a segment named or a frame
+                // numbered near 2^62) lead here.
+                let _ = reply.send(Err(StoreError::Corrupt {
+                    path: w.shard.dir.clone(),
+                    detail: format!(
+                        "shard {id} has no sequence number left for another batch (the next \
+                         would be {}, the largest is 2^62 - 2): its log was not written by \
+                         the store",
+                        w.next_seq
+                    ),
+                }));
+                continue;
+            }
             let offset = w.offset + buf.len() as u64;
             let h = FrameHeader {
                 seq: w.next_seq,
@@ -375,6 +391,9 @@ impl Committer {
                     timestamp_ms: h.timestamp_ms,
                 },
             ));
+        }
+        if p.replies.is_empty() {
+            return None;
         }
         if let Err(e) = w.file.write_all_at(buf, w.offset) {
             let reason = format!("write failed: {e}");

@@ -23,6 +23,21 @@ const BODY_FIXED_LEN: usize = FRAME_HEADER_LEN - 8;
 /// second would take 146,000 years to reach it): recovery and the `ACKED` marker refuse them,
 /// so arithmetic on sequence numbers never overflows.
 pub const MAX_SEQ: u64 = 1 << 62;
+/// The largest sequence number a batch may have, `MAX_SEQ - 2`: recovery takes a frame above
+/// it as the end of the valid log, the `ACKED` marker refuses a last acknowledged batch above
+/// it, and the committer refuses to append past it.
+///
+/// Why not `MAX_SEQ - 1`: the number after a shard's last batch is a sequence number the store
+/// writes down too (the base of the segment that follows, the first batch of an empty active
+/// segment, a trim point), and a base must stay below `MAX_SEQ`. A batch of `MAX_SEQ - 1`
+/// would be recovered and make recovery start a segment at `MAX_SEQ`, which the next start
+/// refuses (fuzz finding K7). The bound on batches is the one that moves, not the one on
+/// bases: a segment based at `MAX_SEQ` could hold no batch at all (its first would already be
+/// refused), so every append to it would be cut off at the next start as a torn tail, below
+/// an acknowledged end that the marker refuses. With this bound every number the store writes
+/// in a file (batch, base, next sequence number, trim point, acknowledged end) stays below
+/// `MAX_SEQ`, and `last + 1` is always a base the next start accepts.
+pub const MAX_BATCH_SEQ: u64 = MAX_SEQ - 2;
 
 /// The largest frame body the store accepts (guards recovery against absurd lengths).
 pub const MAX_BODY_LEN: usize = 256 * 1024 * 1024;

@@ -86,7 +86,9 @@ fn decode_slot(b: &[u8]) -> std::result::Result<Slot, String> {
     if pos.base_seq == 0
         || pos.end < segment::SEGMENT_HEADER_LEN
         || pos.last_seq.checked_add(1).is_none_or(|n| n < pos.base_seq)
-        || pos.last_seq >= frame::MAX_SEQ
+        // Not just below MAX_SEQ: recovery starts the next segment at `last_seq + 1`, which
+        // must be a base the next start accepts (K7, see `frame::MAX_BATCH_SEQ`).
+        || pos.last_seq > frame::MAX_BATCH_SEQ
     {
         return Err(format!("implausible position {pos:?}"));
     }
@@ -337,6 +339,29 @@ mod tests {
             }
         }
         assert!(decode_slot(&[0u8; 512]).is_err());
+    }
+
+    /// A slot whose last acknowledged batch leaves no room for the next base (recovery starts
+    /// the next segment at `last_seq + 1`) is refused: what a start accepts, the next accepts
+    /// too (fuzz finding K7). `frame::MAX_BATCH_SEQ` itself is kept.
+    #[test]
+    fn a_last_batch_past_the_batch_bound_is_refused() {
+        let at = |last: u64| AckedPos {
+            base_seq: last,
+            end: 72,
+            last_seq: last,
+        };
+        let s = encode_slot(3, 9, at(frame::MAX_BATCH_SEQ));
+        assert_eq!(decode_slot(&s).map(|s| s.pos), Ok(at(frame::MAX_BATCH_SEQ)));
+        for last in [frame::MAX_BATCH_SEQ + 1, frame::MAX_SEQ, u64::MAX] {
+            let r = decode_slot(&encode_slot(3, 9, at(last)));
+            assert!(
+                r.as_ref()
+                    .is_err_and(|e| e.contains("implausible position")),
+                "last {last}: {:?}",
+                r.map(|s| s.pos)
+            );
+        }
     }
 
     /// A slot whose generation could never have been written is refused, so recording after

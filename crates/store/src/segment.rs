@@ -224,7 +224,9 @@ pub fn scan(data: &Bytes, base_seq: u64) -> ScanReport {
     let mut last_indexed: Option<u64> = None;
     while pos < data.len() {
         match frame::decode(&data.slice(pos..)) {
-            Ok((h, _, len)) if h.seq >= expected && h.seq < frame::MAX_SEQ => {
+            // A frame above `MAX_BATCH_SEQ` ends the valid log: the segment after it would
+            // start at a base the next start refuses (K7; see `frame::MAX_BATCH_SEQ`).
+            Ok((h, _, len)) if h.seq >= expected && h.seq <= frame::MAX_BATCH_SEQ => {
                 if h.seq > expected {
                     rep.damaged.push((expected, h.seq - 1));
                 }
@@ -266,9 +268,9 @@ fn resync(data: &Bytes, from: usize, expected: u64) -> Option<usize> {
     const MAX_SKIPPED_SEQS: u64 = 1 << 32;
     let limit = data.len().saturating_sub(FRAME_HEADER_LEN);
     (from..=limit).find(|&q| {
-        frame::peek_seq(&data[q..])
-            .is_some_and(|s| s >= expected && s - expected < MAX_SKIPPED_SEQS && s < frame::MAX_SEQ)
-            && frame::decode(&data.slice(q..)).is_ok()
+        frame::peek_seq(&data[q..]).is_some_and(|s| {
+            s >= expected && s - expected < MAX_SKIPPED_SEQS && s <= frame::MAX_BATCH_SEQ
+        }) && frame::decode(&data.slice(q..)).is_ok()
     })
 }
 
@@ -576,10 +578,11 @@ mod tests {
 
     /// A frame whose sequence number is implausibly large ends the log there, even with a
     /// good checksum (fuzz regressions K4: the ACKED marker then refused it; K5: u64::MAX
-    /// overflowed the next expected number).
+    /// overflowed the next expected number; K7: 2^62 - 1 made recovery start the next
+    /// segment at 2^62, which the next start refused).
     #[test]
     fn implausible_sequence_numbers_are_not_recovered() {
-        for bad in [frame::MAX_SEQ, u64::MAX] {
+        for bad in [frame::MAX_BATCH_SEQ + 1, frame::MAX_SEQ, u64::MAX] {
             let rep = scan(&segment(&[1, bad]), 1);
             assert_eq!(rep.last_seq, 1, "frame {bad}");
             assert!(
@@ -588,5 +591,25 @@ mod tests {
             );
         }
         assert_eq!(scan(&segment(&[1, 2, 3]), 1).last_seq, 3);
+        // Not even after damage (where the scan looks ahead for the next valid frame).
+        let mut data = segment(&[1]).to_vec();
+        data.extend_from_slice(&[0xee; 40]);
+        data.extend_from_slice(
+            &segment(&[frame::MAX_BATCH_SEQ + 1])[SEGMENT_HEADER_LEN as usize..],
+        );
+        let rep = scan(&Bytes::from(data), 1);
+        assert_eq!(rep.last_seq, 1);
+        assert!(rep.torn_tail.is_some() && rep.damaged.is_empty());
+    }
+
+    /// The largest batch number is recovered: `last_seq + 1` is still a base the next start
+    /// accepts.
+    #[test]
+    fn the_largest_batch_number_is_recovered() {
+        let rep = scan(&segment(&[1, frame::MAX_BATCH_SEQ]), 1);
+        assert_eq!(rep.last_seq, frame::MAX_BATCH_SEQ);
+        assert_eq!(rep.damaged, vec![(2, frame::MAX_BATCH_SEQ - 1)]);
+        assert!(rep.torn_tail.is_none());
+        assert!(rep.last_seq + 1 < frame::MAX_SEQ);
     }
 }

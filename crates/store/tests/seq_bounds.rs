@@ -1,0 +1,224 @@
+//! The bounds on sequence numbers read back from a shard's files agree with each other: what
+//! one start accepts, the next start accepts too (fuzz finding K7 in `docs/fuzzing.md`). Each
+//! case writes a shard directory by hand, opens it with `Shard::open` (the recovery
+//! `Store::open` runs per shard), then opens it again.
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    unreachable_pub
+)] // a test: a failed expectation is the test failing
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use streamcell_store::frame::{self, FrameHeader, MAX_BATCH_SEQ, MAX_SEQ};
+use streamcell_store::marker::{AckMarker, AckedPos};
+use streamcell_store::segment;
+use streamcell_store::shard::Shard;
+use streamcell_store::{
+    LogOptions, NewBatch, NewStream, ReadLimits, Store, StoreError, SyncPolicy,
+};
+
+const SHARD: u64 = 1;
+
+/// A segment file of `SHARD` based at `base` holding frames with these sequence numbers.
+fn segment_bytes(base: u64, seqs: &[u64]) -> Vec<u8> {
+    let mut out = segment::encode_segment_header(SHARD, base).to_vec();
+    for &seq in seqs {
+        let h = FrameHeader {
+            seq,
+            timestamp_ms: 1_000 + seq as i64 % 1_000,
+            record_count: 1,
+            flags: 0,
+        };
+        frame::encode(&mut out, &h, format!("batch {seq}").as_bytes());
+    }
+    out
+}
+
+fn write_segment(dir: &Path, base: u64, seqs: &[u64]) -> u64 {
+    let bytes = segment_bytes(base, seqs);
+    std::fs::write(dir.join(segment::segment_file_name(base)), &bytes).expect("segment");
+    bytes.len() as u64
+}
+
+fn shard_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join(SHARD.to_string());
+    std::fs::create_dir(&dir).expect("shard dir");
+    (tmp, dir)
+}
+
+fn open(dir: &Path) -> Result<Arc<Shard>, StoreError> {
+    Shard::open(dir.to_path_buf(), SHARD, 0)
+}
+
+/// Opens `dir` twice: the second start must accept what the first recovered, with the same
+/// bounds (nothing is appended in between). Returns the second shard.
+fn open_twice(dir: &Path) -> Arc<Shard> {
+    let first = open(dir).expect("the first start");
+    let b1 = first.bounds();
+    assert!(
+        b1.next_seq < MAX_SEQ,
+        "next sequence number {}",
+        b1.next_seq
+    );
+    drop(first);
+    let second = open(dir)
+        .unwrap_or_else(|e| panic!("a directory that recovered once fails the next start: {e}"));
+    assert_eq!(second.bounds(), b1, "the second start sees other bounds");
+    second
+}
+
+fn seqs_read(shard: &Shard, from: u64) -> Vec<u64> {
+    shard
+        .read(from, ReadLimits::batches(16))
+        .expect("read")
+        .iter()
+        .map(|b| b.seq)
+        .collect()
+}
+
+/// K7: a frame numbered 2^62 - 1 (valid checksum) is not taken as a batch: recovery would start
+/// the next segment at 2^62, which the next start refuses. It ends the valid log (a torn tail).
+#[test]
+fn k7_a_frame_numbered_2pow62_minus_1_is_not_recovered() {
+    let (_tmp, dir) = shard_dir();
+    write_segment(&dir, 1, &[MAX_SEQ - 1]);
+    let shard = open_twice(&dir);
+    let b = shard.bounds();
+    assert_eq!((b.tail_seq, b.next_seq), (0, 1));
+    assert!(shard.damage().unreadable.is_empty());
+    // The same after batches 1 and 2.
+    let (_tmp, dir) = shard_dir();
+    write_segment(&dir, 1, &[1, 2, MAX_SEQ - 1]);
+    let shard = open_twice(&dir);
+    assert_eq!(shard.bounds().next_seq, 3);
+    assert_eq!(seqs_read(&shard, 1), vec![1, 2]);
+}
+
+/// The largest batch number the store accepts, `MAX_BATCH_SEQ` = 2^62 - 2, is recovered (the
+/// numbers before it as damage) and the next segment starts at 2^62 - 1, which the next start
+/// accepts.
+#[test]
+fn the_largest_batch_number_is_recovered_and_recovered_again() {
+    let (_tmp, dir) = shard_dir();
+    write_segment(&dir, 1, &[1, MAX_BATCH_SEQ]);
+    let shard = open_twice(&dir);
+    let b = shard.bounds();
+    assert_eq!((b.tail_seq, b.next_seq), (MAX_BATCH_SEQ, MAX_SEQ - 1));
+    assert_eq!(seqs_read(&shard, MAX_BATCH_SEQ), vec![MAX_BATCH_SEQ]);
+    assert_eq!(shard.damage().unreadable, vec![(2, MAX_BATCH_SEQ - 1)]);
+}
+
+/// A last segment based at 2^62 - 1 (the largest base) is accepted, and accepted again.
+#[test]
+fn a_segment_at_the_largest_base_is_accepted_twice() {
+    let (_tmp, dir) = shard_dir();
+    write_segment(&dir, 1, &[1]);
+    write_segment(&dir, MAX_SEQ - 1, &[]);
+    let shard = open_twice(&dir);
+    assert_eq!(shard.bounds().next_seq, MAX_SEQ - 1);
+}
+
+/// An `ACKED` that records the largest batch number as acknowledged, ahead of the log: the
+/// batches are reported lost up to it, numbering continues at 2^62 - 1, and the next start
+/// accepts that. (A marker one above it is refused by the marker itself: `marker::tests`.)
+#[test]
+fn an_acknowledged_end_at_the_largest_batch_number_is_recovered_twice() {
+    let (_tmp, dir) = shard_dir();
+    let end = write_segment(&dir, 1, &[1, 2]);
+    let mut m = AckMarker::create(
+        &dir,
+        SHARD,
+        AckedPos {
+            base_seq: 1,
+            end,
+            last_seq: 2,
+        },
+    )
+    .expect("marker");
+    m.record(AckedPos {
+        base_seq: 1,
+        end: end + 100,
+        last_seq: MAX_BATCH_SEQ,
+    })
+    .expect("record");
+    m.sync(None).expect("sync");
+    drop(m);
+    let shard = open_twice(&dir);
+    assert_eq!(shard.bounds().next_seq, MAX_SEQ - 1);
+    assert_eq!(shard.damage().unreadable, vec![(3, MAX_BATCH_SEQ)]);
+}
+
+fn opts() -> LogOptions {
+    LogOptions {
+        sync: SyncPolicy::Always,
+        segment_bytes: 4096,
+        committer_threads: 1,
+        max_inflight_bytes: 8 << 20,
+        retention_check_interval: Duration::from_secs(3600),
+    }
+}
+
+/// A shard whose next sequence number is 2^62 - 1 (its log ends in a segment based there, which
+/// only a file the store did not write gives) refuses appends instead of numbering a batch the
+/// next start would cut off below an acknowledged end it refuses; it is still served after a
+/// restart.
+#[tokio::test]
+async fn appends_past_the_largest_batch_number_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let shard;
+    {
+        let store = Store::open(tmp.path(), opts()).expect("open");
+        let (_, metas) = store
+            .catalog
+            .create_stream(NewStream {
+                name: "s".into(),
+                replication_factor: 1,
+                backlog_secs: 0,
+                created_ms: 0,
+                key_ranges: vec![("0".into(), "0".into())],
+                epoch: 1,
+                shard_ids: vec![],
+            })
+            .expect("stream");
+        shard = metas[0].id;
+        store.log.create_shard(shard, 0).expect("shard");
+        store.shutdown().await;
+    }
+    let dir = tmp.path().join("shards").join(shard.to_string());
+    std::fs::write(
+        dir.join(segment::segment_file_name(MAX_SEQ - 1)),
+        segment::encode_segment_header(shard, MAX_SEQ - 1),
+    )
+    .expect("segment at the largest base");
+    for _ in 0..2 {
+        let store = Store::open(tmp.path(), opts()).expect("open");
+        assert_eq!(
+            store.log.bounds(shard).expect("served").next_seq,
+            MAX_SEQ - 1
+        );
+        let err = store
+            .log
+            .append(
+                shard,
+                NewBatch {
+                    payload: Bytes::from_static(b"x"),
+                    record_count: 1,
+                    flags: 0,
+                },
+            )
+            .await
+            .expect_err("no sequence number left");
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        assert_eq!(
+            store.log.bounds(shard).expect("served").next_seq,
+            MAX_SEQ - 1
+        );
+        store.shutdown().await;
+    }
+}

@@ -376,6 +376,60 @@ impl SealedIndex {
         })
     }
 
+    /// Whether the index can describe the sealed segment based at `base` whose next segment
+    /// starts at `next_base`: `Err` says why not. The checksum proves only that the bytes are
+    /// the ones written, not that the store wrote them for this segment (a copied or forged
+    /// file, fuzz finding K8), and recovery takes the segment's bounds from it without a scan:
+    /// `last_seq` must be at least `base - 1` (`base - 1` when the segment is empty), below
+    /// `next_base`, and at most `frame::MAX_BATCH_SEQ`, so that `last_seq + 1` is a base the
+    /// next start accepts (what recovery records from it, the acknowledged end and the base of
+    /// a segment started after it, must not be refused then); the entries and damaged ranges
+    /// must lie inside the segment, in order, as the store writes them. The caller treats an
+    /// implausible index as a damaged one: it re-scans the segment and writes the index again.
+    pub fn check(&self, base: u64, next_base: u64) -> std::result::Result<(), String> {
+        let last = self.last_seq;
+        if last.checked_add(1).is_none_or(|n| n < base) {
+            return Err(format!(
+                "last batch {last} is below the segment's base {base}"
+            ));
+        }
+        if last >= next_base {
+            return Err(format!(
+                "last batch {last} is at or past the next segment's base {next_base}"
+            ));
+        }
+        if last > frame::MAX_BATCH_SEQ {
+            return Err(format!(
+                "last batch {last} is implausible (2^62 - 1 or more)"
+            ));
+        }
+        let mut prev: Option<&IndexEntry> = None;
+        for e in &self.entries {
+            if e.seq < base
+                || e.seq > last
+                || e.offset < SEGMENT_HEADER_LEN
+                || e.offset >= self.data_len
+                || prev.is_some_and(|p| p.seq >= e.seq || p.offset >= e.offset)
+            {
+                return Err(format!(
+                    "entry for batch {} at offset {} lies outside the segment or out of order",
+                    e.seq, e.offset
+                ));
+            }
+            prev = Some(e);
+        }
+        if let Some(&(a, b)) = self
+            .damaged
+            .iter()
+            .find(|&&(a, b)| a < base || a > b || b > last)
+        {
+            return Err(format!(
+                "damaged range {a}..={b} lies outside the segment's batches {base}..={last}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Writes the index file atomically (temporary file, fsync, rename, directory fsync).
     pub fn write(&self, fs: &dyn Vfs, dir: &Path, base_seq: u64) -> Result<()> {
         write_atomically(
@@ -611,5 +665,58 @@ mod tests {
         assert_eq!(rep.damaged, vec![(2, frame::MAX_BATCH_SEQ - 1)]);
         assert!(rep.torn_tail.is_none());
         assert!(rep.last_seq + 1 < frame::MAX_SEQ);
+    }
+
+    fn index(last_seq: u64) -> SealedIndex {
+        SealedIndex {
+            entries: vec![IndexEntry {
+                seq: 10,
+                timestamp_ms: 1,
+                offset: SEGMENT_HEADER_LEN,
+            }],
+            last_seq,
+            first_ts: 1,
+            last_ts: 1,
+            data_len: 1000,
+            damaged: vec![],
+        }
+    }
+
+    /// An index file whose bounds cannot be its segment's is implausible (K8): recovery then
+    /// scans the segment instead of trusting it.
+    #[test]
+    fn an_index_is_checked_against_its_segment() {
+        let ok = index(12);
+        assert_eq!(ok.check(10, 13), Ok(()));
+        let empty = SealedIndex {
+            entries: vec![],
+            ..index(9)
+        };
+        assert_eq!(
+            empty.check(10, 10),
+            Ok(()),
+            "an empty segment ends at base - 1"
+        );
+        assert_eq!(SealedIndex::decode(&ok.encode()), Ok(ok.clone()));
+        let top = frame::MAX_BATCH_SEQ;
+        assert_eq!(index(top).check(10, frame::MAX_SEQ), Ok(()));
+        for (last, next) in [
+            (8, 13),                   // below base - 1
+            (13, 13),                  // at the next segment's base
+            (top + 1, frame::MAX_SEQ), // its successor would be an implausible base
+            (frame::MAX_SEQ, u64::MAX),
+            (u64::MAX, u64::MAX),
+        ] {
+            assert!(
+                index(last).check(10, next).is_err(),
+                "last {last}, next {next}"
+            );
+        }
+        let mut bad = index(12);
+        bad.damaged.push((11, 13));
+        assert!(bad.check(10, 13).is_err());
+        let mut bad = index(12);
+        bad.entries.push(bad.entries[0]);
+        assert!(bad.check(10, 13).is_err(), "entries not ascending");
     }
 }

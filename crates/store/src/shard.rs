@@ -787,8 +787,17 @@ fn recover(
         if !is_last && header_matches(&*file, &path, id, base)? {
             if let Some(ix) = SealedIndex::load(fs, dir, base)?.filter(|ix| ix.data_len == file_len)
             {
-                segments.insert(base, sealed_from_index(base, path, file, ix));
-                continue;
+                // Not the last segment: a next one exists. An index whose bounds cannot be
+                // this segment's is damaged, like one that fails its checksum (K8): re-scanned.
+                let next_base = bases.get(i + 1).copied().unwrap_or(crate::frame::MAX_SEQ);
+                match ix.check(base, next_base) {
+                    Ok(()) => {
+                        segments.insert(base, sealed_from_index(base, path, file, ix));
+                        continue;
+                    }
+                    Err(why) => tracing::warn!(shard = id, path = %path.display(),
+                        "ignoring the segment's index file: {why}; re-scanning the segment"),
+                }
             }
         }
         let (data, header_problem) = segment::read_segment(fs, &path, id, base)?;

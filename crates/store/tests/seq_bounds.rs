@@ -1,7 +1,7 @@
 //! The bounds on sequence numbers read back from a shard's files agree with each other: what
-//! one start accepts, the next start accepts too (fuzz finding K7 in `docs/fuzzing.md`). Each
-//! case writes a shard directory by hand, opens it with `Shard::open` (the recovery
-//! `Store::open` runs per shard), then opens it again.
+//! one start accepts, the next start accepts too (fuzz findings K7 and K8 in
+//! `docs/fuzzing.md`). Each case writes a shard directory by hand, opens it with `Shard::open`
+//! (the recovery `Store::open` runs per shard), then opens it again.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -16,8 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use streamcell_store::frame::{self, FrameHeader, MAX_BATCH_SEQ, MAX_SEQ};
 use streamcell_store::marker::{AckMarker, AckedPos};
-use streamcell_store::segment;
+use streamcell_store::segment::{self, IndexEntry, SealedIndex, SEGMENT_HEADER_LEN};
 use streamcell_store::shard::Shard;
+use streamcell_store::vfs::StdFs;
 use streamcell_store::{
     LogOptions, NewBatch, NewStream, ReadLimits, Store, StoreError, SyncPolicy,
 };
@@ -221,4 +222,118 @@ async fn appends_past_the_largest_batch_number_are_refused() {
         );
         store.shutdown().await;
     }
+}
+
+/// A sealed segment (batches 1..=3) and its index file with `last_seq` set to `last` (the
+/// checksum valid), before an active segment at 4.
+fn sealed_with_index(dir: &Path, last: u64, tweak: impl FnOnce(&mut SealedIndex)) {
+    let data_len = write_segment(dir, 1, &[1, 2, 3]);
+    write_segment(dir, 4, &[]);
+    let mut ix = SealedIndex {
+        entries: vec![IndexEntry {
+            seq: 1,
+            timestamp_ms: 1_001,
+            offset: SEGMENT_HEADER_LEN,
+        }],
+        last_seq: last,
+        first_ts: 1_001,
+        last_ts: 1_003,
+        data_len,
+        damaged: Vec::new(),
+    };
+    tweak(&mut ix);
+    ix.write(&StdFs, dir, 1).expect("index");
+}
+
+fn load_index(dir: &Path, base: u64) -> SealedIndex {
+    SealedIndex::load(&StdFs, dir, base)
+        .expect("read index")
+        .expect("a valid index")
+}
+
+/// K8: a sealed segment's index file whose `last_seq` cannot be this segment's (past the
+/// batch bound, `u64::MAX`, below the base, at or past the next segment's base) is treated
+/// as damaged: the segment is scanned, its index written again, and the next start accepts
+/// the result. Before, recovery took `last_seq` as the log's end: an `ACKED` the next start
+/// refused (2^62), a segment at 2^62 (2^62 - 1), or an overflow of `last_seq + 1` (u64::MAX).
+#[test]
+fn k8_an_implausible_index_end_is_ignored_and_the_segment_scanned() {
+    for last in [
+        MAX_SEQ - 1,
+        MAX_SEQ,
+        u64::MAX - 65_531,
+        u64::MAX,
+        4,
+        5,
+        1_000,
+    ] {
+        let (_tmp, dir) = shard_dir();
+        sealed_with_index(&dir, last, |_| {});
+        let shard = open_twice(&dir);
+        let b = shard.bounds();
+        assert_eq!((b.tail_seq, b.next_seq), (3, 4), "index last_seq {last}");
+        assert_eq!(seqs_read(&shard, 1), vec![1, 2, 3], "index last_seq {last}");
+        assert!(
+            shard.damage().unreadable.is_empty(),
+            "index last_seq {last}"
+        );
+        assert_eq!(
+            load_index(&dir, 1).last_seq,
+            3,
+            "the index is written again"
+        );
+    }
+    // An index naming an empty segment (last_seq = base - 1) is plausible and taken as it is:
+    // batches 1..=3 are then a gap before segment 4, reported unreadable.
+    let (_tmp, dir) = shard_dir();
+    sealed_with_index(&dir, 0, |ix| ix.entries.clear());
+    let shard = open_twice(&dir);
+    assert_eq!(load_index(&dir, 1).last_seq, 0);
+    assert_eq!(shard.damage().unreadable, vec![(1, 3)]);
+    assert!(shard.read(1, ReadLimits::batches(1)).is_err());
+}
+
+/// The K8 index as the fuzzer found it: segment 1's index has `last_seq` 2^64 - 65532 and the
+/// next segment is an empty file, which recovery removes as half-created, so that segment 1
+/// is sealed yet the last one and the next segment would start after that `last_seq`.
+#[test]
+fn k8_an_implausible_index_before_a_half_created_segment() {
+    for last in [MAX_SEQ - 1, MAX_SEQ, u64::MAX - 65_531, u64::MAX] {
+        let (_tmp, dir) = shard_dir();
+        sealed_with_index(&dir, last, |_| {});
+        std::fs::write(dir.join(segment::segment_file_name(4)), b"").expect("empty");
+        let shard = open_twice(&dir);
+        assert_eq!(shard.bounds().next_seq, 4, "index last_seq {last}");
+        assert_eq!(seqs_read(&shard, 1), vec![1, 2, 3]);
+    }
+}
+
+/// Entries and damaged ranges outside the segment, or out of order, make the index implausible
+/// too; the store never writes them.
+#[test]
+fn an_index_with_entries_or_damage_outside_the_segment_is_scanned() {
+    type Tweak = fn(&mut SealedIndex);
+    let tweaks: [(&str, Tweak); 6] = [
+        ("entry below the base", |ix| ix.entries[0].seq = 0),
+        ("entry past the last batch", |ix| ix.entries[0].seq = 4),
+        ("entry in the header", |ix| ix.entries[0].offset = 0),
+        ("entry past the data", |ix| {
+            ix.entries[0].offset = ix.data_len
+        }),
+        ("damage past the last batch", |ix| ix.damaged.push((2, 4))),
+        ("damage reversed", |ix| ix.damaged.push((3, 2))),
+    ];
+    for (what, tweak) in tweaks {
+        let (_tmp, dir) = shard_dir();
+        sealed_with_index(&dir, 3, tweak);
+        let shard = open_twice(&dir);
+        assert_eq!(seqs_read(&shard, 1), vec![1, 2, 3], "{what}");
+        assert!(shard.damage().unreadable.is_empty(), "{what}");
+        assert_eq!(load_index(&dir, 1).damaged, vec![], "{what}");
+    }
+    // A plausible index is taken without a scan: its damaged range is kept.
+    let (_tmp, dir) = shard_dir();
+    sealed_with_index(&dir, 3, |ix| ix.damaged.push((2, 2)));
+    let shard = open_twice(&dir);
+    assert_eq!(shard.damage().unreadable, vec![(2, 2)]);
 }

@@ -584,8 +584,17 @@ impl Shard {
 
     /// Makes every batch up to and including `seq` unreadable; deletes sealed segments that
     /// hold nothing readable any more. The trim point is recorded durably first.
+    ///
+    /// A `seq` past `frame::MAX_BATCH_SEQ` is refused (`Invalid`): no batch has such a number,
+    /// and the next start would refuse the trim point it gives.
     pub fn trim(&self, seq: u64) -> Result<()> {
-        let new_start = seq.saturating_add(1);
+        if seq > crate::frame::MAX_BATCH_SEQ {
+            return Err(StoreError::Invalid(format!(
+                "cannot trim shard {} up to {seq}: no batch is numbered past 2^62 - 2",
+                self.id
+            )));
+        }
+        let new_start = seq + 1;
         {
             let st = self.state();
             if new_start <= st.start_seq {
@@ -734,12 +743,18 @@ fn recover(
         }
     }
     bases.sort_unstable();
-    if let Some(&base) = bases.iter().find(|&&b| b >= crate::frame::MAX_SEQ) {
-        // No log reaches 2^62 batches: such a name was not written by the store.
+    if let Some(&base) = bases
+        .iter()
+        .find(|&&b| b == 0 || b >= crate::frame::MAX_SEQ)
+    {
+        // No log reaches 2^62 batches, and numbering starts at 1: such a name was not written
+        // by the store. (Accepted once, either would record an acknowledged end in `ACKED`
+        // that the next start refuses: a base of 0, or 2^62 - 1 and more as the last batch.)
         return Err(StoreError::Corrupt {
             path: dir.join(segment::segment_file_name(base)),
             detail: format!(
-                "segment base {base} is implausible (at least 2^62); the shard is not served"
+                "segment base {base} is implausible (0, or at least 2^62); the shard is not \
+                 served"
             ),
         });
     }
@@ -1238,13 +1253,22 @@ fn read_trim(fs: &dyn Vfs, dir: &Path) -> Result<u64> {
         Ok(b) if b.len() == 12 => {
             let v = u64::from_le_bytes(b[0..8].try_into().unwrap_or([0; 8]));
             let crc = u32::from_le_bytes(b[8..12].try_into().unwrap_or([0; 4]));
-            if crc32c::crc32c(&b[0..8]) == crc {
-                Ok(v)
-            } else {
+            if crc32c::crc32c(&b[0..8]) != crc {
                 Err(StoreError::Corrupt {
                     path,
                     detail: "trim point checksum mismatch".into(),
                 })
+            } else if v >= crate::frame::MAX_SEQ {
+                // The trim point is the first readable sequence number, and numbering
+                // continues there at least: a segment may start at it, so it is bounded as a
+                // base is (below 2^62), or recovery would start a segment the next start
+                // refuses.
+                Err(StoreError::Corrupt {
+                    path,
+                    detail: format!("implausible trim point {v} (2^62 or more)"),
+                })
+            } else {
+                Ok(v)
             }
         }
         Ok(_) => Err(StoreError::Corrupt {

@@ -1,7 +1,8 @@
 //! The bounds on sequence numbers read back from a shard's files agree with each other: what
 //! one start accepts, the next start accepts too (fuzz findings K7 and K8 in
-//! `docs/fuzzing.md`). Each case writes a shard directory by hand, opens it with `Shard::open`
-//! (the recovery `Store::open` runs per shard), then opens it again.
+//! `docs/fuzzing.md`, and the trim point and a base of 0, found with them). Each case writes
+//! a shard directory by hand, opens it with `Shard::open` (the recovery `Store::open` runs per
+//! shard), then opens it again.
 #![allow(
     clippy::expect_used,
     clippy::unwrap_used,
@@ -336,4 +337,58 @@ fn an_index_with_entries_or_damage_outside_the_segment_is_scanned() {
     sealed_with_index(&dir, 3, |ix| ix.damaged.push((2, 2)));
     let shard = open_twice(&dir);
     assert_eq!(shard.damage().unreadable, vec![(2, 2)]);
+}
+
+fn write_trim(dir: &Path, start: u64) {
+    let mut b = start.to_le_bytes().to_vec();
+    b.extend_from_slice(&crc32c::crc32c(&start.to_le_bytes()).to_le_bytes());
+    std::fs::write(dir.join("TRIM"), b).expect("TRIM");
+}
+
+/// A `TRIM` point of 2^62 or more is refused as damage (at every start) rather than taken as
+/// the place numbering continues from: recovery would start a segment there that the next
+/// start refuses. The largest base, 2^62 - 1, is a trim point the next start accepts.
+#[test]
+fn an_implausible_trim_point_is_refused_and_the_largest_is_kept() {
+    for start in [MAX_SEQ, MAX_SEQ + 1, u64::MAX] {
+        let (_tmp, dir) = shard_dir();
+        write_segment(&dir, 1, &[1, 2]);
+        write_trim(&dir, start);
+        for _ in 0..2 {
+            let err = open(&dir).expect_err("an implausible trim point");
+            assert!(err.to_string().contains("implausible trim point"), "{err}");
+        }
+    }
+    let (_tmp, dir) = shard_dir();
+    write_segment(&dir, 1, &[1, 2]);
+    write_trim(&dir, MAX_SEQ - 1);
+    let shard = open_twice(&dir);
+    let b = shard.bounds();
+    assert_eq!((b.start_seq, b.next_seq), (MAX_SEQ - 1, MAX_SEQ - 1));
+    let err = shard
+        .trim(MAX_BATCH_SEQ + 1)
+        .expect_err("trim past the bound");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+}
+
+/// A segment named 0 (and so based at 0, its header valid) was not written by the store, whose
+/// numbering starts at 1: the shard is refused as damaged at every start, as for a base of
+/// 2^62 or more (K4b). Before, the first start served it and recorded an `ACKED` with base 0,
+/// which the next start refused.
+#[test]
+fn a_segment_based_at_0_is_refused_at_every_start() {
+    for extra in [false, true] {
+        let (_tmp, dir) = shard_dir();
+        write_segment(&dir, 0, &[]);
+        if extra {
+            write_segment(&dir, 1, &[1]);
+        }
+        for _ in 0..2 {
+            let err = open(&dir).expect_err("a segment based at 0");
+            assert!(
+                err.to_string().contains("segment base 0 is implausible"),
+                "{err}"
+            );
+        }
+    }
 }

@@ -20,8 +20,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use streamcell_fuzz::{
-    fix_index, fix_marker, fix_segment, fix_trim, has_huge_seq_frame, has_implausible_index_end,
-    has_max_generation_slot, open_twice, scratch_dir, skip_known, SHARD_ID,
+    fix_index, fix_marker, fix_segment, fix_trim, has_huge_seq_frame, has_max_generation_slot,
+    open_twice, scratch_dir, skip_known, SHARD_ID,
 };
 use streamcell_store::marker::MARKER_FILE;
 use streamcell_store::segment;
@@ -63,9 +63,6 @@ fuzz_target!(|data: &[u8]| {
             1 => {
                 if fix {
                     fix_index(&mut bytes);
-                }
-                if skip_known() && has_implausible_index_end(&bytes) {
-                    return; // K8 (docs/fuzzing.md)
                 }
                 strict = false;
                 segment::index_file_name(name)

@@ -19,12 +19,12 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use streamcell_csv::{write_rows, LineParser};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 
 use super::basket::{now_us, Basket};
-use super::csv::{write_rows, LineParser};
 use super::network::NetworkPolicy;
 use crate::error::{EngineError, Result};
 
@@ -322,7 +322,8 @@ impl Filler {
             return;
         }
         if let Err(bad) = self.parser.push_line(line) {
-            self.adapter.reject(format!("{}: {}", bad.reason, bad.line));
+            // "<reason>: <line>"
+            self.adapter.reject(bad.to_string());
         }
         if self.parser.rows() >= CHUNK_ROWS {
             self.flush();

@@ -409,8 +409,9 @@ impl Basket {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datacell::csv::{schema_of, LineParser};
+    use crate::datacell::columns::schema_of;
     use arrow::datatypes::TimeUnit;
+    use streamcell_csv::LineParser;
 
     fn basket() -> Basket {
         Basket::new(

@@ -3,7 +3,8 @@
 //! See `docs/datacell.md` for the user's view; the parts:
 //!
 //! - [`basket`]: the in-memory tables of events and how a consumer takes rows from them;
-//! - [`csv`]: the line format receptors parse and emitters write;
+//! - [`columns`]: a basket's column types and schema (the line format receptors parse and
+//!   emitters write is the `streamcell-csv` crate);
 //! - [`adapter`]: receptors and emitters (TCP/UDP, active/passive);
 //! - this module: the registry of all of them, the `datacell.*` calls, the catalog tables
 //!   (`datacell.baskets()` …) and the continuous queries with their scheduler. Queries run on
@@ -16,7 +17,7 @@
 
 pub mod adapter;
 mod basket;
-mod csv;
+mod columns;
 pub mod network;
 pub(crate) mod run;
 mod step;
@@ -262,7 +263,7 @@ impl DataCell {
                 "basket {full:?} exists already"
             )));
         }
-        let schema = csv::schema_of(&columns);
+        let schema = columns::schema_of(&columns);
         b.insert(full.clone(), Arc::new(Basket::new(full, schema)));
         Ok(())
     }
@@ -303,7 +304,7 @@ impl DataCell {
         let b = self.basket(name)?;
         let conformed = batches
             .iter()
-            .map(|x| csv::conform(x, &b.schema))
+            .map(|x| columns::conform(x, &b.schema))
             .collect::<Result<Vec<_>>>()?;
         // One batch, so that the rows go in together or not at all (a full basket).
         let batch = arrow::compute::concat_batches(&b.schema, &conformed)

@@ -277,7 +277,12 @@ impl Runner {
         let columns = ct
             .columns
             .iter()
-            .map(|c| Ok((c.name.value.clone(), super::csv::column_type(&c.data_type)?)))
+            .map(|c| {
+                Ok((
+                    c.name.value.clone(),
+                    super::columns::column_type(&c.data_type)?,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         match self.datacell.create_basket(&name_text(&ct.name), columns) {
             Err(EngineError::AlreadyExists(_)) if ct.if_not_exists => Ok(()),

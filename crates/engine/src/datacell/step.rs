@@ -107,7 +107,7 @@ impl Target {
                 if columns.is_empty() {
                     return batches
                         .iter()
-                        .map(|b| super::csv::conform(b, schema))
+                        .map(|b| super::columns::conform(b, schema))
                         .collect();
                 }
                 if columns.len() != names.len() {
@@ -155,7 +155,7 @@ impl Target {
                             &arrow::array::RecordBatchOptions::new()
                                 .with_row_count(Some(b.num_rows())),
                         )?;
-                        super::csv::conform(&loose, schema)
+                        super::columns::conform(&loose, schema)
                     })
                     .collect()
             }

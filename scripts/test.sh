@@ -11,7 +11,8 @@
 #      --workspace --all-targets and the benchmark binary `peers` (feature `peers`), clippy
 #      with -D warnings (the lints of [workspace.lints]) and cargo-machete (unused
 #      dependencies; installed, pinned, under target/tools when missing);
-#   3. cargo test --workspace;
+#   3. cargo test --workspace: unit tests, and the end-to-end Rust tests of the crate tests/
+#      (streamcell-tests) against $STREAMCELL_BIN;
 #   4. the end-to-end tests in tests/python against the built `streamcell` binary (last, so
 #      pytest's summary is the last line printed).
 #

@@ -5,7 +5,7 @@ Each case reproduces a finding of the adversarial review (issue 19): `COPY … T
 PostgreSQL catalog path wrote any file; a 2 KB `SELECT 1+1+…` overflowed the stack and aborted
 the process from pgwire, HTTP and gRPC; a view whose expression was deep enough to crash at
 its first record was saved and crashed every restart (that case is in Rust:
-crates/cli/tests/sql_limits.rs, which writes the catalog directly)."""
+tests/sql_limits.rs, which writes the catalog directly)."""
 
 import json
 import urllib.error

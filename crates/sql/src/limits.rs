@@ -40,7 +40,7 @@ pub const MAX_TOKEN_DEPTH: usize = 4 * MAX_EXPRESSION_DEPTH;
 
 /// The stack for a thread that plans or evaluates statements (see the module documentation).
 /// With it, 999-level expressions run as pull and persistent queries and views on a debug
-/// build (the tests in `crates/cli/tests/sql_limits.rs` and `tests/python/test_sql_limits.py`);
+/// build (the tests in `tests/sql_limits.rs` and `tests/python/test_sql_limits.py`);
 /// the default 2 MiB was not measured to suffice. It is reserved address space: pages are used
 /// only as deep as a statement goes.
 pub const THREAD_STACK_BYTES: usize = 16 << 20;

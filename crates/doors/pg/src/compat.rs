@@ -322,11 +322,7 @@ impl Settings {
         self.values
             .get(&name.to_ascii_lowercase())
             .cloned()
-            .ok_or_else(|| {
-                PgError::Engine(streamcell_engine::EngineError::NotFound(format!(
-                    "unrecognized configuration parameter \"{name}\""
-                )))
-            })
+            .ok_or_else(|| PgError::UnknownSetting(name.to_string()))
     }
 
     /// Every setting, by name.

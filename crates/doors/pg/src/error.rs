@@ -19,6 +19,10 @@ pub enum PgError {
     /// A PostgreSQL feature StreamCell does not have (`0A000`).
     #[error("{0}")]
     Unsupported(String),
+    /// A session setting (`SHOW name`) that does not exist (`42704`, undefined_object, as
+    /// PostgreSQL answers).
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownSetting(String),
     /// A parameter value that cannot be used as its type (`22P02`).
     #[error("{0}")]
     BadParameter(String),
@@ -45,6 +49,7 @@ impl PgError {
             },
             PgError::Syntax(_) => "42601",
             PgError::Unsupported(_) => "0A000",
+            PgError::UnknownSetting(_) => "42704",
             PgError::BadParameter(_) => "22P02",
             PgError::Cancelled | PgError::TimedOut => "57014",
             PgError::Internal(_) => "XX000",
@@ -132,6 +137,7 @@ mod tests {
             assert_eq!(PgError::Engine(e).sqlstate(), code);
         }
         assert_eq!(PgError::Unsupported("COPY".into()).sqlstate(), "0A000");
+        assert_eq!(PgError::UnknownSetting("nope".into()).sqlstate(), "42704");
         for (kind, code) in [
             (ErrorKind::UndefinedColumn, "42703"),
             (ErrorKind::TypeMismatch, "42804"),

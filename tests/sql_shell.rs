@@ -9,6 +9,8 @@
     unreachable_pub
 )] // a test: a failed expectation is the test failing
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::pin::Pin;
 use std::process::{Child, Command, Output, Stdio};
@@ -171,7 +173,7 @@ impl FakeServer {
 
     /// `streamcell sql --port <port>` plus `args`, stdin closed unless set otherwise.
     fn shell(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_streamcell"));
+        let mut c = Command::new(common::bin());
         c.args(["sql", "--port", &self.port.to_string()])
             .args(args)
             .stdin(Stdio::null())
@@ -333,7 +335,7 @@ fn connection_refused_names_the_address() {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamcell"));
+    let mut cmd = Command::new(common::bin());
     cmd.args(["sql", "--port", &port.to_string(), "-e", "SELECT 1;"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

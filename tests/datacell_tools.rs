@@ -10,13 +10,14 @@
     unreachable_pub
 )] // a test: a failed expectation is the test failing
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const BIN: &str = env!("CARGO_BIN_EXE_streamcell");
 /// How long anything may take before the test gives up (a hang guard, not a speed check).
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -85,7 +86,7 @@ impl Proc {
     }
 
     fn start_with_stdin(args: &[&str], stdin: Stdio) -> Proc {
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(common::bin())
             .args(args)
             .stdin(stdin)
             .stdout(Stdio::piped())

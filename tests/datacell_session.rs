@@ -672,9 +672,9 @@ async fn the_real_sensor_and_actuator_run_the_seed_example() {
              call datacell.resume();"
         ))
         .await;
-    let bin = env!("CARGO_BIN_EXE_streamcell");
+    let bin = common::bin();
     // The actuator listens for the emitter's UDP datagrams and stops after 1000 events.
-    let mut actuator = std::process::Command::new(bin)
+    let mut actuator = std::process::Command::new(&bin)
         .args([
             "actuator",
             "--host",

@@ -12,7 +12,7 @@ mod common;
 use std::process::Command;
 
 fn run_server(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_streamcell"))
+    let out = Command::new(common::bin())
         .arg("server")
         .args(args)
         .output()

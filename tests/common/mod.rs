@@ -17,6 +17,29 @@ use streamcell_proto::api::EchoRequest;
 use streamcell_proto::HStreamApiClient;
 use tonic::transport::Channel;
 
+/// The `streamcell` binary under test: `$STREAMCELL_BIN` if set, else the one cargo built
+/// in this test's target directory (`target/<profile>/streamcell`, beside `deps/` where the
+/// test runs from). `cargo test --workspace` builds it before any test runs; alone, run
+/// `cargo build -p streamcell` first.
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("STREAMCELL_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test runs from target/<profile>/deps");
+    let bin = profile_dir.join(format!("streamcell{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} not found: build it with `cargo build -p streamcell` (`cargo test --workspace` \
+         does), or name a binary in STREAMCELL_BIN",
+        bin.display()
+    );
+    bin
+}
+
 /// A free 127.0.0.1 port (bound and released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -52,7 +75,7 @@ impl Server {
     }
 
     fn command(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_streamcell"));
+        let mut c = Command::new(bin());
         c.arg("server")
             .arg("--data-dir")
             .arg(&self.data_dir)

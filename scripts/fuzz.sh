@@ -25,7 +25,7 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 NICE=(nice -n 19)
 
 all_targets=(store_segment store_marker store_shard sql_parse proto_batch proto_records_agree
-  proto_append pgwire_frontend pgwire_scram)
+  proto_append pgwire_frontend pgwire_scram datacell_csv)
 if [ $# -gt 0 ]; then targets=("$@"); else targets=("${all_targets[@]}"); fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

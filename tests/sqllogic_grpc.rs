@@ -16,8 +16,8 @@ use std::fmt;
 use common::Server;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
-use sqllogic::{bounded, column_type, render, Door, SqlError};
-use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use sqllogic::{column_type, render, Door, SqlError};
+use sqllogictest::{DBOutput, DefaultColumnType};
 use streamcell_proto::sqlapi::execute_response::Item;
 use streamcell_proto::sqlapi::stream_cell_sql_client::StreamCellSqlClient;
 use streamcell_proto::sqlapi::ExecuteRequest;
@@ -62,7 +62,7 @@ pub struct StreamCell {
 }
 
 impl StreamCell {
-    async fn execute(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+    async fn run_sql(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         let mut stream = self
             .client
             .execute(ExecuteRequest { sql: sql.into() })
@@ -133,30 +133,16 @@ impl StreamCell {
 }
 
 impl Door for StreamCell {
+    const NAME: &'static str = "streamcell";
+
     async fn connect(server: &Server) -> Result<StreamCell, SqlError> {
         Ok(StreamCell {
             client: server.sql_client().await,
         })
     }
-}
 
-#[async_trait::async_trait]
-impl AsyncDB for StreamCell {
-    type Error = SqlError;
-    type ColumnType = DefaultColumnType;
-
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
-        bounded(self.execute(sql)).await
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "streamcell"
-    }
-
-    async fn sleep(dur: std::time::Duration) {
-        tokio::time::sleep(dur).await;
+    async fn execute(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        self.run_sql(sql).await
     }
 }
 

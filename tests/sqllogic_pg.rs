@@ -18,8 +18,8 @@ mod sqllogic;
 use chrono::{NaiveDate, NaiveDateTime};
 use common::Server;
 use serde_json::Value;
-use sqllogic::{bounded, column_type, render, Door, SqlError};
-use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use sqllogic::{column_type, render, Door, SqlError};
+use sqllogictest::{DBOutput, DefaultColumnType};
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Row};
 
@@ -50,6 +50,8 @@ pub struct Pg {
 }
 
 impl Door for Pg {
+    const NAME: &'static str = "streamcell-pg";
+
     async fn connect(server: &Server) -> Result<Pg, SqlError> {
         let (client, conn) = tokio_postgres::connect(
             &format!(
@@ -64,6 +66,10 @@ impl Door for Pg {
             let _ = conn.await;
         });
         Ok(Pg { client })
+    }
+
+    async fn execute(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        self.run_sql(sql).await
     }
 }
 
@@ -137,7 +143,7 @@ fn value_of(row: &Row, i: usize, ty: &Type) -> Result<Value, SqlError> {
 }
 
 impl Pg {
-    async fn execute(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+    async fn run_sql(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         let stmt = self.client.prepare(sql).await.map_err(sql_error)?;
         let rows = self.client.query(&stmt, &[]).await.map_err(sql_error)?;
         let columns = stmt.columns();
@@ -165,26 +171,6 @@ impl Pg {
             .map(|r| r.iter().map(render).collect())
             .collect();
         Ok(DBOutput::Rows { types, rows })
-    }
-}
-
-#[async_trait::async_trait]
-impl AsyncDB for Pg {
-    type Error = SqlError;
-    type ColumnType = DefaultColumnType;
-
-    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
-        bounded(self.execute(sql)).await
-    }
-
-    async fn shutdown(&mut self) {}
-
-    fn engine_name(&self) -> &str {
-        "streamcell-pg"
-    }
-
-    async fn sleep(dur: std::time::Duration) {
-        tokio::time::sleep(dur).await;
     }
 }
 

@@ -23,13 +23,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use sqllogictest::{AsyncDB, DefaultColumnType, Record};
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType, Record};
 
 use crate::common::Server;
 
 /// A statement that has not answered by then is reported as a hang (`FLUSH` itself gives up
 /// after 60 s).
-pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(90);
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(90);
 /// The file of known engine bugs, run only with `STREAMCELL_SLT_ALL=1`.
 const KNOWN_FAILURES: &str = "zz_known_failures.slt";
 
@@ -46,9 +46,46 @@ impl fmt::Display for SqlError {
 impl std::error::Error for SqlError {}
 
 /// One door's connection to a running server.
-pub trait Door: AsyncDB<Error = SqlError, ColumnType = DefaultColumnType> + Sized {
+pub trait Door: Sized + Send {
+    /// The engine name that `onlyif`/`skipif` records name.
+    const NAME: &'static str;
     /// Connects to `server` through this door.
     fn connect(server: &Server) -> impl Future<Output = Result<Self, SqlError>> + Send;
+    /// Runs one record's SQL: its rows (rendered with [`render`]) or its error.
+    fn execute(
+        &mut self,
+        sql: &str,
+    ) -> impl Future<Output = Result<DBOutput<DefaultColumnType>, SqlError>> + Send;
+}
+
+/// A door's connection as sqllogictest drives it, every statement bounded by
+/// [`STATEMENT_TIMEOUT`].
+pub struct Conn<D>(D);
+
+#[async_trait::async_trait]
+impl<D: Door> AsyncDB for Conn<D> {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        match tokio::time::timeout(STATEMENT_TIMEOUT, self.0.execute(sql)).await {
+            Ok(r) => r,
+            Err(_) => Err(SqlError(format!(
+                "no answer within {}s (the statement hangs)",
+                STATEMENT_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        D::NAME
+    }
+
+    async fn sleep(dur: Duration) {
+        tokio::time::sleep(dur).await;
+    }
 }
 
 /// A value as sqllogictest text.
@@ -71,17 +108,6 @@ pub fn column_type(v: &Value) -> Option<DefaultColumnType> {
         Value::Number(_) => Some(DefaultColumnType::Integer),
         Value::String(_) => Some(DefaultColumnType::Text),
         _ => Some(DefaultColumnType::Any),
-    }
-}
-
-/// Runs `fut` under [`STATEMENT_TIMEOUT`], reporting a hang as an error.
-pub async fn bounded<T>(fut: impl Future<Output = Result<T, SqlError>>) -> Result<T, SqlError> {
-    match tokio::time::timeout(STATEMENT_TIMEOUT, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(SqlError(format!(
-            "no answer within {}s (the statement hangs)",
-            STATEMENT_TIMEOUT.as_secs()
-        ))),
     }
 }
 
@@ -117,7 +143,8 @@ async fn run_file<D: Door>(path: PathBuf) -> Vec<String> {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start(&dir.path().join("data"), &[]).await;
     let server = &server;
-    let mut runner = sqllogictest::Runner::new(move || D::connect(server));
+    let mut runner =
+        sqllogictest::Runner::new(move || async move { D::connect(server).await.map(Conn) });
     let mut failures = Vec::new();
     for record in records {
         if let Record::Halt { .. } = record {

@@ -298,6 +298,7 @@ impl Engine {
     /// `CREATE TABLE datacell.x (…)` makes a basket; any other table is durable: a stream
     /// with declared columns that never expires.
     pub(crate) async fn create_table(&self, ct: &sql::CreateTable) -> Result<Output> {
+        plain_table(ct)?;
         if ct.query.is_some() {
             return Err(EngineError::invalid(
                 "CREATE TABLE … AS SELECT is not supported (create the table, then INSERT … \
@@ -342,4 +343,38 @@ impl Engine {
         }
         self.drop_stream(&plan::object_name(name)?, if_exists).await
     }
+}
+
+/// Refuses a `CREATE TABLE` with anything but a name, columns (with their constraints),
+/// `IF NOT EXISTS` and `AS SELECT` (refused on its own): `EXTERNAL`, `LOCATION`,
+/// `STORED AS`, `TEMPORARY`, `OR REPLACE`, partitioning, table options and the rest of
+/// every dialect's clauses would otherwise be dropped without a word, and a table the user
+/// believes to read a file would be an empty one. The table is compared with the one its
+/// name, columns and constraints alone make, so a clause sqlparser learns later is refused
+/// too.
+fn plain_table(ct: &sql::CreateTable) -> Result<()> {
+    let plain =
+        sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder::new(ct.name.clone())
+            .columns(ct.columns.clone())
+            .constraints(ct.constraints.clone())
+            .if_not_exists(ct.if_not_exists)
+            .query(ct.query.clone())
+            .build();
+    if *ct == plain {
+        return Ok(());
+    }
+    let what = if ct.external {
+        "CREATE EXTERNAL TABLE (tables here are streams StreamCell stores; nothing is read \
+         from files)"
+    } else if ct.location.is_some() || ct.file_format.is_some() || ct.hive_formats.is_some() {
+        "LOCATION, STORED AS and ROW FORMAT (nothing is read from files)"
+    } else if ct.or_replace {
+        "CREATE OR REPLACE TABLE (drop the table first)"
+    } else if ct.temporary {
+        "CREATE TEMPORARY TABLE (baskets, CREATE TABLE datacell.<name>, are DataCell's \
+         temporary tables)"
+    } else {
+        "this clause of CREATE TABLE (a table takes a name and columns)"
+    };
+    Err(EngineError::Unsupported(format!("{what} is not supported")))
 }

@@ -21,6 +21,9 @@ pub enum EngineError {
     /// supported, a bad value, …).
     #[error("{0}")]
     Invalid(String),
+    /// A feature StreamCell does not have (SQLSTATE 0A000 over PostgreSQL).
+    #[error("{0}")]
+    Unsupported(String),
     /// A named object does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -70,6 +73,7 @@ impl EngineError {
             }
             EngineError::Syntax(_) => ErrorKind::Syntax,
             EngineError::Invalid(_) => ErrorKind::Invalid,
+            EngineError::Unsupported(_) => ErrorKind::NotSupported,
             EngineError::NotFound(_) => ErrorKind::NotFound,
             EngineError::AlreadyExists(_) => ErrorKind::Exists,
             EngineError::Precondition(_) => ErrorKind::Precondition,

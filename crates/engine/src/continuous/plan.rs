@@ -83,16 +83,21 @@ pub(crate) fn session() -> SessionContext {
         .set_bool("datafusion.execution.coalesce_batches", false)
         .with_target_partitions(1)
         .with_information_schema(false);
-    let ctx = match datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(YieldEverywhere));
+    let state = match datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
         .with_memory_limit(MAX_QUERY_MEMORY_BYTES, 1.0)
         .build_arc()
     {
-        Ok(rt) => SessionContext::new_with_config_rt(config, rt),
+        Ok(rt) => state.with_runtime_env(rt),
         Err(e) => {
             tracing::warn!("a query runs without a memory limit: {e}");
-            SessionContext::new_with_config(config)
+            state
         }
     };
+    let ctx = SessionContext::new_with_state(state.build());
     for udf in crate::json::udfs() {
         ctx.register_udf(udf);
     }
@@ -723,5 +728,87 @@ pub(crate) fn hstream_functions(query: &mut sql::Query) -> Result<()> {
     match unsupported {
         Some(m) => Err(EngineError::invalid(m)),
         None => Ok(()),
+    }
+}
+
+/// A physical optimizer rule, run after DataFusion's own: every operator's output stream
+/// spends tokio's cooperative budget for each batch it yields (DataFusion's
+/// `CooperativeExec` over it). DataFusion's own `EnsureCooperative` covers the leaves, but
+/// an operator that makes many batches from few (a cross or nested-loop join, `unnest`)
+/// can keep its consumer polling it for as long as the whole query runs without ever
+/// returning to the runtime; a pull query whose caller left (a cancel, a
+/// `statement_timeout`, a dropped connection) is aborted only when its task yields, so such
+/// a query went on computing to its end. With the budget spent at every operator, the task
+/// yields at least every 128 batches wherever the work is, and an abort takes effect then.
+#[derive(Debug)]
+struct YieldEverywhere;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for YieldEverywhere {
+    fn optimize(
+        &self,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::coop::CooperativeExec;
+        use datafusion::physical_plan::ExecutionPlan as _;
+        plan.transform_up(|node| {
+            if node.children().is_empty() || node.name() == CooperativeExec::static_name() {
+                Ok(Transformed::no(node))
+            } else {
+                Ok(Transformed::yes(Arc::new(CooperativeExec::new(node))))
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "streamcell_yield_everywhere"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use datafusion::execution::SendableRecordBatchStream;
+
+    use super::session;
+
+    /// One `poll_next` of `stream`, as the task running it would make.
+    struct PollOnce<'a>(&'a mut SendableRecordBatchStream);
+
+    impl Future for PollOnce<'_> {
+        type Output = Poll<bool>;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Poll<bool>> {
+            Poll::Ready(self.0.as_mut().poll_next(cx).map(|b| b.is_some()))
+        }
+    }
+
+    /// A join that makes many batches from few gives the runtime its turn back long before
+    /// the query ends (so an abort of its task takes effect), instead of computing the whole
+    /// count in its first poll.
+    #[tokio::test]
+    async fn a_long_join_yields_to_the_runtime() {
+        let ctx = session();
+        let df = ctx
+            .sql(
+                "SELECT count(*) FROM (SELECT unnest(range(1, 3000)) AS a) x \
+                 CROSS JOIN (SELECT unnest(range(1, 3000)) AS b) y WHERE a % 7 = b % 5",
+            )
+            .await
+            .expect("plan");
+        let mut stream = df.execute_stream().await.expect("stream");
+        let first = PollOnce(&mut stream).await;
+        assert!(
+            first.is_pending(),
+            "the whole query ran in one poll without yielding: {first:?}"
+        );
     }
 }

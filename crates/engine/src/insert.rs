@@ -13,7 +13,7 @@ use crate::value::{self, JsonRow};
 impl Engine {
     /// `INSERT INTO s VALUES '<json>'`: one JSON object.
     pub(crate) async fn insert_json(&self, stream: &str, json: &str) -> Result<()> {
-        let row = match serde_json::from_str::<Value>(json) {
+        let mut row = match serde_json::from_str::<Value>(json) {
             Ok(Value::Object(m)) => m,
             Ok(_) => {
                 return Err(EngineError::invalid(
@@ -22,7 +22,7 @@ impl Engine {
             }
             Err(e) => return Err(EngineError::invalid(format!("invalid JSON: {e}"))),
         };
-        self.ctx.check_declared(stream, &row)?;
+        self.ctx.conform_declared(stream, &mut row)?;
         crate::writer::append_rows(&self.ctx.service, stream, &[row], |_| Vec::new()).await?;
         Ok(())
     }
@@ -75,7 +75,7 @@ impl Engine {
                     for (c, e) in columns.iter().zip(row.content.iter()) {
                         m.insert(c.clone(), literal(e)?);
                     }
-                    self.ctx.check_declared(&stream, &m)?;
+                    self.ctx.conform_declared(&stream, &mut m)?;
                     rows.push(m);
                 }
                 rows
@@ -101,7 +101,7 @@ impl Engine {
                                 .map(|(c, (_, v))| (c.clone(), v))
                                 .collect();
                         }
-                        self.ctx.check_declared(&stream, &obj)?;
+                        self.ctx.conform_declared(&stream, &mut obj)?;
                         rows.push(obj);
                     }
                 }

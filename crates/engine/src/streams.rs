@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::context::Context;
 use crate::continuous::plan;
@@ -56,12 +57,14 @@ impl Context {
     }
 
     /// Checks a record against a stream's declared columns: unknown fields and values of the
-    /// wrong type are errors.
-    pub(crate) fn check_declared(&self, stream: &str, row: &JsonRow) -> Result<()> {
+    /// wrong type are errors. A number given for a text column becomes the text it was
+    /// written as (`2` is `"2"`): the record's numbers are doubles on the wire, which would
+    /// read back as `"2.0"`.
+    pub(crate) fn conform_declared(&self, stream: &str, row: &mut JsonRow) -> Result<()> {
         let Some(schema) = self.declared_schema(stream)? else {
             return Ok(());
         };
-        for (k, v) in row {
+        for (k, v) in row.iter_mut() {
             let field = schema.field_with_name(k).map_err(|_| {
                 EngineError::invalid(format!(
                     "stream {stream:?} has no column {k:?} (columns: {})",
@@ -75,6 +78,11 @@ impl Context {
             })?;
             if v.is_null() {
                 continue;
+            }
+            if let (Value::Number(n), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) =
+                (&*v, field.data_type())
+            {
+                *v = Value::String(n.to_string());
             }
             let one = JsonRow::from_iter([(k.clone(), v.clone())]);
             let s = Arc::new(Schema::new(vec![field.clone()]));

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the layering rules of the workspace (run by scripts/test.sh; docs/architecture.md).
 
-1. No crate depends on a front-door crate (crates/doors/{grpc,http,pg}) except the binary
+1. No crate depends on a front-door crate (crates/doors/{grpc,http,pg,datacell}) except the binary
    (crates/cli): doors are siblings, and only the composition root knows them all.
 2. Within each crate, no import circle among its modules: module A uses module B (a
    `crate::b` path, `super::b`, or a child module it declares) and B, directly or through
@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOORS = {"streamcell-grpc", "streamcell-http", "streamcell-pg"}
+DOORS = {"streamcell-grpc", "streamcell-http", "streamcell-pg", "streamcell-datacell"}
 BINARY = "streamcell"
 
 

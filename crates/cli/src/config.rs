@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use streamcell_admission::Secret;
-use streamcell_engine::datacell::network::Cidr;
+use streamcell_datacell::Cidr;
 
 use crate::server::ServerConfig;
 use streamcell_store::SyncPolicy;

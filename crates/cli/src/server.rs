@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use streamcell_admission::{connection_cap, security, Secret, Security};
-use streamcell_engine::datacell::network::{Cidr, NetworkPolicy};
+use streamcell_datacell::{Cidr, NetworkPolicy, NetworkSockets};
 use streamcell_service::{NodeInfo, Service};
 use streamcell_store::{LogOptions, Store, StoreError, SyncPolicy};
 use tokio::net::TcpListener;
@@ -352,12 +352,16 @@ pub(crate) async fn run(
     )
     .map_err(|e| ServerError::Config(format!("starting subscriptions: {e}")))?;
     let engine = streamcell_engine::Engine::new(service.clone(), tokio::runtime::Handle::current());
-    let mut connect = streamcell_engine::datacell::network::loopback();
+    // DataCell's receptors and emitters listen only on --bind and connect only to loopback
+    // and --emitter-allow.
+    let mut connect = streamcell_datacell::loopback();
     connect.extend(cfg.emitter_allow.iter().copied());
-    engine.datacell().set_network(NetworkPolicy {
-        listen: cfg.bind,
-        connect,
-    });
+    engine
+        .datacell()
+        .set_sockets(Arc::new(NetworkSockets::new(NetworkPolicy {
+            listen: cfg.bind,
+            connect,
+        })));
     engine
         .start()
         .map_err(|e| ServerError::Config(format!("restarting saved queries: {e}")))?;

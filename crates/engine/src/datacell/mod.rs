@@ -5,7 +5,9 @@
 //! - [`basket`]: the in-memory tables of events and how a consumer takes rows from them;
 //! - [`columns`]: a basket's column types and schema (the line format receptors parse and
 //!   emitters write is the `streamcell-csv` crate);
-//! - [`adapter`]: receptors and emitters (TCP/UDP, active/passive);
+//! - [`adapter`]: receptors and emitters, their state and counters, and the [`Sockets`] seam
+//!   through which they are started (their TCP/UDP sockets are the door crate
+//!   `streamcell-datacell`, which the binary injects);
 //! - this module: the registry of all of them, the `datacell.*` calls, the catalog tables
 //!   (`datacell.baskets()` …) and the continuous queries with their scheduler. Queries run on
 //!   DataFusion through the engine (so they can read streams and tables too and write into
@@ -18,7 +20,6 @@
 pub mod adapter;
 mod basket;
 mod columns;
-pub mod network;
 pub(crate) mod run;
 mod step;
 
@@ -31,8 +32,10 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
 use sqlparser::ast::{self as sql, Expr, FunctionArg, FunctionArgExpr, FunctionArguments};
 
-use self::adapter::{Adapter, Direction, Mode, Protocol, Run};
-use self::basket::{now_us, Basket, Grab};
+pub use self::adapter::Sockets;
+use self::adapter::{Adapter, AdapterSpec, Direction, Mode, Protocol, Run};
+pub use self::basket::Basket;
+use self::basket::{now_us, Grab};
 use crate::error::{EngineError, Result};
 use crate::tables::Rows;
 
@@ -96,7 +99,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Everything DataCell.
-#[derive(Default)]
 pub struct DataCell {
     baskets: Mutex<BTreeMap<String, Arc<Basket>>>,
     adapters: Mutex<Vec<Arc<Adapter>>>,
@@ -104,8 +106,21 @@ pub struct DataCell {
     procedures: Mutex<BTreeMap<String, (Vec<sql::Insert>, String)>>,
     /// Woken when a basket gets rows.
     pub wake: Arc<tokio::sync::Notify>,
-    /// Where receptors and emitters may listen and connect.
-    network: Mutex<network::NetworkPolicy>,
+    /// Opens the sockets of receptors and emitters.
+    sockets: Mutex<Arc<dyn Sockets>>,
+}
+
+impl Default for DataCell {
+    fn default() -> Self {
+        DataCell {
+            baskets: Mutex::default(),
+            adapters: Mutex::default(),
+            queries: Mutex::default(),
+            procedures: Mutex::default(),
+            wake: Arc::default(),
+            sockets: Mutex::new(Arc::new(adapter::NoSockets)),
+        }
+    }
 }
 
 /// `datacell.x`, `x`, `'datacell.x'`: the basket's full name, lower case.
@@ -222,10 +237,11 @@ impl DataCell {
         Self::default()
     }
 
-    /// Sets where receptors and emitters may listen and connect (the server's `--bind` and
-    /// `--emitter-allow`); adapters created afterwards follow it.
-    pub fn set_network(&self, policy: network::NetworkPolicy) {
-        *lock(&self.network) = policy;
+    /// Sets what opens the sockets of receptors and emitters (the binary gives the door
+    /// crate `streamcell-datacell`, with the server's network policy); adapters created
+    /// afterwards use it. Until then `datacell.receptor`/`emitter` are not supported.
+    pub fn set_sockets(&self, sockets: Arc<dyn Sockets>) {
+        *lock(&self.sockets) = sockets;
     }
 
     /// The basket named `name` (`datacell.x` or `x`).
@@ -367,17 +383,16 @@ impl DataCell {
                 )));
             }
         }
-        let policy = lock(&self.network).clone();
-        let a = adapter::start(
+        let sockets = lock(&self.sockets).clone();
+        let spec = AdapterSpec {
             direction,
             basket,
-            (host, port),
+            host,
+            port,
             protocol,
             mode,
-            &policy,
-            self.wake.clone(),
-        )
-        .await?;
+        };
+        let a = sockets.start(spec, self.wake.clone()).await?;
         lock(&self.adapters).push(a);
         Ok(())
     }

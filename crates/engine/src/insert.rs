@@ -72,8 +72,34 @@ impl Engine {
                         )));
                     }
                     let mut m = JsonRow::new();
-                    for (c, e) in columns.iter().zip(row.content.iter()) {
-                        m.insert(c.clone(), literal(e)?);
+                    let literals: Vec<Option<Value>> =
+                        row.content.iter().map(|e| literal(e).ok()).collect();
+                    // Casts, functions and arithmetic (`$1::VARCHAR`, `now()`, `-(2 * 3)`):
+                    // the row is evaluated once by DataFusion; plain literals keep the text
+                    // they were written as.
+                    let evaluated = if literals.iter().any(Option::is_none) {
+                        let mut one = values.clone();
+                        one.rows = vec![row.clone()];
+                        let mut q = (*source).clone();
+                        *q.body = SetExpr::Values(one);
+                        let (_, batches) = self.pull.run(&plan::session(), &q).await?;
+                        let b = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
+                            EngineError::internal("a VALUES row evaluated to no row")
+                        })?;
+                        (0..b.num_columns())
+                            .map(|i| value::cell_value(b.column(i).as_ref(), 0))
+                            .collect::<Result<Vec<_>>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    for (i, (c, v)) in columns.iter().zip(literals).enumerate() {
+                        let v = match v {
+                            Some(v) => v,
+                            None => evaluated.get(i).cloned().ok_or_else(|| {
+                                EngineError::internal("a VALUES row evaluated to too few columns")
+                            })?,
+                        };
+                        m.insert(c.clone(), v);
                     }
                     self.ctx.conform_declared(&stream, &mut m)?;
                     rows.push(m);

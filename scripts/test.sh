@@ -74,9 +74,11 @@ from importlib.metadata import version, PackageNotFoundError
 try:
     ok = (version("hstreamdb") == "0.5.0" and version("pytest")
           and int(version("setuptools").split(".")[0]) < 70 and version("wheel")
-          and version("prometheus-client") and int(version("psycopg").split(".")[0]) >= 3)
+          and version("prometheus-client") and int(version("psycopg").split(".")[0]) >= 3
+          and version("sqlalchemy") == "2.1.9" and version("pandas") == "3.1.1"
+          and version("pgcli") == "4.7.1" and version("asyncpg") == "0.32.0")
     import hstreamdb, HStream.Server.HStreamApi_pb2_grpc  # noqa: F401  (imports must work too)
-    import prometheus_client.parser, psycopg  # noqa: F401
+    import prometheus_client.parser, psycopg, sqlalchemy, pandas, asyncpg  # noqa: F401
 except (PackageNotFoundError, ImportError, ValueError):
     ok = False
 sys.exit(0 if ok else 1)
@@ -85,7 +87,8 @@ then
     echo "python packages already installed"
 else
     export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
-    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel prometheus-client "psycopg[binary]>=3.1,<4"
+    "$VENV/bin/python" -m pip install -q pytest "setuptools<70" wheel prometheus-client "psycopg[binary]>=3.1,<4" \
+        sqlalchemy==2.1.9 pandas==3.1.1 pgcli==4.7.1 asyncpg==0.32.0
     # hstreamdb 0.5.0's setup.py imports pkg_resources, which pip's isolated build env no
     # longer provides: build it against the venv's setuptools<70 instead.
     "$VENV/bin/python" -m pip install -q --no-build-isolation hstreamdb==0.5.0

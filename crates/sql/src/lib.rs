@@ -5,6 +5,7 @@
 //!
 //! Binding names and planning over Arrow/DataFusion build on these statements (the engine).
 
+pub mod arrays;
 pub mod ast;
 pub mod error;
 pub mod limits;

@@ -9,9 +9,10 @@
 //! publications), and `information_schema.schemata`/`tables`/`columns`/`views`. Before
 //! planning, PostgreSQL-only spellings are rewritten: `OPERATOR(pg_catalog.~)` to `~`,
 //! `COLLATE pg_catalog.default` dropped, `pg_catalog.` prefixes dropped, casts to
-//! `regclass`/`regtype`/`oid`/`name`/`"char"` made plain. A catalog query DataFusion still
-//! cannot plan answers with its select list's columns and no rows (psql then prints an
-//! empty section instead of failing).
+//! `regclass`/`regtype`/`oid`/`name`/`"char"` made plain, and PostgreSQL's array literals in
+//! text form (`'{r,v}'::text[]`, `= ANY('{r,v}')`) made arrays. A catalog query DataFusion
+//! still cannot plan answers with its select list's columns and no rows (psql then prints an
+//! empty section instead of failing; drivers read "not there").
 //!
 //! Streams and tables are relations of kind `r` in schema `public`, views `v`, baskets `r`
 //! in schema `datacell`. Object ids are stable within one answer only.
@@ -54,7 +55,10 @@ const FIRST_RELATION_OID: i32 = 16_384;
 /// does not tokenize is not a catalog query (the engine reports the error).
 pub fn is_catalog_query(sql: &str) -> bool {
     use sqlparser::tokenizer::{Token, Tokenizer};
-    const NAMES: [&str; 20] = [
+    const NAMES: [&str; 23] = [
+        "pg_advisory_unlock_all",
+        "pg_advisory_unlock",
+        "pg_advisory_unlock_shared",
         "current_setting",
         "pg_catalog",
         "information_schema",
@@ -125,6 +129,20 @@ fn replace_ignore_case(s: &str, from: &str, to: &str) -> String {
     }
     out.push_str(&s[at..]);
     out
+}
+
+/// `sql` with PostgreSQL's array literals in text form (`'{r,v}'::text[]`, `= ANY('{r,v}')`)
+/// made `ARRAY[…]` (`streamcell_sql::arrays`); a malformed one is `22P02`, as in PostgreSQL.
+fn array_literals(sql: &str) -> Result<String> {
+    let dialect = sqlparser::dialect::PostgreSqlDialect {};
+    let mut stmts = sqlparser::parser::Parser::parse_sql(&dialect, sql)
+        .map_err(|e| PgError::Syntax(e.to_string()))?;
+    streamcell_sql::arrays::rewrite_array_literals(&mut stmts).map_err(PgError::BadParameter)?;
+    Ok(stmts
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 /// Wraps each scalar subquery's single unaggregated output in `max(…)`: PostgreSQL runs a
@@ -212,6 +230,48 @@ fn aggregate_scalar_subqueries(sql: &str) -> Option<String> {
             };
             ControlFlow::Continue(())
         }
+
+        /// Unaliased output columns that would share a name (two subqueries made `NULL`
+        /// above, or a client's `SELECT NULL, NULL`) get distinct aliases: PostgreSQL allows
+        /// the same name twice, DataFusion does not.
+        fn post_visit_query(&mut self, q: &mut sqlparser::ast::Query) -> ControlFlow<()> {
+            unique_names(q.body.as_mut());
+            ControlFlow::Continue(())
+        }
+    }
+    /// Each SELECT of a body (every branch of a UNION) gets distinct output names.
+    fn unique_names(body: &mut SetExpr) {
+        match body {
+            SetExpr::SetOperation { left, right, .. } => {
+                unique_names(left);
+                unique_names(right);
+            }
+            SetExpr::Select(select) => {
+                let mut seen = std::collections::HashSet::new();
+                for item in &select.projection {
+                    if let SelectItem::ExprWithAlias { alias, .. } = item {
+                        seen.insert(alias.value.clone());
+                    }
+                }
+                for item in select.projection.iter_mut() {
+                    if let SelectItem::UnnamedExpr(e) = item {
+                        let name = e.to_string();
+                        if seen.insert(name.clone()) {
+                            continue;
+                        }
+                        let mut n = 2;
+                        while !seen.insert(format!("{name}_{n}")) {
+                            n += 1;
+                        }
+                        *item = SelectItem::ExprWithAlias {
+                            expr: e.clone(),
+                            alias: sqlparser::ast::Ident::with_quote('"', format!("{name}_{n}")),
+                        };
+                    }
+                }
+            }
+            _ => {}
+        }
     }
     let dialect = sqlparser::dialect::PostgreSqlDialect {};
     let mut stmts = sqlparser::parser::Parser::parse_sql(&dialect, sql).ok()?;
@@ -235,6 +295,7 @@ pub async fn run(
     let ctx = context(&relations, settings)?;
     let text = rewrite(sql);
     only_a_query(&text)?;
+    let text = array_literals(&text)?;
     let text = aggregate_scalar_subqueries(&text).unwrap_or(text);
     // Read-only, also for what the text check above could miss: DataFusion's own SQL has
     // `COPY … TO`, `CREATE EXTERNAL TABLE` and `SET`, none of which a catalog query needs.
@@ -260,6 +321,10 @@ pub async fn run(
         Err(e) => Err(e),
     };
     result.or_else(|e| {
+        // Still answered with no rows: drivers probe catalogs at connect (psycopg's
+        // TypeInfo reads pg_type.typdelim, asyncpg's type introspection calls set_config)
+        // and treat an empty answer as "not there". Making this an error waits until those
+        // probes are answered (issue 14).
         tracing::debug!(error = %e, sql = %text, "catalog query answered with no rows");
         empty_answer(&text).ok_or_else(|| {
             PgError::Unsupported(format!(
@@ -1049,6 +1114,8 @@ enum Behaviour {
     Zero,
     CurrentSetting,
     Version,
+    /// `to_regtype(name)`: the type's oid, NULL for a type StreamCell does not have.
+    ToRegtype,
 }
 
 fn functions(settings: &[(String, String)]) -> Vec<ScalarUDF> {
@@ -1109,6 +1176,13 @@ fn functions(settings: &[(String, String)]) -> Vec<ScalarUDF> {
         f("pg_get_serial_sequence", Behaviour::NullText),
         // ACLs and options are always NULL here.
         f("array_to_string", Behaviour::NullText),
+        // StreamCell grants no advisory locks (pg_advisory_lock is not a function here), so a
+        // session never holds one: releasing all is a no-op and releasing one is false, as
+        // PostgreSQL answers for a lock not held (asyncpg's pool reset sends the first).
+        f("pg_advisory_unlock_all", Behaviour::NullText),
+        f("pg_advisory_unlock", Behaviour::False),
+        f("pg_advisory_unlock_shared", Behaviour::False),
+        f("to_regtype", Behaviour::ToRegtype),
         f("current_setting", Behaviour::CurrentSetting),
         f("version", Behaviour::Version),
         f("format_type", Behaviour::FormatType),
@@ -1128,7 +1202,7 @@ impl ScalarUDFImpl for PgFunction {
     fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
         Ok(match self.behaviour {
             Behaviour::True | Behaviour::False => DataType::Boolean,
-            Behaviour::Int(_) | Behaviour::Zero => DataType::Int64,
+            Behaviour::Int(_) | Behaviour::Zero | Behaviour::ToRegtype => DataType::Int64,
             _ => DataType::Utf8,
         })
     }
@@ -1146,6 +1220,39 @@ impl ScalarUDFImpl for PgFunction {
             Behaviour::False => scalar(ScalarValue::Boolean(Some(false))),
             Behaviour::Int(i) => scalar(ScalarValue::Int64(Some(i))),
             Behaviour::Zero => scalar(ScalarValue::Int64(Some(0))),
+            Behaviour::ToRegtype => {
+                let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+                let Some(first) = arrays.first() else {
+                    return scalar(ScalarValue::Int64(None));
+                };
+                let names = arrow::compute::cast(first, &DataType::Utf8)?;
+                let names = names
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .ok_or_else(|| datafusion::error::DataFusionError::Internal("text".into()))?;
+                let out: Int64Array = names
+                    .iter()
+                    .map(|n| {
+                        let n = n?.trim().trim_matches('"').to_ascii_lowercase();
+                        let n = n.strip_prefix("pg_catalog.").unwrap_or(&n);
+                        let n = match n {
+                            "integer" | "int" => "int4",
+                            "bigint" => "int8",
+                            "smallint" => "int2",
+                            "boolean" => "bool",
+                            "real" => "float4",
+                            "double precision" => "float8",
+                            "character varying" => "varchar",
+                            other => other,
+                        };
+                        types()
+                            .into_iter()
+                            .find(|t| t.1 == n)
+                            .map(|t| i64::from(t.0))
+                    })
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(out)))
+            }
             Behaviour::FormatType | Behaviour::QuoteIdent | Behaviour::CurrentSetting => {
                 let arrays = ColumnarValue::values_to_arrays(&args.args)?;
                 let Some(first) = arrays.first() else {

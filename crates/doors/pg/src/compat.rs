@@ -5,7 +5,10 @@
 //!
 //! StreamCell has no multi-statement transactions: every statement takes effect when it
 //! runs. `BEGIN` and `COMMIT` are accepted (drivers send them around everything) and only
-//! change the transaction status the client sees; `ROLLBACK` undoes nothing.
+//! change the transaction status the client sees; `ROLLBACK` undoes nothing. Savepoints
+//! follow the same rule: `SAVEPOINT`, `RELEASE` and `ROLLBACK TO` are accepted inside a
+//! transaction block with PostgreSQL's checks (a block must be open, the savepoint must
+//! exist) and `ROLLBACK TO` leaves a failed block usable again, but undoes nothing.
 
 use std::collections::BTreeMap;
 
@@ -35,10 +38,27 @@ pub enum Compat {
         /// Whether it was a rollback.
         rollback: bool,
     },
-    /// Accepted and ignored, answered with this command tag (`DISCARD ALL`, `DEALLOCATE`).
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `CLOSE name`: StreamCell has no SQL-level cursors, so never one of that name.
+    Close(String),
+    /// Accepted and ignored, answered with this command tag (`DISCARD ALL`, `DEALLOCATE`,
+    /// `CLOSE ALL`, `UNLISTEN`).
     Ignored(&'static str),
     /// `SELECT version()`.
     Version,
+}
+
+impl Compat {
+    /// Whether it may run in a failed transaction block (everything else is refused with
+    /// `25P02` until the block ends or rolls back to a savepoint).
+    pub fn allowed_when_aborted(&self) -> bool {
+        matches!(self, Compat::End { .. } | Compat::RollbackTo(_))
+    }
 }
 
 /// Words at the start of a statement, upper case, skipping whitespace (at most `n`).
@@ -66,13 +86,26 @@ pub fn classify(sql: &str) -> Result<Option<Compat>, PgError> {
         ["RESET", name, ..] => Compat::Reset(Some(name.to_ascii_lowercase())),
         ["SHOW", "STREAMS" | "QUERIES" | "VIEWS" | "CONNECTORS", ..] => return Ok(None),
         ["SHOW", "ALL", ..] => Compat::Show(None),
+        // The special forms of SHOW: their settings under other names.
+        ["SHOW", "TRANSACTION", "ISOLATION", "LEVEL"] => {
+            Compat::Show(Some("transaction_isolation".into()))
+        }
+        ["SHOW", "TIME", "ZONE"] => Compat::Show(Some("timezone".into())),
+        ["SHOW", "SESSION", "AUTHORIZATION"] => Compat::Show(Some("session_authorization".into())),
         ["SHOW", ..] => {
             let name = sql.trim().trim_end_matches(';')[4..].trim();
             Compat::Show(Some(name.trim_matches('"').to_ascii_lowercase()))
         }
         ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Compat::Begin,
         ["COMMIT", ..] | ["END", ..] => Compat::End { rollback: false },
+        ["ROLLBACK", ..] if w.contains(&"TO") => Compat::RollbackTo(savepoint_name(sql, "TO")?),
         ["ROLLBACK", ..] | ["ABORT", ..] => Compat::End { rollback: true },
+        ["SAVEPOINT", ..] => Compat::Savepoint(savepoint_name(sql, "SAVEPOINT")?),
+        ["RELEASE", ..] => Compat::Release(savepoint_name(sql, "RELEASE")?),
+        ["CLOSE", "ALL"] => Compat::Ignored("CLOSE CURSOR ALL"),
+        ["CLOSE", _] => Compat::Close(savepoint_name(sql, "CLOSE")?),
+        // Nothing is ever listened to, so stopping to listen always succeeds.
+        ["UNLISTEN", _] => Compat::Ignored("UNLISTEN"),
         ["DISCARD", ..] => Compat::Ignored("DISCARD ALL"),
         ["DEALLOCATE", ..] => Compat::Ignored("DEALLOCATE"),
         ["SELECT", ..] if is_version(sql) => Compat::Version,
@@ -81,13 +114,13 @@ pub fn classify(sql: &str) -> Result<Option<Compat>, PgError> {
             ": streams are append-only and their records immutable (retention removes old records)",
         ),
         ["COPY", ..] => return unsupported("COPY", "; use INSERT or the gRPC append API"),
-        ["LISTEN" | "NOTIFY" | "UNLISTEN", ..] => {
+        ["LISTEN" | "NOTIFY", ..] => {
             return unsupported(
                 w[0],
                 "; use SELECT … EMIT CHANGES for changes as they happen",
             )
         }
-        ["DECLARE" | "FETCH" | "MOVE" | "CLOSE", ..] => {
+        ["DECLARE" | "FETCH" | "MOVE", ..] => {
             return unsupported(
                 "cursors",
                 "; a push query (SELECT … EMIT CHANGES) streams its rows",
@@ -98,9 +131,6 @@ pub fn classify(sql: &str) -> Result<Option<Compat>, PgError> {
                 "SQL-level PREPARE/EXECUTE",
                 "; use the extended query protocol (your driver's prepared statements)",
             )
-        }
-        ["SAVEPOINT" | "RELEASE", ..] => {
-            return unsupported("savepoints", ": every statement takes effect when it runs")
         }
         ["LOCK" | "VACUUM" | "ANALYZE" | "CLUSTER" | "REINDEX" | "CHECKPOINT" | "GRANT"
         | "REVOKE" | "ALTER" | "COMMENT" | "REFRESH", ..] => return unsupported(w[0], ""),
@@ -115,6 +145,35 @@ pub fn classify(sql: &str) -> Result<Option<Compat>, PgError> {
         }
         _ => return Ok(None),
     }))
+}
+
+/// The name after `after` (and an optional `SAVEPOINT`) in `sql`: `ROLLBACK TO SAVEPOINT a`,
+/// `RELEASE a`, `SAVEPOINT "A b"`, `CLOSE c`. Unquoted names fold to lower case.
+fn savepoint_name(sql: &str, after: &str) -> Result<String, PgError> {
+    let body = sql.trim().trim_end_matches(';').trim();
+    let upper = body.to_ascii_uppercase();
+    let at = upper
+        .split_whitespace()
+        .position(|w| w == after)
+        .ok_or_else(|| PgError::Syntax(format!("{body}: expected {after} before a name")))?;
+    let mut rest: Vec<&str> = body.split_whitespace().skip(at + 1).collect();
+    if rest
+        .first()
+        .is_some_and(|w| w.eq_ignore_ascii_case("SAVEPOINT"))
+        && after != "SAVEPOINT"
+    {
+        rest.remove(0);
+    }
+    let name = rest.join(" ");
+    let quoted = name.len() >= 2 && name.starts_with('"') && name.ends_with('"');
+    let name = if quoted {
+        name[1..name.len() - 1].replace("\"\"", "\"")
+    } else if !name.is_empty() && !name.contains(char::is_whitespace) {
+        name.to_ascii_lowercase()
+    } else {
+        return Err(PgError::Syntax(format!("{body}: expected one name")));
+    };
+    Ok(name)
 }
 
 fn is_version(sql: &str) -> bool {
@@ -214,6 +273,48 @@ fn parse_duration_ms(value: &str) -> Option<u64> {
     (ms.is_finite() && (0.0..=i32::MAX as f64).contains(&ms)).then(|| ms.round() as u64)
 }
 
+/// A `TimeZone` value as PostgreSQL takes it: an IANA name (`'Europe/Madrid'`,
+/// `"Etc/UTC"`, any case), `UTC`/`GMT`/`Z`, `DEFAULT`/`LOCAL` (UTC, the server's zone), or a
+/// whole number of hours east of UTC (`-7`, `'+02'`: a fixed offset).
+fn parse_time_zone(value: &str) -> Result<chrono_tz::Tz, PgError> {
+    let v = value.trim();
+    let v = v
+        .strip_prefix('\'')
+        .and_then(|x| x.strip_suffix('\''))
+        .or_else(|| v.strip_prefix('"').and_then(|x| x.strip_suffix('"')))
+        .unwrap_or(v)
+        .trim();
+    let lower = v.to_ascii_lowercase();
+    if ["utc", "gmt", "z", "zulu", "default", "local", "universal"].contains(&lower.as_str()) {
+        return Ok(chrono_tz::Tz::UTC);
+    }
+    let bad = || PgError::State {
+        code: "22023",
+        message: format!(
+            "invalid value for parameter \"TimeZone\": \"{v}\" (give an IANA zone such as \
+             'Europe/Madrid', 'UTC', or whole hours east of UTC such as '+02')"
+        ),
+    };
+    if let Ok(hours) = v.parse::<i8>() {
+        if !(-14..=14).contains(&hours) {
+            return Err(bad());
+        }
+        // The Etc/GMT zones count hours west of Greenwich: UTC+2 is Etc/GMT-2.
+        let name = match hours {
+            0 => "Etc/GMT".to_string(),
+            h if h > 0 => format!("Etc/GMT-{h}"),
+            h => format!("Etc/GMT+{}", -h),
+        };
+        return name.parse().map_err(|_| bad());
+    }
+    // PostgreSQL reads zone names in any case.
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .find(|tz| tz.name().eq_ignore_ascii_case(v))
+        .copied()
+        .ok_or_else(bad)
+}
+
 fn defaults() -> Vec<(&'static str, &'static str)> {
     vec![
         ("application_name", ""),
@@ -227,6 +328,7 @@ fn defaults() -> Vec<(&'static str, &'static str)> {
         ("is_superuser", "on"),
         ("max_identifier_length", "63"),
         ("search_path", "public"),
+        ("session_authorization", "streamcell"),
         ("server_encoding", "UTF8"),
         ("server_version", SERVER_VERSION),
         ("server_version_num", "160006"),
@@ -254,16 +356,8 @@ impl Settings {
         match name {
             "client_encoding" => fixed("UTF8")?,
             "timezone" => {
-                if ![
-                    "utc", "'utc'", "gmt", "z", "+00", "0", "etc/utc", "default", "local",
-                ]
-                .contains(&value.to_ascii_lowercase().as_str())
-                {
-                    return Err(PgError::Unsupported(format!(
-                        "TimeZone is always UTC in StreamCell (asked for {value:?}); \
-                         timestamps with time zone are sent in UTC"
-                    )));
-                }
+                let tz = parse_time_zone(value)?;
+                self.values.insert(name.to_string(), tz.name().to_string());
                 return Ok(());
             }
             "statement_timeout" => {
@@ -281,7 +375,8 @@ impl Settings {
             | "integer_datetimes"
             | "server_version_num"
             | "is_superuser"
-            | "max_identifier_length" => {
+            | "max_identifier_length"
+            | "session_authorization" => {
                 return Err(PgError::Unsupported(format!(
                     "parameter {name:?} cannot be changed"
                 )))
@@ -290,6 +385,14 @@ impl Settings {
         }
         self.values.insert(name.to_string(), value.to_string());
         Ok(())
+    }
+
+    /// The session's `TimeZone`: `timestamptz` values are sent in it.
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.values
+            .get("timezone")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(chrono_tz::Tz::UTC)
     }
 
     /// The session's `statement_timeout` (`None`: no limit, the default `0`).
@@ -383,6 +486,44 @@ mod tests {
     }
 
     #[test]
+    fn savepoints_cursors_and_show_forms_are_read_as_postgresql_writes_them() {
+        assert_eq!(c("SAVEPOINT sa_1"), Some(Compat::Savepoint("sa_1".into())));
+        assert_eq!(
+            c("savepoint \"A b\";"),
+            Some(Compat::Savepoint("A b".into()))
+        );
+        assert_eq!(
+            c("RELEASE SAVEPOINT Sa_1"),
+            Some(Compat::Release("sa_1".into()))
+        );
+        assert_eq!(c("release x"), Some(Compat::Release("x".into())));
+        assert_eq!(
+            c("ROLLBACK TO SAVEPOINT sa_1"),
+            Some(Compat::RollbackTo("sa_1".into()))
+        );
+        assert_eq!(
+            c("rollback work to x"),
+            Some(Compat::RollbackTo("x".into()))
+        );
+        assert_eq!(c("ROLLBACK"), Some(Compat::End { rollback: true }));
+        assert_eq!(c("CLOSE ALL"), Some(Compat::Ignored("CLOSE CURSOR ALL")));
+        assert_eq!(c("close c1"), Some(Compat::Close("c1".into())));
+        assert_eq!(c("UNLISTEN *"), Some(Compat::Ignored("UNLISTEN")));
+        assert_eq!(
+            c("show transaction isolation level"),
+            Some(Compat::Show(Some("transaction_isolation".into())))
+        );
+        assert_eq!(
+            c("SHOW TIME ZONE"),
+            Some(Compat::Show(Some("timezone".into())))
+        );
+        assert!(classify("SAVEPOINT").is_err());
+        assert!(classify("RELEASE a b").is_err());
+        assert!(Compat::RollbackTo("x".into()).allowed_when_aborted());
+        assert!(!Compat::Savepoint("x".into()).allowed_when_aborted());
+    }
+
+    #[test]
     fn postgres_features_streamcell_lacks_are_0a000() {
         for sql in [
             "COPY s FROM STDIN",
@@ -425,7 +566,17 @@ mod tests {
         assert_eq!(s.get("APPLICATION_NAME").unwrap(), "psql");
         assert!(s.set("client_encoding", "LATIN1").is_err());
         s.set("client_encoding", "utf-8").unwrap();
-        assert!(s.set("timezone", "Europe/Madrid").is_err());
+        s.set("timezone", "\"Etc/UTC\"").unwrap();
+        assert_eq!(s.time_zone(), chrono_tz::Tz::Etc__UTC);
+        s.set("timezone", "'europe/madrid'").unwrap();
+        assert_eq!(s.get("TimeZone").unwrap(), "Europe/Madrid");
+        s.set("timezone", "+02").unwrap();
+        assert_eq!(s.get("timezone").unwrap(), "Etc/GMT-2");
+        s.set("timezone", "LOCAL").unwrap();
+        assert_eq!(s.time_zone(), chrono_tz::Tz::UTC);
+        let e = s.set("timezone", "Mars/Olympus_Mons").unwrap_err();
+        assert_eq!(e.sqlstate(), "22023", "{e}");
+        assert!(s.set("timezone", "+15").is_err());
         assert!(s.get("no_such_thing").is_err());
         s.reset(None);
         assert_eq!(s.get("application_name").unwrap(), "");

@@ -24,6 +24,7 @@ use arrow::datatypes::{
     TimeUnit, TimestampMicrosecondType,
 };
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use pgwire::api::portal::Format;
 use pgwire::api::results::{DataRowEncoder, FieldInfo};
 use pgwire::api::Type;
@@ -157,8 +158,13 @@ pub fn fields(schema: &Schema, format: &Format) -> Vec<FieldInfo> {
         .collect()
 }
 
-/// The rows of `batch` as `DataRow`s described by `fields` (from [`fields`] of its schema).
-pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> Result<Vec<DataRow>> {
+/// The rows of `batch` as `DataRow`s described by `fields` (from [`fields`] of its schema);
+/// `timestamptz` values are given in the session's time zone `tz`.
+pub fn encode_batch(
+    batch: &RecordBatch,
+    fields: &Arc<Vec<FieldInfo>>,
+    tz: Tz,
+) -> Result<Vec<DataRow>> {
     if batch.num_columns() != fields.len() {
         return Err(PgError::Internal(format!(
             "a batch of {} columns for a row description of {}",
@@ -185,14 +191,20 @@ pub fn encode_batch(batch: &RecordBatch, fields: &Arc<Vec<FieldInfo>>) -> Result
     let mut out = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
         for (kind, col) in &cols {
-            encode_cell(&mut enc, *kind, col.as_ref(), row)?;
+            encode_cell(&mut enc, *kind, col.as_ref(), row, tz)?;
         }
         out.push(enc.take_row());
     }
     Ok(out)
 }
 
-fn encode_cell(enc: &mut DataRowEncoder, kind: Kind, col: &dyn Array, row: usize) -> Result<()> {
+fn encode_cell(
+    enc: &mut DataRowEncoder,
+    kind: Kind,
+    col: &dyn Array,
+    row: usize,
+    tz: Tz,
+) -> Result<()> {
     let null = col.is_null(row);
     match kind {
         Kind::Bool => enc.encode_field(&(!null).then(|| col.as_boolean().value(row)))?,
@@ -223,7 +235,9 @@ fn encode_cell(enc: &mut DataRowEncoder, kind: Kind, col: &dyn Array, row: usize
             if kind == Kind::Timestamp {
                 enc.encode_field(&v.map(|d| d.naive_utc()))?
             } else {
-                enc.encode_field(&v)?
+                // The instant with the session zone's offset at that instant, as PostgreSQL
+                // sends it (`2026-03-29 03:00:00+02` in Europe/Madrid).
+                enc.encode_field(&v.map(|d| d.with_timezone(&tz).fixed_offset()))?
             }
         }
         Kind::Date => {
@@ -291,7 +305,7 @@ mod tests {
         let b = batch();
         for format in [Format::UnifiedText, Format::UnifiedBinary] {
             let f = Arc::new(fields(&b.schema(), &format));
-            let rows = encode_batch(&b, &f).unwrap();
+            let rows = encode_batch(&b, &f, Tz::UTC).unwrap();
             assert_eq!(rows.len(), 2);
             assert!(rows.iter().all(|r| r.field_count == 3));
         }

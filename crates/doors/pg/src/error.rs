@@ -23,6 +23,16 @@ pub enum PgError {
     /// PostgreSQL answers).
     #[error("unrecognized configuration parameter \"{0}\"")]
     UnknownSetting(String),
+    /// A statement not allowed in the session's transaction state: a savepoint outside a
+    /// transaction block (`25P01`), a savepoint (`3B001`) or cursor (`34000`) that does not
+    /// exist; the SQLSTATE is PostgreSQL's for the case.
+    #[error("{message}")]
+    State {
+        /// The SQLSTATE.
+        code: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// A parameter value that cannot be used as its type (`22P02`).
     #[error("{0}")]
     BadParameter(String),
@@ -50,6 +60,7 @@ impl PgError {
             PgError::Syntax(_) => "42601",
             PgError::Unsupported(_) => "0A000",
             PgError::UnknownSetting(_) => "42704",
+            PgError::State { code, .. } => code,
             PgError::BadParameter(_) => "22P02",
             PgError::Cancelled | PgError::TimedOut => "57014",
             PgError::Internal(_) => "XX000",

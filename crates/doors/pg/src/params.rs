@@ -63,6 +63,69 @@ pub fn placeholders(sql: &str) -> Vec<(usize, usize, usize)> {
     out
 }
 
+/// The type a statement gives each of its first `n` parameters by a cast written right after
+/// it (`$1::text[]`, `$2::int8`, `$3 :: timestamptz`), as PostgreSQL infers it; `None` where
+/// there is no such cast (or a type this door does not bind).
+pub fn cast_types(sql: &str, n: usize) -> Vec<Option<Type>> {
+    let mut out = vec![None; n];
+    for (_, end, i) in placeholders(sql) {
+        let Some(slot) = i.checked_sub(1).and_then(|k| out.get_mut(k)) else {
+            continue;
+        };
+        let rest = sql[end..].trim_start();
+        let Some(rest) = rest.strip_prefix("::") else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let word_end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .unwrap_or(rest.len());
+        let mut name = rest[..word_end].to_ascii_lowercase();
+        let mut after = rest[word_end..].trim_start();
+        // Two-word names.
+        for (first, second, whole) in [
+            ("double", "precision", "float8"),
+            ("character", "varying", "varchar"),
+        ] {
+            if name == first
+                && after.len() >= second.len()
+                && after[..second.len()].eq_ignore_ascii_case(second)
+            {
+                name = whole.to_string();
+                after = after[second.len()..].trim_start();
+            }
+        }
+        let array = after.starts_with("[]");
+        if slot.is_none() {
+            *slot = type_named(name.trim_start_matches("pg_catalog."), array);
+        }
+    }
+    out
+}
+
+/// A PostgreSQL type by name (`int4`, `integer`, `text`, …), or its array type.
+fn type_named(name: &str, array: bool) -> Option<Type> {
+    let (one, many) = match name {
+        "text" | "varchar" | "name" | "bpchar" | "char" | "character" => {
+            (Type::TEXT, Type::TEXT_ARRAY)
+        }
+        "int2" | "smallint" => (Type::INT2, Type::INT2_ARRAY),
+        "int4" | "int" | "integer" => (Type::INT4, Type::INT4_ARRAY),
+        "int8" | "bigint" => (Type::INT8, Type::INT8_ARRAY),
+        "oid" => (Type::OID, Type::OID_ARRAY),
+        "float4" | "real" => (Type::FLOAT4, Type::FLOAT4_ARRAY),
+        "float8" => (Type::FLOAT8, Type::FLOAT8_ARRAY),
+        "bool" | "boolean" => (Type::BOOL, Type::BOOL_ARRAY),
+        "numeric" | "decimal" if !array => (Type::NUMERIC, Type::NUMERIC),
+        "timestamp" if !array => (Type::TIMESTAMP, Type::TIMESTAMP),
+        "timestamptz" if !array => (Type::TIMESTAMPTZ, Type::TIMESTAMPTZ),
+        "date" if !array => (Type::DATE, Type::DATE),
+        "json" | "jsonb" if !array => (Type::JSON, Type::JSON),
+        _ => return None,
+    };
+    Some(if array { many } else { one })
+}
+
 /// The most parameters a statement may have: a Bind message counts them in 16 bits.
 pub const MAX_PARAMETERS: usize = u16::MAX as usize;
 
@@ -159,6 +222,8 @@ fn literal<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> Result<String> {
         get!(chrono::NaiveDate, Type::DATE).map(|v| quote(&v.to_string()))
     } else if *t == Type::JSON || *t == Type::JSONB {
         get!(serde_json::Value, Type::JSON).map(|v| quote(&v.to_string()))
+    } else if let Some(elem) = array_element(t) {
+        return array_literal(portal, i, t, &elem);
     } else if *t == Type::NUMERIC {
         // Text form only (the binary NUMERIC layout is not decoded): checked as a number.
         match portal.parameter::<String>(i, &Type::TEXT) {
@@ -182,6 +247,63 @@ fn literal<S: Clone>(portal: &Portal<S>, i: usize, t: &Type) -> Result<String> {
         }
     };
     Ok(lit.unwrap_or_else(|| "NULL".to_string()))
+}
+
+/// The element type of the array types parameters may have (`text[]`, `int8[]`, …).
+fn array_element(t: &Type) -> Option<Type> {
+    let pairs = [
+        (Type::TEXT_ARRAY, Type::TEXT),
+        (Type::VARCHAR_ARRAY, Type::TEXT),
+        (Type::NAME_ARRAY, Type::TEXT),
+        (Type::CHAR_ARRAY, Type::TEXT),
+        (Type::BPCHAR_ARRAY, Type::TEXT),
+        (Type::INT2_ARRAY, Type::INT2),
+        (Type::INT4_ARRAY, Type::INT4),
+        (Type::INT8_ARRAY, Type::INT8),
+        (Type::OID_ARRAY, Type::OID),
+        (Type::FLOAT4_ARRAY, Type::FLOAT4),
+        (Type::FLOAT8_ARRAY, Type::FLOAT8),
+        (Type::BOOL_ARRAY, Type::BOOL),
+    ];
+    pairs.into_iter().find(|(a, _)| a == t).map(|(_, e)| e)
+}
+
+/// An array parameter (`{r,v}` in text form, or PostgreSQL's binary array layout) as an
+/// `ARRAY[…]` of element literals.
+fn array_literal<S: Clone>(portal: &Portal<S>, i: usize, t: &Type, elem: &Type) -> Result<String> {
+    macro_rules! items {
+        ($ty:ty, $show:expr) => {
+            portal
+                .parameter::<Vec<Option<$ty>>>(i, t)
+                .map_err(|e| bad(i, t, e))?
+                .map(|v| {
+                    v.into_iter()
+                        .map(|x| x.map_or_else(|| "NULL".to_string(), $show))
+                        .collect::<Vec<String>>()
+                })
+        };
+    }
+    let items = if *elem == Type::INT2 {
+        items!(i16, |v| v.to_string())
+    } else if *elem == Type::INT4 {
+        items!(i32, |v| v.to_string())
+    } else if *elem == Type::INT8 {
+        items!(i64, |v| v.to_string())
+    } else if *elem == Type::OID {
+        items!(u32, |v| v.to_string())
+    } else if *elem == Type::FLOAT4 {
+        items!(f32, |v| float(f64::from(v)))
+    } else if *elem == Type::FLOAT8 {
+        items!(f64, float)
+    } else if *elem == Type::BOOL {
+        items!(bool, |v| if v { "TRUE".into() } else { "FALSE".into() })
+    } else {
+        items!(String, |v| quote(&v))
+    };
+    Ok(match items {
+        None => "NULL".to_string(),
+        Some(items) => format!("ARRAY[{}]", items.join(", ")),
+    })
 }
 
 /// A float as a literal DataFusion reads back exactly (`NaN` and infinities as casts).
@@ -230,6 +352,32 @@ mod tests {
             "SELECT * FROM s WHERE a = 'x'' OR ''1''=''1' AND b = 5"
         );
         assert!(substitute("SELECT $3", &["1".into()]).is_err());
+    }
+
+    #[test]
+    fn casts_after_placeholders_type_them() {
+        let t = cast_types(
+            "SELECT $1::text[], $2 :: int8, CAST($3 AS int), $4::double precision, \
+             $5::pg_catalog.bool, $6::character varying[], $7::mystery",
+            7,
+        );
+        assert_eq!(
+            t,
+            vec![
+                Some(Type::TEXT_ARRAY),
+                Some(Type::INT8),
+                None,
+                Some(Type::FLOAT8),
+                Some(Type::BOOL),
+                Some(Type::TEXT_ARRAY),
+                None
+            ]
+        );
+        assert_eq!(
+            cast_types("SELECT $2::int", 1),
+            vec![None],
+            "beyond n: ignored"
+        );
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub enum What {
 pub struct Session {
     engine: Arc<Engine>,
     settings: Mutex<Settings>,
+    /// The savepoints of the open transaction block, oldest first.
+    savepoints: Mutex<Vec<String>>,
     parser: Arc<Parser>,
 }
 
@@ -92,11 +94,27 @@ impl Session {
             }),
             engine,
             settings: Mutex::new(Settings::default()),
+            savepoints: Mutex::default(),
         })
     }
 
     fn settings(&self) -> std::sync::MutexGuard<'_, Settings> {
         self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn savepoints(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.savepoints.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Where savepoint `name` is, or the error PostgreSQL gives when it is not there.
+    fn savepoint_at(&self, name: &str) -> Result<usize> {
+        self.savepoints()
+            .iter()
+            .rposition(|s| s == name)
+            .ok_or_else(|| PgError::State {
+                code: "3B001",
+                message: format!("savepoint \"{name}\" does not exist"),
+            })
     }
 }
 
@@ -188,6 +206,7 @@ fn batches_response(
     batches: &[arrow::array::RecordBatch],
     announced: Option<&Vec<(String, Type)>>,
     format: &Format,
+    tz: chrono_tz::Tz,
 ) -> Result<QueryResponse> {
     let fields = Arc::new(match announced {
         Some(c) if c.len() == schema.fields().len() => text_fields(c, format),
@@ -195,14 +214,29 @@ fn batches_response(
     });
     let mut rows = Vec::new();
     for b in batches {
-        rows.extend(encode::encode_batch(b, &fields)?);
+        rows.extend(encode::encode_batch(b, &fields, tz)?);
     }
     Ok(rows_response(fields, rows))
 }
 
 impl Session {
     /// Runs a session statement; the response (and the new transaction status).
-    fn run_compat(&self, c: &Compat, format: &Format) -> Result<Response> {
+    fn run_compat(
+        &self,
+        c: &Compat,
+        format: &Format,
+        status: TransactionStatus,
+    ) -> Result<Response> {
+        let in_block = |what: &str| {
+            if status == TransactionStatus::Idle {
+                Err(PgError::State {
+                    code: "25P01",
+                    message: format!("{what} can only be used in transaction blocks"),
+                })
+            } else {
+                Ok(())
+            }
+        };
         Ok(match c {
             Compat::Set { name, value } => {
                 self.settings().set(name, value)?;
@@ -235,9 +269,39 @@ impl Session {
                 }
                 Response::Query(rows_response(fields, rows))
             }
-            Compat::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+            Compat::Begin => {
+                if status == TransactionStatus::Idle {
+                    self.savepoints().clear();
+                }
+                Response::TransactionStart(Tag::new("BEGIN"))
+            }
             Compat::End { rollback } => {
+                self.savepoints().clear();
                 Response::TransactionEnd(Tag::new(if *rollback { "ROLLBACK" } else { "COMMIT" }))
+            }
+            Compat::Savepoint(name) => {
+                in_block("SAVEPOINT")?;
+                self.savepoints().push(name.clone());
+                Response::Execution(Tag::new("SAVEPOINT"))
+            }
+            Compat::Release(name) => {
+                in_block("RELEASE SAVEPOINT")?;
+                let at = self.savepoint_at(name)?;
+                self.savepoints().truncate(at);
+                Response::Execution(Tag::new("RELEASE"))
+            }
+            Compat::RollbackTo(name) => {
+                in_block("ROLLBACK TO SAVEPOINT")?;
+                let at = self.savepoint_at(name)?;
+                self.savepoints().truncate(at + 1);
+                // Back in a usable block (from a failed one too); nothing is undone.
+                Response::TransactionStart(Tag::new("ROLLBACK"))
+            }
+            Compat::Close(name) => {
+                return Err(PgError::State {
+                    code: "34000",
+                    message: format!("cursor \"{name}\" does not exist"),
+                })
             }
             Compat::Ignored(tag) => Response::Execution(Tag::new(tag)),
             Compat::Version => {
@@ -303,10 +367,10 @@ impl Session {
     {
         let status = client.transaction_status();
         if let Some(c) = compat::classify(sql)? {
-            if status == TransactionStatus::Error && !matches!(c, Compat::End { .. }) {
+            if status == TransactionStatus::Error && !c.allowed_when_aborted() {
                 return Err(aborted());
             }
-            match self.run_compat(&c, &Format::UnifiedText)? {
+            match self.run_compat(&c, &Format::UnifiedText, status)? {
                 Response::Query(q) => send_query_response(client, q, true).await?,
                 Response::Execution(tag) => send_execution_response(client, tag).await?,
                 Response::TransactionStart(tag) => {
@@ -332,7 +396,13 @@ impl Session {
         if catalog::is_catalog_query(sql) {
             let settings = self.settings().clone();
             let (schema, batches) = catalog::run(&self.engine, &settings, sql).await?;
-            let response = batches_response(&schema, &batches, None, &Format::UnifiedText)?;
+            let response = batches_response(
+                &schema,
+                &batches,
+                None,
+                &Format::UnifiedText,
+                self.settings().time_zone(),
+            )?;
             send_query_response(client, response, true).await?;
             return Ok(());
         }
@@ -344,19 +414,22 @@ impl Session {
                     send_execution_response(client, tag).await?;
                 }
                 Output::Table { schema, batches } => {
-                    let response = batches_response(&schema, &batches, None, &Format::UnifiedText)?;
+                    let tz = self.settings().time_zone();
+                    let response =
+                        batches_response(&schema, &batches, None, &Format::UnifiedText, tz)?;
                     send_query_response(client, response, true).await?;
                 }
                 Output::Push { schema, rx, guard } => {
                     let fields = schema.map(|s| Arc::new(encode::fields(&s, &Format::UnifiedText)));
+                    let tz = self.settings().time_zone();
                     stream_push(
                         client,
                         fields,
                         true,
-                        rx,
-                        guard,
+                        (rx, guard),
                         cancel.take(),
                         &Format::UnifiedText,
+                        tz,
                     )
                     .await?;
                 }
@@ -381,10 +454,13 @@ async fn stream_push<C>(
     client: &mut C,
     mut fields: Option<Arc<Vec<FieldInfo>>>,
     describe: bool,
-    mut rx: tokio::sync::mpsc::Receiver<streamcell_engine::Result<arrow::array::RecordBatch>>,
-    _guard: streamcell_engine::PushGuard,
+    (mut rx, _guard): (
+        tokio::sync::mpsc::Receiver<streamcell_engine::Result<arrow::array::RecordBatch>>,
+        streamcell_engine::PushGuard,
+    ),
     mut cancel: Option<oneshot::Receiver<()>>,
     format: &Format,
+    tz: chrono_tz::Tz,
 ) -> PgWireResult<()>
 where
     C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -425,7 +501,7 @@ where
                         .await?;
                     described = true;
                 }
-                for row in encode::encode_batch(&batch, &f)? {
+                for row in encode::encode_batch(&batch, &f, tz)? {
                     client.feed(PgWireBackendMessage::DataRow(row)).await?;
                     sent += 1;
                 }
@@ -521,6 +597,23 @@ impl Parser {
             }
         };
         let n = params::count(&text)?;
+        let cast = params::cast_types(&text, n);
+        // The client's type where it gave one, else the one a cast after the placeholder
+        // names, else `fallback(i)`.
+        let typed = |fallback: &dyn Fn(usize) -> Option<Type>| -> Vec<Type> {
+            (0..n)
+                .map(|i| {
+                    client_types
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .filter(|t| *t != Type::UNKNOWN)
+                        .or_else(|| cast.get(i).cloned().flatten())
+                        .or_else(|| fallback(i))
+                        .unwrap_or(Type::TEXT)
+                })
+                .collect()
+        };
         if let Some(c) = compat::classify(&text)? {
             return Ok(Some(Prepared {
                 columns: Session::compat_columns(&c),
@@ -537,7 +630,7 @@ impl Parser {
                 columns: Some(schema_columns(&schema)),
                 sql: text,
                 what: What::Catalog,
-                params: vec![Type::TEXT; n],
+                params: typed(&|_| None),
             }));
         }
         let stmt = {
@@ -596,23 +689,13 @@ impl Parser {
                 Err(e) => return Err(e.into()),
             }
         };
-        let params = (0..n)
-            .map(|i| {
-                client_types
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .filter(|t| *t != Type::UNKNOWN)
-                    .or_else(|| {
-                        server_types
-                            .get(i)
-                            .cloned()
-                            .flatten()
-                            .map(|t| Kind::of(&t).pg_type())
-                    })
-                    .unwrap_or(Type::TEXT)
-            })
-            .collect();
+        let params = typed(&|i| {
+            server_types
+                .get(i)
+                .cloned()
+                .flatten()
+                .map(|t| Kind::of(&t).pg_type())
+        });
         Ok(Some(Prepared {
             sql: text,
             what: What::Engine { push, listing },
@@ -702,12 +785,28 @@ impl ExtendedQueryHandler for Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let push = match client.portal_store().get_portal(name) {
-            Some(pgwire::api::store::Entry::Value(p)) => {
-                matches!(p.statement.statement.what, What::Engine { push: true, .. }).then_some(p)
-            }
+        let portal = match client.portal_store().get_portal(name) {
+            Some(pgwire::api::store::Entry::Value(p)) => Some(p),
             _ => None,
         };
+        // ROLLBACK TO a savepoint that exists ends a failed block's error state; pgwire's
+        // Execute keeps the status it saw before the statement, so set it first.
+        if let Some(Compat::RollbackTo(sp)) =
+            portal
+                .as_ref()
+                .and_then(|p| match &p.statement.statement.what {
+                    What::Compat(c) => Some(c),
+                    _ => None,
+                })
+        {
+            if client.transaction_status() == TransactionStatus::Error
+                && self.savepoint_at(sp).is_ok()
+            {
+                client.set_transaction_status(TransactionStatus::Transaction);
+            }
+        }
+        let push = portal
+            .filter(|p| matches!(p.statement.statement.what, What::Engine { push: true, .. }));
         let Some(portal) = push else {
             return self._on_execute(client, message).await;
         };
@@ -726,14 +825,15 @@ impl ExtendedQueryHandler for Session {
             .map(|c| Arc::new(text_fields(c, &portal.result_column_format)));
         for (_, output) in outputs {
             if let Output::Push { rx, guard, .. } = output {
+                let tz = self.settings().time_zone();
                 stream_push(
                     client,
                     fields.clone(),
                     false,
-                    rx,
-                    guard,
+                    (rx, guard),
                     cancel.take(),
                     &portal.result_column_format,
+                    tz,
                 )
                 .await?;
             }
@@ -771,13 +871,14 @@ impl ExtendedQueryHandler for Session {
                     &batches,
                     prepared.columns.as_ref(),
                     format,
+                    settings.time_zone(),
                 )?))
             }
             What::Compat(c) => {
-                if status == TransactionStatus::Error && !matches!(c, Compat::End { .. }) {
+                if status == TransactionStatus::Error && !c.allowed_when_aborted() {
                     return Err(aborted());
                 }
-                Ok(self.run_compat(c, format)?)
+                Ok(self.run_compat(c, format, status)?)
             }
             What::Engine { .. } => {
                 if status == TransactionStatus::Error {
@@ -798,6 +899,7 @@ impl ExtendedQueryHandler for Session {
                         &batches,
                         prepared.columns.as_ref(),
                         format,
+                        self.settings().time_zone(),
                     )?),
                     Output::Push { .. } => {
                         return Err(

@@ -28,8 +28,8 @@ async fn next_rows(a: &Adapter) -> Option<(String, usize, Vec<RecordBatch>)> {
         if !a.running().await {
             return None;
         }
-        if !a.basket.is_empty() {
-            let batches = a.basket.drain();
+        if !a.spec.basket.is_empty() {
+            let batches = a.spec.basket.drain();
             let mut text = String::new();
             let mut n = 0;
             for b in &batches {
@@ -41,7 +41,7 @@ async fn next_rows(a: &Adapter) -> Option<(String, usize, Vec<RecordBatch>)> {
             return Some((text, n, batches));
         }
         tokio::select! {
-            _ = a.basket.changed() => {}
+            _ = a.spec.basket.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = a.stopped() => return None,
         }
@@ -50,7 +50,7 @@ async fn next_rows(a: &Adapter) -> Option<(String, usize, Vec<RecordBatch>)> {
 
 pub(crate) async fn emit_active(a: Arc<Adapter>, addr: SocketAddr) {
     let mut tcp: Option<TcpStream> = None;
-    let udp = match a.protocol {
+    let udp = match a.spec.protocol {
         Protocol::Udp => match UdpSocket::bind("0.0.0.0:0").await {
             Ok(s) => Some(s),
             Err(e) => {
@@ -65,29 +65,12 @@ pub(crate) async fn emit_active(a: Arc<Adapter>, addr: SocketAddr) {
             Some(socket) => send_datagrams(socket, addr, &text).await,
             None => {
                 if tcp.is_none() {
-                    match TcpStream::connect(addr).await {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            tcp = Some(s);
-                        }
-                        Err(e) => {
-                            a.note(format!("cannot connect to actuator {addr}: {e}; retrying"));
-                        }
-                    }
+                    tcp = connect(&a, addr).await;
                 }
                 // An actuator that went away while we were idle: find out before writing
                 // (a write into a closed connection may be accepted and then lost).
                 if tcp.as_ref().is_some_and(peer_closed) {
-                    tcp = None;
-                    match TcpStream::connect(addr).await {
-                        Ok(s) => {
-                            let _ = s.set_nodelay(true);
-                            tcp = Some(s);
-                        }
-                        Err(e) => {
-                            a.note(format!("cannot connect to actuator {addr}: {e}; retrying"));
-                        }
-                    }
+                    tcp = connect(&a, addr).await;
                 }
                 match tcp.as_mut() {
                     Some(s) => match s.write_all(text.as_bytes()).await {
@@ -105,12 +88,26 @@ pub(crate) async fn emit_active(a: Arc<Adapter>, addr: SocketAddr) {
             Ok(()) => a.counted(n),
             Err(e) => {
                 a.note(format!("send to {addr} failed: {e}; will retry"));
-                a.basket.unshift(batches);
+                a.spec.basket.unshift(batches);
                 tokio::select! {
                     _ = tokio::time::sleep(RETRY) => {}
                     _ = a.stopped() => return,
                 }
             }
+        }
+    }
+}
+
+/// A new connection to the actuator, or `None` (the problem noted; the caller retries).
+async fn connect(a: &Adapter, addr: SocketAddr) -> Option<TcpStream> {
+    match TcpStream::connect(addr).await {
+        Ok(s) => {
+            let _ = s.set_nodelay(true);
+            Some(s)
+        }
+        Err(e) => {
+            a.note(format!("cannot connect to actuator {addr}: {e}; retrying"));
+            None
         }
     }
 }
@@ -159,7 +156,7 @@ pub(crate) async fn emit_tcp_passive(a: Arc<Adapter>, listener: TcpListener) {
                     Ok((s, _)) => {
                         let _ = s.set_nodelay(true);
                         clients.lock().await.push(s);
-                        a.basket.poke();
+                        a.spec.basket.poke();
                     }
                     Err(e) => a.note(format!("accept failed: {e}")),
                 }
@@ -170,7 +167,7 @@ pub(crate) async fn emit_tcp_passive(a: Arc<Adapter>, listener: TcpListener) {
         // Events wait in the basket until an actuator is there.
         if clients.lock().await.is_empty() {
             tokio::select! {
-                _ = a.basket.changed() => {}
+                _ = a.spec.basket.changed() => {}
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = a.stopped() => break,
             }
@@ -188,7 +185,7 @@ pub(crate) async fn emit_tcp_passive(a: Arc<Adapter>, listener: TcpListener) {
         }
         if alive.is_empty() {
             a.note("every actuator disconnected; the events wait for the next one");
-            a.basket.unshift(batches);
+            a.spec.basket.unshift(batches);
         } else {
             a.counted(n);
         }

@@ -36,7 +36,7 @@ struct Filler {
 
 impl Filler {
     fn new(adapter: Arc<Adapter>, wake: Arc<Notify>) -> Self {
-        let parser = LineParser::new(&adapter.basket.schema);
+        let parser = LineParser::new(&adapter.spec.basket.schema);
         Filler {
             adapter,
             parser,
@@ -64,14 +64,14 @@ impl Filler {
             return;
         }
         match self.parser.finish() {
-            Ok(batch) => match self.adapter.basket.append(batch) {
+            Ok(batch) => match self.adapter.spec.basket.append(batch) {
                 Ok(()) => {
                     self.adapter.counted(n);
                     self.wake.notify_one();
                 }
                 Err(e) => {
                     self.adapter.rejected.fetch_add(n as u64, Ordering::Relaxed);
-                    self.adapter.basket.add_error(e.to_string());
+                    self.adapter.spec.basket.add_error(e.to_string());
                 }
             },
             Err(e) => self.adapter.note(format!("cannot build rows: {e}")),

@@ -70,11 +70,11 @@ async fn a_passive_tcp_receptor_fills_its_basket_and_keeps_bad_lines_apart() {
         )
         .await
         .expect("receptor");
-    assert_ne!(a.port, 0, "the bound port is reported");
+    assert_ne!(a.spec.port, 0, "the bound port is reported");
     assert_eq!(a.state(), Run::Paused, "adapters start paused");
     a.set(Run::Running);
 
-    let mut sensor = TcpStream::connect(("127.0.0.1", a.port))
+    let mut sensor = TcpStream::connect(("127.0.0.1", a.spec.port))
         .await
         .expect("connect");
     let long = "9".repeat(MAX_LINE + 10);
@@ -141,7 +141,7 @@ async fn a_passive_tcp_emitter_ships_rows_to_a_connected_actuator() {
         .await
         .expect("emitter");
     a.set(Run::Running);
-    let mut actuator = TcpStream::connect(("127.0.0.1", a.port))
+    let mut actuator = TcpStream::connect(("127.0.0.1", a.spec.port))
         .await
         .expect("connect");
     let mut got = Vec::new();

@@ -543,10 +543,10 @@ pub async fn render(src: &Sources) -> Result<String, String> {
     let adapters = dc.adapters();
     let adapter_labels = |a: &Adapter| {
         (
-            a.basket.name.clone(),
-            format!("{}:{}", a.host, a.port),
-            a.protocol.label(),
-            a.mode.label(),
+            a.spec.basket.name.clone(),
+            format!("{}:{}", a.spec.host, a.spec.port),
+            a.spec.protocol.label(),
+            a.spec.mode.label(),
         )
     };
     let adapter_family = |x: &mut Exposition,
@@ -555,7 +555,7 @@ pub async fn render(src: &Sources) -> Result<String, String> {
                           dir: Direction,
                           f: &dyn Fn(&Adapter) -> u64| {
         x.family(name, Kind::Counter, help);
-        for a in adapters.iter().filter(|a| a.direction == dir) {
+        for a in adapters.iter().filter(|a| a.spec.direction == dir) {
             let (basket, address, protocol, mode) = adapter_labels(a);
             x.sample(
                 name,

@@ -99,18 +99,9 @@ pub enum Run {
 
 /// One receptor or emitter, as the catalog shows it.
 pub struct Adapter {
-    /// Receptor or emitter.
-    pub direction: Direction,
-    /// The basket.
-    pub basket: Arc<Basket>,
-    /// Host as given.
-    pub host: String,
-    /// Port as given (the bound port for passive adapters given port 0).
-    pub port: u16,
-    /// TCP or UDP.
-    pub protocol: Protocol,
-    /// Active or passive.
-    pub mode: Mode,
+    /// What it is; `port` is the port it really uses (the bound port of a passive adapter
+    /// given port 0).
+    pub spec: AdapterSpec,
     run: watch::Sender<Run>,
     /// Events received or sent.
     pub events: AtomicU64,
@@ -157,12 +148,7 @@ impl Adapter {
     pub fn new(spec: AdapterSpec, port: u16) -> Adapter {
         let (run, _) = watch::channel(Run::Paused);
         Adapter {
-            direction: spec.direction,
-            basket: spec.basket,
-            host: spec.host,
-            port,
-            protocol: spec.protocol,
-            mode: spec.mode,
+            spec: AdapterSpec { port, ..spec },
             run,
             events: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
@@ -212,14 +198,14 @@ impl Adapter {
     /// Records a connection or send problem (the catalog shows the last one) and logs it.
     pub fn note(&self, problem: impl Into<String>) {
         let p = problem.into();
-        tracing::warn!(basket = %self.basket.name, "{p}");
+        tracing::warn!(basket = %self.spec.basket.name, "{p}");
         *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = Some(p);
     }
 
     /// A line that did not parse: to the basket's errors, counted.
     pub fn reject(&self, error: String) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
-        self.basket.add_error(error);
+        self.spec.basket.add_error(error);
     }
 
     /// `n` events received or sent in one read or write.

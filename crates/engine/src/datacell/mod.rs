@@ -296,8 +296,8 @@ impl DataCell {
         }
         let users: Vec<String> = lock(&self.adapters)
             .iter()
-            .filter(|a| a.basket.name == full && a.state() != Run::Stopped)
-            .map(|a| format!("{:?}", a.direction).to_lowercase())
+            .filter(|a| a.spec.basket.name == full && a.state() != Run::Stopped)
+            .map(|a| format!("{:?}", a.spec.direction).to_lowercase())
             .chain(
                 lock(&self.queries)
                     .values()
@@ -365,7 +365,9 @@ impl DataCell {
             None => default_mode,
         };
         if lock(&self.adapters).iter().any(|a| {
-            a.direction == direction && a.basket.name == basket.name && a.state() != Run::Stopped
+            a.spec.direction == direction
+                && a.spec.basket.name == basket.name
+                && a.state() != Run::Stopped
         }) {
             return Err(EngineError::AlreadyExists(format!(
                 "basket {:?} has a {what} already",
@@ -415,8 +417,8 @@ impl DataCell {
                 )));
             }
             if lock(&self.adapters).iter().any(|a| {
-                a.direction == Direction::Emitter
-                    && &a.basket.name == input
+                a.spec.direction == Direction::Emitter
+                    && &a.spec.basket.name == input
                     && a.state() != Run::Stopped
             }) {
                 return Err(EngineError::invalid(format!(
@@ -475,7 +477,7 @@ impl DataCell {
                 }
                 let full = basket_name(o);
                 for a in lock(&self.adapters).iter() {
-                    if a.basket.name == full && a.state() != Run::Stopped {
+                    if a.spec.basket.name == full && a.state() != Run::Stopped {
                         a.set(run);
                         found = true;
                     }
@@ -502,7 +504,7 @@ impl DataCell {
         let full = basket_name(obj);
         let mut adapters = lock(&self.adapters);
         for a in adapters.iter() {
-            if a.basket.name == full {
+            if a.spec.basket.name == full {
                 a.set(Run::Stopped);
                 found = true;
             }
@@ -650,7 +652,7 @@ impl DataCell {
                 };
                 let list: Vec<Arc<Adapter>> = lock(&self.adapters)
                     .iter()
-                    .filter(|a| a.direction == direction)
+                    .filter(|a| a.spec.direction == direction)
                     .cloned()
                     .collect();
                 let (last, count) = if direction == Direction::Receptor {
@@ -672,11 +674,15 @@ impl DataCell {
                         ("pending", DataType::Int64),
                     ],
                     vec![
-                        text(list.iter().map(|a| a.basket.name.clone()).collect()),
-                        text(list.iter().map(|a| a.host.clone()).collect()),
-                        int(list.iter().map(|a| i64::from(a.port)).collect()),
-                        text(list.iter().map(|a| a.protocol.label().into()).collect()),
-                        text(list.iter().map(|a| a.mode.label().into()).collect()),
+                        text(list.iter().map(|a| a.spec.basket.name.clone()).collect()),
+                        text(list.iter().map(|a| a.spec.host.clone()).collect()),
+                        int(list.iter().map(|a| i64::from(a.spec.port)).collect()),
+                        text(
+                            list.iter()
+                                .map(|a| a.spec.protocol.label().into())
+                                .collect(),
+                        ),
+                        text(list.iter().map(|a| a.spec.mode.label().into()).collect()),
                         text(list.iter().map(|a| run_label(a.state()).into()).collect()),
                         time(
                             list.iter()
@@ -691,7 +697,7 @@ impl DataCell {
                             .iter()
                             .map(|a| a.events.load(Ordering::Relaxed) as i64)
                             .collect()),
-                        int(list.iter().map(|a| a.basket.len() as i64).collect()),
+                        int(list.iter().map(|a| a.spec.basket.len() as i64).collect()),
                     ],
                 )
             }
@@ -792,17 +798,17 @@ impl DataCell {
             }
         }
         for a in lock(&self.adapters).iter() {
-            let what = match a.direction {
+            let what = match a.spec.direction {
                 Direction::Receptor => "receptor",
                 Direction::Emitter => "emitter",
             };
             out.push(format!(
                 "#{what} {} at {}:{} protocol={} mode={} status={} events={}",
-                a.basket.name,
-                a.host,
-                a.port,
-                a.protocol.label(),
-                a.mode.label(),
+                a.spec.basket.name,
+                a.spec.host,
+                a.spec.port,
+                a.spec.protocol.label(),
+                a.spec.mode.label(),
                 run_label(a.state()),
                 a.events.load(Ordering::Relaxed)
             ));

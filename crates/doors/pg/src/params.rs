@@ -45,6 +45,19 @@ pub fn placeholders(sql: &str) -> Vec<(usize, usize, usize)> {
                 }
                 i += 2;
             }
+            // A dollar-quoted string, `$$…$$` or `$tag$…$tag$`: nothing inside is a
+            // placeholder (else a value could close the quote and add a statement).
+            b'$' if dollar_tag(&b[i..]).is_some()
+                && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
+            {
+                let tag_len = dollar_tag(&b[i..]).unwrap_or(1);
+                let tag = &b[i..i + tag_len];
+                i += tag_len;
+                while i < b.len() && !b[i..].starts_with(tag) {
+                    i += 1;
+                }
+                i += tag_len;
+            }
             b'$' if b.get(i + 1).is_some_and(u8::is_ascii_digit)
                 && !(i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_')) =>
             {
@@ -124,6 +137,22 @@ fn type_named(name: &str, array: bool) -> Option<Type> {
         _ => return None,
     };
     Some(if array { many } else { one })
+}
+
+/// The length of the opening tag of a dollar-quoted string at the start of `b` (`$$`,
+/// `$tag$`; a tag is an identifier that does not start with a digit), if one starts there.
+fn dollar_tag(b: &[u8]) -> Option<usize> {
+    if b.first() != Some(&b'$') {
+        return None;
+    }
+    let mut j = 1;
+    while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] >= 0x80) {
+        if j == 1 && b[j].is_ascii_digit() {
+            return None;
+        }
+        j += 1;
+    }
+    (b.get(j) == Some(&b'$')).then_some(j + 1)
 }
 
 /// The most parameters a statement may have: a Bind message counts them in 16 bits.
@@ -338,6 +367,17 @@ mod tests {
             "not a number: no parameter"
         );
         assert_eq!(count("SELECT 1").expect("none"), 0);
+    }
+
+    #[test]
+    fn dollar_quoted_text_holds_no_placeholders() {
+        let sql = "INSERT INTO t VALUES ($1, $$ $2 $$, $tag$ $3 $$ $tag$, $4)";
+        let found: Vec<usize> = placeholders(sql).iter().map(|p| p.2).collect();
+        assert_eq!(found, vec![1, 4]);
+        // An unterminated dollar quote hides the rest (the statement then fails to parse).
+        assert!(placeholders("SELECT $$ $1").is_empty());
+        // `$1$` is not a tag (tags do not start with a digit): $1 is a placeholder.
+        assert_eq!(placeholders("SELECT $1$").len(), 1);
     }
 
     #[test]

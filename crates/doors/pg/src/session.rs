@@ -334,6 +334,13 @@ impl Session {
         cancel: &mut Option<oneshot::Receiver<()>>,
     ) -> Result<Vec<(Statement, Output)>> {
         let statements = self.engine.parse(sql)?;
+        // One statement: the text was split (simple query) or prepared (extended) as one,
+        // so more means a bound value changed its structure; run none of them.
+        if statements.len() > 1 {
+            return Err(PgError::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
         let limit = self.settings().statement_timeout();
         let mut out = Vec::with_capacity(statements.len());
         for stmt in statements {

@@ -93,7 +93,9 @@ pub fn classify(sql: &str) -> Result<Option<Compat>, PgError> {
         ["SHOW", "TIME", "ZONE"] => Compat::Show(Some("timezone".into())),
         ["SHOW", "SESSION", "AUTHORIZATION"] => Compat::Show(Some("session_authorization".into())),
         ["SHOW", ..] => {
-            let name = sql.trim().trim_end_matches(';')[4..].trim();
+            // After the word SHOW (what `words` skipped before it: blanks and parentheses).
+            let body = statement_body(sql);
+            let name = body.get(4..).unwrap_or("").trim();
             Compat::Show(Some(name.trim_matches('"').to_ascii_lowercase()))
         }
         ["BEGIN", ..] | ["START", "TRANSACTION", ..] => Compat::Begin,
@@ -185,13 +187,26 @@ fn is_version(sql: &str) -> bool {
     compact == "selectversion()" || compact == "selectpg_catalog.version()"
 }
 
+/// The statement from its first word on, without a trailing `;`: what [`words`] skips
+/// before the first word (blanks and opening parentheses) is skipped here too, so byte
+/// offsets after the first word are offsets into the word's own text.
+fn statement_body(sql: &str) -> &str {
+    sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(')
+        .trim_end()
+        .trim_end_matches(';')
+        .trim_end()
+}
+
 /// `SET [SESSION | LOCAL] name { TO | = } value`, `SET TIME ZONE value`,
 /// `SET SESSION CHARACTERISTICS …`, `SET NAMES value`.
 fn set(sql: &str) -> Result<Compat, PgError> {
-    let body = sql.trim().trim_end_matches(';').trim();
-    let mut rest = body[3..].trim_start();
+    let body = statement_body(sql);
+    let mut rest = body.get(3..).unwrap_or("").trim_start();
     for scope in ["SESSION ", "LOCAL "] {
-        if rest.len() >= scope.len() && rest[..scope.len()].eq_ignore_ascii_case(scope) {
+        if rest
+            .get(..scope.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(scope))
+        {
             rest = rest[scope.len()..].trim_start();
         }
     }
@@ -520,6 +535,16 @@ mod tests {
         assert!(classify("SAVEPOINT").is_err());
         assert!(classify("RELEASE a b").is_err());
         assert!(Compat::RollbackTo("x".into()).allowed_when_aborted());
+        // Multi-byte text where a keyword's length would be sliced (found by review).
+        for sql in [
+            "SET LOCA\u{20ac} = 1",
+            "((\u{3000}SHOW x",
+            "(\u{3000}SET x=1",
+            "SHOW \u{3000}",
+        ] {
+            let _ = classify(sql);
+        }
+        assert_eq!(c("((\u{3000}SHOW x"), Some(Compat::Show(Some("x".into()))));
         assert!(!Compat::Savepoint("x".into()).allowed_when_aborted());
     }
 

@@ -47,8 +47,13 @@ impl Engine {
                 return Err(EngineError::invalid(format!("column {c:?} is given twice")));
             }
         }
+        // VALUES with ORDER BY, LIMIT, OFFSET, FETCH or WITH is a query like any other.
+        let plain_values = source.with.is_none()
+            && source.order_by.is_none()
+            && source.limit_clause.is_none()
+            && source.fetch.is_none();
         let rows = match source.body.as_ref() {
-            SetExpr::Values(values) => {
+            SetExpr::Values(values) if plain_values => {
                 let columns = if columns.is_empty() {
                     match self.ctx.declared_schema(&stream)? {
                         Some(s) => s.fields().iter().map(|f| f.name().clone()).collect(),
@@ -62,7 +67,6 @@ impl Engine {
                 } else {
                     columns
                 };
-                let mut rows = Vec::with_capacity(values.rows.len());
                 for row in &values.rows {
                     if row.content.len() != columns.len() {
                         return Err(EngineError::invalid(format!(
@@ -71,31 +75,34 @@ impl Engine {
                             row.content.len()
                         )));
                     }
-                    let mut m = JsonRow::new();
-                    let literals: Vec<Option<Value>> =
-                        row.content.iter().map(|e| literal(e).ok()).collect();
-                    // Casts, functions and arithmetic (`$1::VARCHAR`, `now()`, `-(2 * 3)`):
-                    // the row is evaluated once by DataFusion; plain literals keep the text
-                    // they were written as.
-                    let evaluated = if literals.iter().any(Option::is_none) {
-                        let mut one = values.clone();
-                        one.rows = vec![row.clone()];
-                        let mut q = (*source).clone();
-                        *q.body = SetExpr::Values(one);
-                        let (_, batches) = self.pull.run(&plan::session(), &q).await?;
-                        let b = batches.iter().find(|b| b.num_rows() > 0).ok_or_else(|| {
-                            EngineError::internal("a VALUES row evaluated to no row")
-                        })?;
-                        (0..b.num_columns())
-                            .map(|i| value::cell_value(b.column(i).as_ref(), 0))
-                            .collect::<Result<Vec<_>>>()?
+                }
+                // Plain literals keep the text they were written as; the rows with anything
+                // else (casts such as `$1::VARCHAR`, functions, arithmetic) are evaluated by
+                // DataFusion in one plan.
+                let literals: Vec<Vec<Option<Value>>> = values
+                    .rows
+                    .iter()
+                    .map(|row| row.content.iter().map(|e| literal(e).ok()).collect())
+                    .collect();
+                let needs: Vec<usize> = (0..literals.len())
+                    .filter(|&r| literals[r].iter().any(Option::is_none))
+                    .collect();
+                let evaluated = self.evaluate_rows(&source, values, &needs).await?;
+                let mut rows = Vec::with_capacity(values.rows.len());
+                let mut next = evaluated.into_iter();
+                for lits in literals {
+                    let computed = if lits.iter().any(Option::is_none) {
+                        next.next().ok_or_else(|| {
+                            EngineError::internal("VALUES evaluated to too few rows")
+                        })?
                     } else {
                         Vec::new()
                     };
-                    for (i, (c, v)) in columns.iter().zip(literals).enumerate() {
+                    let mut m = JsonRow::new();
+                    for (i, (c, v)) in columns.iter().zip(lits).enumerate() {
                         let v = match v {
                             Some(v) => v,
-                            None => evaluated.get(i).cloned().ok_or_else(|| {
+                            None => computed.get(i).cloned().ok_or_else(|| {
                                 EngineError::internal("a VALUES row evaluated to too few columns")
                             })?,
                         };
@@ -136,6 +143,66 @@ impl Engine {
         };
         crate::writer::append_rows(&self.ctx.service, &stream, &rows, |_| Vec::new()).await?;
         Ok(())
+    }
+}
+
+impl Engine {
+    /// The rows `which` of `values`, evaluated by DataFusion in one plan (in order, every
+    /// column); rows whose types do not unify with the others' are evaluated one by one.
+    async fn evaluate_rows(
+        &self,
+        source: &sql::Query,
+        values: &sql::Values,
+        which: &[usize],
+    ) -> Result<Vec<Vec<Value>>> {
+        if which.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut shell = values.clone();
+        shell.rows.clear();
+        let mut query = source.clone();
+        *query.body = SetExpr::Values(shell.clone());
+        let plan = |rows: &[usize]| {
+            let mut v = shell.clone();
+            v.rows = rows.iter().map(|&r| values.rows[r].clone()).collect();
+            let mut q = query.clone();
+            *q.body = SetExpr::Values(v);
+            q
+        };
+        let collect = |batches: Vec<arrow::array::RecordBatch>| -> Result<Vec<Vec<Value>>> {
+            let mut out = Vec::new();
+            for b in &batches {
+                for r in 0..b.num_rows() {
+                    out.push(
+                        (0..b.num_columns())
+                            .map(|i| value::cell_value(b.column(i).as_ref(), r))
+                            .collect::<Result<Vec<_>>>()?,
+                    );
+                }
+            }
+            Ok(out)
+        };
+        match self.pull.run(&plan::session(), &plan(which)).await {
+            Ok((_, batches)) => {
+                let out = collect(batches)?;
+                if out.len() == which.len() {
+                    return Ok(out);
+                }
+                Err(EngineError::internal(
+                    "VALUES evaluated to a different number of rows",
+                ))
+            }
+            // One row at a time: each row's own types, and the error names the row at fault.
+            Err(_) if which.len() > 1 => {
+                let mut out = Vec::with_capacity(which.len());
+                for &r in which {
+                    let (_, batches) = self.pull.run(&plan::session(), &plan(&[r])).await?;
+                    out.extend(collect(batches)?);
+                }
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -144,9 +144,7 @@ impl Engine {
         crate::writer::append_rows(&self.ctx.service, &stream, &rows, |_| Vec::new()).await?;
         Ok(())
     }
-}
 
-impl Engine {
     /// The rows `which` of `values`, evaluated by DataFusion in one plan (in order, every
     /// column); rows whose types do not unify with the others' are evaluated one by one.
     async fn evaluate_rows(
@@ -158,15 +156,16 @@ impl Engine {
         if which.is_empty() {
             return Ok(Vec::new());
         }
+        // The query without its rows, so that each plan below copies only the rows it runs.
         let mut shell = values.clone();
         shell.rows.clear();
         let mut query = source.clone();
-        *query.body = SetExpr::Values(shell.clone());
+        *query.body = SetExpr::Values(shell);
         let plan = |rows: &[usize]| {
-            let mut v = shell.clone();
-            v.rows = rows.iter().map(|&r| values.rows[r].clone()).collect();
             let mut q = query.clone();
-            *q.body = SetExpr::Values(v);
+            if let SetExpr::Values(v) = q.body.as_mut() {
+                v.rows = rows.iter().map(|&r| values.rows[r].clone()).collect();
+            }
             q
         };
         let collect = |batches: Vec<arrow::array::RecordBatch>| -> Result<Vec<Vec<Value>>> {

@@ -168,55 +168,43 @@ async fn a_passive_tcp_emitter_ships_rows_to_a_connected_actuator() {
 async fn addresses_outside_the_policy_are_refused_before_any_socket_is_opened() {
     let b = basket();
     let sockets = NetworkSockets::new(NetworkPolicy::default());
-    let wake = Arc::new(Notify::new());
-    let refused = |r: Result<_, EngineError>| match r {
-        Err(EngineError::Invalid(m)) => m,
-        Err(other) => panic!("expected an invalid-argument error, got {other:?}"),
-        Ok(_) => panic!("expected a refusal"),
-    };
-    let m = refused(
-        sockets
+    let cases = [
+        // An emitter sending outside loopback without --emitter-allow.
+        (
+            Direction::Emitter,
+            "192.0.2.1",
+            Protocol::Udp,
+            Mode::Active,
+            "--emitter-allow",
+        ),
+        // A receptor listening on every interface while the server binds loopback.
+        (
+            Direction::Receptor,
+            "0.0.0.0",
+            Protocol::Tcp,
+            Mode::Passive,
+            "--bind",
+        ),
+        // A passive emitter serves over TCP only.
+        (
+            Direction::Emitter,
+            "127.0.0.1",
+            Protocol::Udp,
+            Mode::Passive,
+            "passive emitter",
+        ),
+    ];
+    for (direction, host, protocol, mode, says) in cases {
+        let r = sockets
             .start(
-                spec(
-                    Direction::Emitter,
-                    &b,
-                    "192.0.2.1",
-                    Protocol::Udp,
-                    Mode::Active,
-                ),
-                wake.clone(),
+                spec(direction, &b, host, protocol, mode),
+                Arc::new(Notify::new()),
             )
-            .await,
-    );
-    assert!(m.contains("--emitter-allow"), "{m}");
-    let m = refused(
-        sockets
-            .start(
-                spec(
-                    Direction::Receptor,
-                    &b,
-                    "0.0.0.0",
-                    Protocol::Tcp,
-                    Mode::Passive,
-                ),
-                wake.clone(),
-            )
-            .await,
-    );
-    assert!(m.contains("--bind"), "{m}");
-    let m = refused(
-        sockets
-            .start(
-                spec(
-                    Direction::Emitter,
-                    &b,
-                    "127.0.0.1",
-                    Protocol::Udp,
-                    Mode::Passive,
-                ),
-                wake,
-            )
-            .await,
-    );
-    assert!(m.contains("passive emitter"), "{m}");
+            .await;
+        match r {
+            Err(EngineError::Invalid(m)) => assert!(m.contains(says), "{host}: {m}"),
+            Err(other) => panic!("{host}: expected an invalid-argument error, got {other:?}"),
+            Ok(_) => panic!("{host}: expected a refusal"),
+        }
+    }
 }
